@@ -1,0 +1,100 @@
+"""Loads the embedded engines a configuration needs, once per process, and warms them."""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from loguru import logger
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.processors.aggregators.llm_context import LLMContext
+
+from bot.settings import Provider, Settings
+
+
+@dataclass
+class EmbeddedEngines:
+    stt: "MoonshineEngine | None" = None  # noqa: F821
+    llm: "LocalLLMEngine | None" = None  # noqa: F821
+    tts: "SharedPiperVoice | None" = None  # noqa: F821
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "stt": "moonshine-base-en" if self.stt else "cloud",
+            "llm": self.llm.model_name if self.llm else "cloud",
+            "tts": self.tts.name if self.tts else "cloud",
+        }
+
+
+def prepare_models(settings: Settings) -> None:
+    """One-time setup: assemble and verify the LLM weights, convert the STT model."""
+    from bot.engines.llm_weights import ensure_model_file
+    from bot.engines.moonshine import prepare_moonshine
+
+    ensure_model_file(settings.llm_model, settings.data_dir)
+    prepare_moonshine(settings.data_dir)
+
+
+def _load_stt(settings: Settings):
+    from bot.engines.moonshine import MoonshineEngine
+
+    engine = MoonshineEngine(settings.data_dir, threads=settings.stt_threads)
+    engine.warm_up()
+    return engine
+
+
+def _load_llm(settings: Settings):
+    from bot.engines.llm_weights import ensure_model_file
+    from bot.engines.local_llm import LocalLLMEngine
+
+    return LocalLLMEngine(
+        ensure_model_file(settings.llm_model, settings.data_dir),
+        threads=settings.llm_threads,
+        context_tokens_per_slot=settings.llm_context_tokens,
+        parallel_slots=settings.llm_parallel_sessions,
+    )
+
+
+def _load_tts(settings: Settings):
+    from bot.engines.piper_voice import SharedPiperVoice
+
+    voice = SharedPiperVoice(settings.tts_voice)
+    voice.warm_up()
+    return voice
+
+
+async def _warm_llm(engine, settings: Settings) -> None:
+    """Cache the system prompt and tool instructions, the prefix of every request."""
+    from bot.services.local_llm import build_request
+    from bot.tools import ALL_TOOLS
+
+    context = LLMContext(
+        messages=[{"role": "user", "content": "Hello!"}], tools=ToolsSchema(ALL_TOOLS)
+    )
+    await engine.warm_up(
+        build_request(
+            context,
+            system_prompt=settings.system_prompt,
+            max_tokens=settings.llm_max_answer_tokens,
+            temperature=settings.llm_temperature,
+            context_tokens=settings.llm_context_tokens,
+        )
+    )
+
+
+async def load_engines(settings: Settings) -> EmbeddedEngines:
+    """Load (in worker threads, side by side) every engine an embedded stage uses."""
+    loaders = {"stt": _load_stt, "llm": _load_llm, "tts": _load_tts}
+    wanted = [s for s in loaders if settings.resolved(s) is Provider.EMBEDDED]
+    engines = EmbeddedEngines()
+
+    async def load(stage: str):
+        started = time.monotonic()
+        setattr(engines, stage, await asyncio.to_thread(loaders[stage], settings))
+        if stage == "llm":
+            await _warm_llm(engines.llm, settings)
+        engines.load_seconds[stage] = round(time.monotonic() - started, 2)
+
+    await asyncio.gather(*(load(stage) for stage in wanted))
+    logger.info(f"Embedded engines ready: {engines.describe()} in {engines.load_seconds}")
+    return engines

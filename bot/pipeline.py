@@ -1,0 +1,107 @@
+"""One session's voice pipeline, top to bottom as the audio flows."""
+
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frameworks.rtvi.observer import (
+    RTVIFunctionCallReportLevel,
+    RTVIObserverParams,
+)
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_start import VADUserTurnStartStrategy, TranscriptionUserTurnStartStrategy
+from pipecat.turns.user_stop import (
+    SpeechTimeoutUserTurnStopStrategy,
+    TurnAnalyzerUserTurnStopStrategy,
+)
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from bot.engines.loader import EmbeddedEngines
+from bot.service_factory import create_llm, create_stt, create_tts
+from bot.settings import Settings
+from bot.tools import ALL_TOOLS
+
+# The browser client records at 16 kHz and plays at 24 kHz whatever rate a frame announces.
+AUDIO_IN_RATE = 16000
+AUDIO_OUT_RATE = 24000
+
+
+def turn_strategies(settings: Settings) -> UserTurnStrategies:
+    stop = (
+        TurnAnalyzerUserTurnStopStrategy(
+            turn_analyzer=LocalSmartTurnAnalyzerV3(
+                params=SmartTurnParams(stop_secs=settings.turn_max_silence_secs)
+            )
+        )
+        if settings.smart_turn
+        else SpeechTimeoutUserTurnStopStrategy()
+    )
+    return UserTurnStrategies(
+        start=[
+            VADUserTurnStartStrategy(enable_interruptions=True),
+            TranscriptionUserTurnStartStrategy(),
+        ],
+        stop=[stop],
+    )
+
+
+def build_worker(
+    transport: BaseTransport, settings: Settings, engines: EmbeddedEngines, *, session_id: str
+) -> PipelineWorker:
+    stt = create_stt(settings, engines)
+    llm = create_llm(settings, engines)
+    tts = create_tts(settings, engines)
+
+    context = LLMContext(tools=ToolsSchema(standard_tools=ALL_TOOLS))
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
+        context,
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_secs)),
+            user_turn_strategies=turn_strategies(settings),
+        ),
+    )
+
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            stt,
+            user_aggregator,
+            llm,
+            tts,
+            transport.output(),
+            assistant_aggregator,
+        ]
+    )
+
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            audio_in_sample_rate=AUDIO_IN_RATE,
+            audio_out_sample_rate=AUDIO_OUT_RATE,
+            enable_metrics=True,
+            enable_usage_metrics=True,
+        ),
+        conversation_id=session_id,
+        idle_timeout_secs=None,
+        # The page shows which tool ran with which arguments: it is the user's own session.
+        rtvi_observer_params=RTVIObserverParams(
+            function_call_report_level={"*": RTVIFunctionCallReportLevel.FULL}
+        ),
+    )
+
+    if settings.greeting:
+
+        @worker.rtvi.event_handler("on_client_ready")
+        async def greet(_rtvi):
+            await worker.queue_frames([TTSSpeakFrame(settings.greeting)])
+
+    return worker

@@ -1,0 +1,81 @@
+"""Settings -> the Pipecat STT, LLM and TTS services of one session (embedded or cloud)."""
+
+import re
+
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+from pipecat.services.llm_service import LLMService
+from pipecat.utils.text.transforms.strip_markdown import strip_markdown
+
+from bot.engines.loader import EmbeddedEngines
+from bot.settings import Provider, Settings
+
+# Emoji and pictographs: a TTS either spells them out or chokes on them.
+_EMOJI = re.compile(
+    "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\u200d\ufe0f]+"
+)
+
+
+async def strip_emoji(text: str, _text_type) -> str:
+    return _EMOJI.sub("", text)
+
+
+# Whatever the LLM writes, the TTS receives speakable text.
+SPEAKABLE_TEXT = [("*", strip_markdown), ("*", strip_emoji)]
+
+
+def create_stt(settings: Settings, engines: EmbeddedEngines) -> STTService:
+    provider = settings.resolved("stt")
+    if provider is Provider.DEEPGRAM:
+        from pipecat.services.deepgram.stt import DeepgramSTTService
+
+        return DeepgramSTTService(
+            api_key=settings.deepgram_api_key.get_secret_value(),
+            settings=DeepgramSTTService.Settings(model=settings.deepgram_model),
+        )
+    from bot.services.moonshine_stt import MoonshineSTTService
+
+    return MoonshineSTTService(
+        engine=engines.stt, interim_interval_secs=settings.stt_interim_interval_secs
+    )
+
+
+def create_llm(settings: Settings, engines: EmbeddedEngines) -> LLMService:
+    provider = settings.resolved("llm")
+    if provider is Provider.OPENAI:
+        from pipecat.services.openai.llm import OpenAILLMService
+
+        return OpenAILLMService(
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url,
+            settings=OpenAILLMService.Settings(
+                model=settings.openai_model,
+                system_instruction=settings.system_prompt,
+                temperature=settings.llm_temperature,
+            ),
+        )
+    from bot.services.local_llm import LocalLLMService
+
+    return LocalLLMService(
+        engine=engines.llm,
+        system_prompt=settings.system_prompt,
+        temperature=settings.llm_temperature,
+        max_answer_tokens=settings.llm_max_answer_tokens,
+    )
+
+
+def create_tts(settings: Settings, engines: EmbeddedEngines) -> TTSService:
+    provider = settings.resolved("tts")
+    if provider is Provider.ELEVENLABS:
+        from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
+
+        return ElevenLabsTTSService(
+            api_key=settings.elevenlabs_api_key.get_secret_value(),
+            settings=ElevenLabsTTSService.Settings(
+                voice=settings.elevenlabs_voice_id, model=settings.elevenlabs_model
+            ),
+            text_transforms=SPEAKABLE_TEXT,
+        )
+    from bot.services.piper_tts import SharedPiperTTSService
+
+    return SharedPiperTTSService(voice=engines.tts, text_transforms=SPEAKABLE_TEXT)

@@ -1,0 +1,187 @@
+"""Pipecat LLM service for the embedded llama.cpp engine, with grammar-routed tool calls.
+
+Each reply is decoded under the routing grammar (see `tool_routing`): an answer is streamed
+to the TTS as its JSON string is generated; a tool call goes to Pipecat's own function-call
+machinery (`run_function_calls`), so the tools registered for OpenAI serve this model too.
+"""
+
+import threading
+import time
+import uuid
+
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    FunctionCallFromLLM,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+)
+from pipecat.metrics.metrics import LLMTokenUsage
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.llm_service import LLMService
+from pipecat.services.settings import LLMSettings
+
+from bot.engines.local_llm import LocalLLMEngine
+from bot.services.tool_routing import (
+    ReplyDecoder,
+    reply_grammar,
+    reply_instructions,
+    routable_tools,
+    to_routed_messages,
+)
+
+# Characters per token, a conservative estimate for English: used to trim old turns before a
+# conversation overflows the model's window.
+CHARS_PER_TOKEN = 3.0
+# Tool rounds per user turn; after them the model must answer from the results (a small
+# model otherwise calls the same tool again and again).
+MAX_TOOL_ROUNDS = 1
+
+
+def build_request(
+    context: LLMContext,
+    *,
+    system_prompt: str | None,
+    max_tokens: int,
+    temperature: float,
+    context_tokens: int,
+) -> dict:
+    """The engine request for a context: routed messages, grammar and limits."""
+    tools = routable_tools(context.tools)
+    messages = context.get_messages()
+    tool_rounds = 0
+    for message in reversed(messages):
+        if message.get("role") == "tool":
+            tool_rounds += 1
+        elif message.get("role") == "user":
+            break
+    system = "\n\n".join(p for p in (system_prompt, reply_instructions(tools)) if p)
+    routed = _trim(to_routed_messages(messages, system), (context_tokens - max_tokens) * CHARS_PER_TOKEN)
+    return {
+        "messages": routed,
+        "grammar": reply_grammar(tools, allow_tools=tool_rounds < MAX_TOOL_ROUNDS),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "cache_prompt": True,
+    }
+
+
+def _trim(messages: list[dict], budget_chars: float) -> list[dict]:
+    """Drop the oldest turns (never the system prompt or the last message) to fit the window."""
+    kept = list(messages)
+    while len(kept) > 2 and sum(len(m["content"]) for m in kept) > budget_chars:
+        del kept[1]
+    return kept
+
+
+class LocalLLMService(LLMService):
+    def __init__(
+        self,
+        *,
+        engine: LocalLLMEngine,
+        system_prompt: str,
+        temperature: float = 0.2,
+        max_answer_tokens: int = 80,
+        **kwargs,
+    ):
+        settings = LLMSettings(
+            model=engine.model_name,
+            system_instruction=system_prompt,
+            temperature=temperature,
+            max_tokens=max_answer_tokens,
+            top_p=None,
+            top_k=None,
+            frequency_penalty=None,
+            presence_penalty=None,
+            seed=None,
+            filter_incomplete_user_turns=False,
+            user_turn_completion_config=None,
+            use_provider_thinking_default=False,
+        )
+        super().__init__(settings=settings, **kwargs)
+        self._engine = engine
+        self._cancel_current = threading.Event()
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            await self.push_frame(LLMFullResponseStartFrame())
+            await self.start_processing_metrics()
+            try:
+                await self._generate(frame.context)
+            except Exception as e:
+                await self.push_error(error_msg=f"Local LLM error: {e}", exception=e)
+            finally:
+                await self.stop_processing_metrics()
+                await self.push_frame(LLMFullResponseEndFrame())
+        else:
+            await self.push_frame(frame, direction)
+
+    async def _generate(self, context: LLMContext):
+        request = build_request(
+            context,
+            system_prompt=self._settings.system_instruction,
+            max_tokens=self._settings.max_tokens,
+            temperature=self._settings.temperature,
+            context_tokens=self._engine.context_tokens_per_slot,
+        )
+        decoder = ReplyDecoder()
+        usage = None
+        # A new event per request: setting it stops exactly this generation, including
+        # when this task is cancelled by an interruption.
+        self._cancel_current = cancelled = threading.Event()
+        await self.start_ttfb_metrics()
+        started = time.monotonic()
+        async for chunk in self._engine.stream_chat(request, cancelled):
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content")
+                if not piece:
+                    continue
+                text = decoder.feed(piece)
+                if text:
+                    await self.stop_ttfb_metrics()
+                    await self._push_llm_text(text)
+            if timings := chunk.get("timings"):
+                logger.debug(
+                    f"{self}: prompt {timings.get('prompt_n')} new + {timings.get('cache_n')} cached"
+                    f" tokens in {timings.get('prompt_ms', 0):.0f} ms, {timings.get('predicted_n')}"
+                    f" generated in {timings.get('predicted_ms', 0):.0f} ms"
+                )
+                usage = LLMTokenUsage(
+                    prompt_tokens=timings.get("prompt_n", 0) + timings.get("cache_n", 0),
+                    completion_tokens=timings.get("predicted_n", 0),
+                    total_tokens=timings.get("prompt_n", 0)
+                    + timings.get("cache_n", 0)
+                    + timings.get("predicted_n", 0),
+                    cache_read_input_tokens=timings.get("cache_n", 0),
+                )
+        await self.stop_ttfb_metrics()
+        if usage is not None:
+            await self.start_llm_usage_metrics(usage)
+
+        if decoder.is_tool_call:
+            name, arguments = decoder.tool_call()
+            logger.debug(f"{self}: tool call {name}({arguments}) after {time.monotonic() - started:.2f}s")
+            await self.run_function_calls(
+                [
+                    FunctionCallFromLLM(
+                        context=context,
+                        tool_call_id=f"call_{uuid.uuid4().hex[:12]}",
+                        function_name=name,
+                        arguments=arguments,
+                    )
+                ]
+            )
+
+    async def _handle_interruptions(self, frame):
+        self._cancel_current.set()
+        await super()._handle_interruptions(frame)
+
+    async def cleanup(self):
+        self._cancel_current.set()
+        await super().cleanup()

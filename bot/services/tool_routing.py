@@ -1,0 +1,222 @@
+"""Tool calling for small local models, through constrained decoding.
+
+Small models do not emit OpenAI `tool_calls`, but they follow a grammar reliably. Every reply
+is one JSON object: `{"tool": "<name>", "arguments": {...}}` for a tool call, or
+`{"tool": "none", "answer": "..."}` for a spoken answer. The grammar (llguidance, compiled by
+llama.cpp) makes any other shape impossible, and the answer text is streamed out of the JSON
+string as it is generated, so a plain answer costs only the few tokens of its JSON prefix.
+
+Tools keep their few-shot phrasings next to their code (`@routing_examples`), and this module
+turns a context's tools into the grammar and the instructions the model sees.
+"""
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+
+NO_TOOL = "none"
+
+
+def routing_examples(*examples: tuple[str, dict[str, Any]]) -> Callable:
+    """Attach (utterance, arguments) pairs that show a small model when to call this tool."""
+
+    def decorate(fn: Callable) -> Callable:
+        fn.routing_examples = list(examples)
+        return fn
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class RoutableTool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    examples: list[tuple[str, dict[str, Any]]]
+
+
+def routable_tools(tools: ToolsSchema | Any) -> list[RoutableTool]:
+    if not isinstance(tools, ToolsSchema):
+        return []
+    examples = {
+        wrapper.name: getattr(wrapper.function, "routing_examples", [])
+        for wrapper in tools.direct_functions
+    }
+    return [
+        RoutableTool(
+            name=schema.name,
+            description=schema.description,
+            parameters={
+                "type": "object",
+                "properties": schema.properties,
+                "required": schema.required,
+                "additionalProperties": False,
+            },
+            examples=examples.get(schema.name, []),
+        )
+        for schema in tools.standard_tools
+    ]
+
+
+def answer_json(text: str) -> str:
+    return json.dumps({"tool": NO_TOOL, "answer": text})
+
+
+def call_json(name: str, arguments: dict[str, Any]) -> str:
+    return json.dumps({"tool": name, "arguments": arguments})
+
+
+def reply_grammar(tools: list[RoutableTool], allow_tools: bool = True) -> str:
+    branches = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": NO_TOOL}, "answer": {"type": "string"}},
+            "required": ["tool", "answer"],
+            "additionalProperties": False,
+        }
+    ]
+    if allow_tools:
+        branches += [
+            {
+                "type": "object",
+                "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
+                "required": ["tool", "arguments"],
+                "additionalProperties": False,
+            }
+            for t in tools
+        ]
+    return "%llguidance {}\nstart: reply\nreply: %json " + json.dumps({"anyOf": branches})
+
+
+def reply_instructions(tools: list[RoutableTool]) -> str:
+    lines = [
+        "Always reply with one JSON object.",
+        f'To answer the user, reply {{"tool": "{NO_TOOL}", "answer": "<your short spoken answer>"}}.',
+    ]
+    if tools:
+        lines.append("When, and only when, the user needs one of these tools, call it instead:")
+        for tool in tools:
+            args = ", ".join(
+                f'"{name}": <{spec.get("description") or spec.get("type", "value")}>'
+                for name, spec in tool.parameters["properties"].items()
+            )
+            lines.append(f'- {{"tool": "{tool.name}", "arguments": {{{args}}}}}: {tool.description}')
+        lines.append(
+            "After a tool result arrives, answer the user from it in one short sentence."
+        )
+    lines += ["", "Examples:"]
+    shots: list[tuple[str, str]] = [
+        ("What is the capital of Italy?", answer_json("The capital of Italy is Rome.")),
+        ("Hello there!", answer_json("Hello! How can I help you today?")),
+    ]
+    for tool in tools:
+        shots += [(said, call_json(tool.name, args)) for said, args in tool.examples]
+    shots.append(("Tell me something fun.", answer_json("Here is a fun fact: honey never spoils.")))
+    for said, reply in shots:
+        lines += [f"User: {said}", f"Assistant: {reply}"]
+    return "\n".join(lines)
+
+
+_ANSWER_PREFIX = re.compile(r'^\s*\{\s*"tool"\s*:\s*"none"\s*,\s*"answer"\s*:\s*"')
+_TOOL_NAME = re.compile(r'^\s*\{\s*"tool"\s*:\s*"(?P<name>[^"]*)"')
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class ReplyDecoder:
+    """Turns the streamed JSON reply into answer text (as it arrives) or one tool call."""
+
+    def __init__(self) -> None:
+        self._raw = ""
+        self._mode: str | None = None  # None until known, then "answer" or "tool"
+        self._cursor = 0  # next unread character of the answer string in _raw
+        self._answer_done = False
+
+    @property
+    def is_answer(self) -> bool:
+        return self._mode == "answer"
+
+    @property
+    def is_tool_call(self) -> bool:
+        return self._mode == "tool"
+
+    def feed(self, text: str) -> str:
+        """Add generated text; return the newly decoded answer text (empty for tool calls)."""
+        self._raw += text
+        if self._mode is None:
+            if match := _ANSWER_PREFIX.match(self._raw):
+                self._mode, self._cursor = "answer", match.end()
+            elif (match := _TOOL_NAME.match(self._raw)) and match["name"] != NO_TOOL:
+                self._mode = "tool"
+        return self._decode_answer() if self._mode == "answer" else ""
+
+    def _decode_answer(self) -> str:
+        out = []
+        raw, i = self._raw, self._cursor
+        while i < len(raw) and not self._answer_done:
+            ch = raw[i]
+            if ch == '"':
+                self._answer_done = True
+                i += 1
+            elif ch == "\\":
+                if i + 1 >= len(raw):
+                    break  # wait for the escaped character
+                code = raw[i + 1]
+                if code == "u":
+                    if i + 6 > len(raw):
+                        break
+                    out.append(chr(int(raw[i + 2 : i + 6], 16)))
+                    i += 6
+                else:
+                    out.append(_ESCAPES.get(code, code))
+                    i += 2
+            else:
+                out.append(ch)
+                i += 1
+        self._cursor = i
+        return "".join(out)
+
+    def tool_call(self) -> tuple[str, dict[str, Any]]:
+        """The finished tool call; raises ValueError when the reply is not a whole call."""
+        reply = json.loads(self._raw)
+        if not isinstance(reply, dict) or not isinstance(reply.get("arguments"), dict):
+            raise ValueError(f"not a tool call: {self._raw!r}")
+        return reply["tool"], reply["arguments"]
+
+
+def to_routed_messages(
+    messages: list[dict[str, Any]], system_prompt: str
+) -> list[dict[str, Any]]:
+    """Rewrite an OpenAI-format conversation into the JSON-reply format the model was shown.
+
+    Earlier answers and tool calls become the JSON objects the model itself would have
+    written, and tool results become user-side notes, so the history always matches the
+    format of the next reply.
+    """
+    routed = [{"role": "system", "content": system_prompt}]
+    for message in messages:
+        role, content = message.get("role"), message.get("content")
+        if isinstance(content, list):  # multi-part content: keep the text parts
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if role in ("system", "developer"):
+            routed[0]["content"] += "\n\n" + (content or "")
+        elif role == "user":
+            routed.append({"role": "user", "content": content or ""})
+        elif role == "assistant":
+            for call in message.get("tool_calls") or []:
+                function = call.get("function", {})
+                try:
+                    arguments = json.loads(function.get("arguments") or "{}")
+                except json.JSONDecodeError:
+                    arguments = {}
+                routed.append(
+                    {"role": "assistant", "content": call_json(function.get("name", ""), arguments)}
+                )
+            if content:
+                routed.append({"role": "assistant", "content": answer_json(content)})
+        elif role == "tool":
+            routed.append({"role": "user", "content": f"(tool result) {content}"})
+    return routed

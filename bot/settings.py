@@ -1,0 +1,116 @@
+"""Typed settings for the whole product, read once from the environment (and `.env`).
+
+Every field is documented in the README's configuration table. Non-secret settings use the
+`AGENT_` prefix; provider keys keep the names their providers document (`OPENAI_API_KEY`, ...).
+"""
+
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Provider(str, Enum):
+    AUTO = "auto"
+    EMBEDDED = "embedded"
+    OPENAI = "openai"
+    DEEPGRAM = "deepgram"
+    ELEVENLABS = "elevenlabs"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENT_", env_file=".env", extra="ignore")
+
+    # --- server ---
+    host: str = Field("127.0.0.1", description="Interface the server binds to.")
+    port: int = Field(7860, description="TCP port of the server.")
+    data_dir: Path = Field(
+        Path.home() / ".cache" / "voice-agent",
+        description="Where prepared model files (assembled LLM, converted STT) are cached.",
+    )
+    greeting: str = Field(
+        "Hi! Ask me anything.",
+        description="One short sentence the bot says when a user connects; empty disables it.",
+    )
+
+    # --- provider per stage: auto = cloud when its key is set, embedded otherwise ---
+    stt_provider: Provider = Field(Provider.AUTO, description="auto, embedded or deepgram.")
+    llm_provider: Provider = Field(Provider.AUTO, description="auto, embedded or openai.")
+    tts_provider: Provider = Field(Provider.AUTO, description="auto, embedded or elevenlabs.")
+
+    # --- embedded LLM ---
+    llm_model: str = Field(
+        "qwen2.5-coder-0.5b",
+        description="Embedded LLM: qwen2.5-coder-0.5b (default) or smollm2-135m.",
+    )
+    llm_threads: int = Field(2, description="CPU threads for the embedded LLM.")
+    llm_context_tokens: int = Field(
+        2048, description="Context window per session slot of the embedded LLM."
+    )
+    llm_parallel_sessions: int = Field(
+        4, description="KV-cache slots of the embedded LLM (sessions decoded side by side)."
+    )
+    llm_max_answer_tokens: int = Field(
+        80, description="Hard cap on tokens in one spoken answer (keeps answers short)."
+    )
+    llm_temperature: float = Field(0.2, description="Sampling temperature of the LLM.")
+
+    # --- embedded STT / TTS ---
+    stt_threads: int = Field(2, description="CPU threads for the embedded STT (Moonshine).")
+    stt_interim_interval_secs: float = Field(
+        0.5, description="Re-decode the growing utterance this often for interim transcripts."
+    )
+    tts_voice: str = Field("en_US-joe-medium", description="Embedded Piper voice name.")
+
+    # --- turn taking ---
+    vad_stop_secs: float = Field(0.2, description="Silence before the VAD reports a stop.")
+    smart_turn: bool = Field(True, description="Use the Smart Turn v3 model to end turns.")
+    turn_max_silence_secs: float = Field(
+        1.5,
+        description="Longest pause after which a turn ends even if Smart Turn judges it unfinished.",
+    )
+
+    # --- cloud providers (Pipecat's own service classes) ---
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY", "AGENT_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        None, description="Any OpenAI-compatible server (vLLM, Ollama, llama.cpp)."
+    )
+    openai_model: str = Field("gpt-4.1-mini", description="OpenAI chat model.")
+    deepgram_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DEEPGRAM_API_KEY", "AGENT_DEEPGRAM_API_KEY")
+    )
+    deepgram_model: str = Field("nova-3-general", description="Deepgram STT model.")
+    elevenlabs_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ELEVENLABS_API_KEY", "AGENT_ELEVENLABS_API_KEY")
+    )
+    elevenlabs_voice_id: str = Field(
+        "21m00Tcm4TlvDq8ikWAM", description="ElevenLabs voice id (default: Rachel)."
+    )
+    elevenlabs_model: str = Field("eleven_flash_v2_5", description="ElevenLabs TTS model.")
+
+    system_prompt: str = Field(
+        "You are a friendly voice assistant. Your replies are spoken aloud, so answer in one "
+        "or two short plain sentences, with no lists, markdown or emoji.",
+        description="System prompt of the assistant.",
+    )
+
+    def resolved(self, stage: str) -> Provider:
+        """The provider a stage really uses: `auto` becomes the cloud one when its key is set."""
+        chosen: Provider = getattr(self, f"{stage}_provider")
+        if chosen is not Provider.AUTO:
+            return chosen
+        cloud = {
+            "stt": (Provider.DEEPGRAM, self.deepgram_api_key),
+            "llm": (Provider.OPENAI, self.openai_api_key),
+            "tts": (Provider.ELEVENLABS, self.elevenlabs_api_key),
+        }[stage]
+        return cloud[0] if cloud[1] is not None else Provider.EMBEDDED
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,38 @@
+"""The current date and time in any IANA timezone, read from this machine's clock."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pipecat.adapters.llm.schemas.direct_function import tool_options
+from pipecat.services.llm_service import FunctionCallParams
+
+from bot.services.tool_routing import routing_examples
+
+
+@tool_options(timeout_secs=2.0)
+@routing_examples(
+    ("What time is it in London?", {"timezone": "Europe/London"}),
+    ("What's the date today in New York?", {"timezone": "America/New_York"}),
+)
+async def get_current_time(params: FunctionCallParams, timezone: str):
+    """Get the current date and time in a timezone.
+
+    Args:
+        timezone: IANA timezone name, e.g. Europe/Paris, Asia/Tokyo or UTC.
+    """
+    try:
+        zone = ZoneInfo(timezone.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        await params.result_callback(
+            {"error": f"unknown timezone {timezone!r}; use an IANA name such as Europe/Paris"}
+        )
+        return
+    now = datetime.now(zone)
+    await params.result_callback(
+        {
+            "timezone": zone.key,
+            "time": now.strftime("%H:%M"),
+            "spoken_time": now.strftime("%-I:%M %p"),
+            "date": now.strftime("%A, %B %-d, %Y"),
+        }
+    )

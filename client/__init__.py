@@ -1,0 +1,1 @@
+"""Headless clients of the server's public protocols, for tests, benchmarks and evals."""

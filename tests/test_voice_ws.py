@@ -1,0 +1,109 @@
+"""End to end over `/ws`: real server, real protobuf client, real speech, real models."""
+
+import asyncio
+import urllib.request
+import json
+
+import pytest
+
+from client.speech import speech_pcm
+from client.ws import VoiceClient
+
+TURN_TIMEOUT = 30
+
+
+async def answer_to(client: VoiceClient, text: str) -> tuple[float, str]:
+    """Speak `text`, wait for the whole spoken answer; return (end of speech, bot text)."""
+    speech_end = await client.say(speech_pcm(text))
+    stopped = await client.wait_for(
+        lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end
+    )
+    return speech_end, client.bot_text(speech_end, stopped.at)
+
+
+async def connected(url: str) -> VoiceClient:
+    client = VoiceClient(url)
+    await client.__aenter__()
+    await client.ready()
+    # The greeting plays first; speaking over it would (rightly) interrupt it.
+    await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT)
+    return client
+
+
+async def test_spoken_question_gets_spoken_answer_and_follow_up_remembers(ws_url):
+    speech_pcm("What is the capital of France?")  # synthesize before the clock matters
+    speech_pcm("And what language do they speak there?")
+    client = await connected(ws_url)
+    try:
+        speech_end, answer = await answer_to(client, "What is the capital of France?")
+        transcript = client.final_transcripts()[-1].lower()
+        assert "capital" in transcript and "france" in transcript, transcript
+        assert "paris" in answer.lower(), answer
+        assert client.voiced_audio_seconds(speech_end) >= 0.5
+        assert all(a.sample_rate == 24000 for a in client.audio)
+
+        _, follow_up = await answer_to(client, "And what language do they speak there?")
+        assert "french" in follow_up.lower(), follow_up
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+async def test_tool_call_answers_with_live_data(ws_url):
+    speech_pcm("What time is it in Tokyo?")
+    client = await connected(ws_url)
+    try:
+        speech_end, answer = await answer_to(client, "What time is it in Tokyo?")
+        call = await client.wait_for(
+            lambda m: m.type == "llm-function-call-started", 1, after=speech_end
+        )
+        assert call.data.get("function_name") == "get_current_time"
+        assert answer.strip(), "the bot said nothing after the tool result"
+        assert "{" not in answer and "tool" not in answer.lower()
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+async def test_barge_in_stops_bot_audio(ws_url):
+    question = speech_pcm("Tell me a long story about a brave little dragon.")
+    interruption = speech_pcm("Wait, stop please.")
+    client = await connected(ws_url)
+    try:
+        speech_end = await client.say(question)
+        started = await client.wait_for(
+            lambda m: m.type == "bot-started-speaking", TURN_TIMEOUT, after=speech_end
+        )
+        await asyncio.sleep(0.8)
+        barge_in = asyncio.ensure_future(client.say(interruption))
+        user_started = await client.wait_for(
+            lambda m: m.type == "user-started-speaking", 5, after=started.at
+        )
+        stopped = await client.wait_for(
+            lambda m: m.type == "bot-stopped-speaking", 5, after=started.at
+        )
+        assert stopped.at - user_started.at < 1.0, "bot kept talking over the user"
+        assert any(m.type == "bot-interrupted" for m in client.messages if m.at >= started.at)
+        await barge_in
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+async def test_bad_input_is_rejected_and_server_keeps_serving(ws_url, live_server):
+    async with VoiceClient(ws_url) as client:
+        await client.ready()
+        await client.send_raw(b"\x00\xffnot a protobuf frame at all")
+        await client.send_raw("a text frame instead of binary")
+        from client.ws import rtvi_frame
+        from pipecat.frames.protobufs import frames_pb2
+
+        broken = frames_pb2.Frame()
+        broken.message.data = "{not json"
+        await client.send_raw(broken.SerializeToString())
+        await asyncio.sleep(1.0)
+        errors = [m for m in client.messages if m.type == "error"]
+        assert client.closed_code is not None or errors, "bad input neither answered nor closed"
+
+    # The server is unharmed: health answers and a new session works.
+    with urllib.request.urlopen(f"{live_server}/health", timeout=5) as response:
+        assert json.loads(response.read())["status"] == "ok"
+    async with VoiceClient(ws_url) as client:
+        await client.ready()
