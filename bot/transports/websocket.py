@@ -1,7 +1,7 @@
 """Browser WebSocket transport: Pipecat's protobuf frames with RTVI messages inside."""
 
 from fastapi import WebSocket
-from pipecat.serializers.protobuf import ProtobufFrameSerializer
+from bot.transports.serializer import CheckedProtobufSerializer
 from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketParams,
     FastAPIWebsocketTransport,
@@ -15,7 +15,7 @@ def create_websocket_transport(websocket: WebSocket) -> FastAPIWebsocketTranspor
             audio_in_enabled=True,
             audio_out_enabled=True,
             add_wav_header=False,
-            serializer=ProtobufFrameSerializer(),
+            serializer=CheckedProtobufSerializer(),
             session_timeout=None,
         ),
     )
