@@ -46,7 +46,10 @@ def create_llm(settings: Settings, engines: EmbeddedEngines) -> LLMService:
         from pipecat.services.openai.llm import OpenAILLMService
 
         return OpenAILLMService(
-            api_key=settings.openai_api_key.get_secret_value(),
+            # A local OpenAI-compatible server may need no key, but the client wants one.
+            api_key=(
+                settings.openai_api_key.get_secret_value() if settings.openai_api_key else "none"
+            ),
             base_url=settings.openai_base_url,
             settings=OpenAILLMService.Settings(
                 model=settings.openai_model,

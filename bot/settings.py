@@ -8,7 +8,7 @@ from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +18,14 @@ class Provider(str, Enum):
     OPENAI = "openai"
     DEEPGRAM = "deepgram"
     ELEVENLABS = "elevenlabs"
+
+
+# Each stage's cloud provider and the setting that holds its key.
+CLOUD_PROVIDERS = {
+    "stt": (Provider.DEEPGRAM, "deepgram_api_key"),
+    "llm": (Provider.OPENAI, "openai_api_key"),
+    "tts": (Provider.ELEVENLABS, "elevenlabs_api_key"),
+}
 
 
 class Settings(BaseSettings):
@@ -98,17 +106,30 @@ class Settings(BaseSettings):
         description="System prompt of the assistant.",
     )
 
+    @model_validator(mode="after")
+    def _check_providers(self) -> "Settings":
+        """Fail at startup, naming the setting, rather than when the first session starts."""
+        for stage, (cloud, key_name) in CLOUD_PROVIDERS.items():
+            chosen = getattr(self, f"{stage}_provider")
+            if chosen not in (Provider.AUTO, Provider.EMBEDDED, cloud):
+                raise ValueError(
+                    f"AGENT_{stage.upper()}_PROVIDER={chosen.value} is not a {stage} provider;"
+                    f" use auto, embedded or {cloud.value}"
+                )
+            has_key = getattr(self, key_name) is not None
+            if chosen is cloud and not has_key and not (stage == "llm" and self.openai_base_url):
+                raise ValueError(
+                    f"AGENT_{stage.upper()}_PROVIDER={cloud.value} needs {key_name.upper()}"
+                )
+        return self
+
     def resolved(self, stage: str) -> Provider:
         """The provider a stage really uses: `auto` becomes the cloud one when its key is set."""
         chosen: Provider = getattr(self, f"{stage}_provider")
         if chosen is not Provider.AUTO:
             return chosen
-        cloud = {
-            "stt": (Provider.DEEPGRAM, self.deepgram_api_key),
-            "llm": (Provider.OPENAI, self.openai_api_key),
-            "tts": (Provider.ELEVENLABS, self.elevenlabs_api_key),
-        }[stage]
-        return cloud[0] if cloud[1] is not None else Provider.EMBEDDED
+        cloud, key_name = CLOUD_PROVIDERS[stage]
+        return cloud if getattr(self, key_name) is not None else Provider.EMBEDDED
 
 
 @lru_cache

@@ -24,3 +24,11 @@ def speech_pcm(text: str, sample_rate: int = 16000) -> bytes:
 def rms(pcm: bytes) -> float:
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
     return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+
+
+def trailing_silence_seconds(pcm: bytes, sample_rate: int = 16000, threshold: int = 300) -> float:
+    """How long the clip is silent at its end (speech ends this long before the clip does)."""
+    samples = np.abs(np.frombuffer(pcm, dtype=np.int16))
+    voiced = np.nonzero(samples > threshold)[0]
+    last = voiced[-1] + 1 if voiced.size else 0
+    return (samples.size - last) / sample_rate

@@ -5,6 +5,7 @@ to the TTS as its JSON string is generated; a tool call goes to Pipecat's own fu
 machinery (`run_function_calls`), so the tools registered for OpenAI serve this model too.
 """
 
+import json
 import threading
 import time
 import uuid
@@ -51,16 +52,14 @@ def build_request(
     """The engine request for a context: routed messages, grammar and limits."""
     tools = routable_tools(context.tools)
     messages = context.get_messages()
-    tool_rounds = 0
-    for message in reversed(messages):
-        if message.get("role") == "tool":
-            tool_rounds += 1
-        elif message.get("role") == "user":
-            break
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+    tool_rounds = sum(
+        1 for m in messages[last_user:] if m.get("role") == "assistant" and m.get("tool_calls")
+    )
     system = "\n\n".join(p for p in (system_prompt, reply_instructions(tools)) if p)
-    routed = _trim(to_routed_messages(messages, system), (context_tokens - max_tokens) * CHARS_PER_TOKEN)
+    budget = (context_tokens - max_tokens) * CHARS_PER_TOKEN - len(system)
     return {
-        "messages": routed,
+        "messages": to_routed_messages(_trim(messages, budget), system),
         "grammar": reply_grammar(tools, allow_tools=tool_rounds < MAX_TOOL_ROUNDS),
         "max_tokens": max_tokens,
         "temperature": temperature,
@@ -69,11 +68,16 @@ def build_request(
 
 
 def _trim(messages: list[dict], budget_chars: float) -> list[dict]:
-    """Drop the oldest turns (never the system prompt or the last message) to fit the window."""
-    kept = list(messages)
-    while len(kept) > 2 and sum(len(m["content"]) for m in kept) > budget_chars:
-        del kept[1]
-    return kept
+    """Drop the oldest messages to fit the window, never the current turn (the last user
+    message and what follows it: tool calls and their results)."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+    instructions = [m for m in messages[:last_user] if m.get("role") in ("system", "developer")]
+    history = [m for m in messages[:last_user] if m.get("role") not in ("system", "developer")]
+    current = messages[last_user:]
+    size = sum(len(json.dumps(m, default=str)) for m in instructions + history + current)
+    while history and size > budget_chars:
+        size -= len(json.dumps(history.pop(0), default=str))
+    return instructions + history + current
 
 
 class LocalLLMService(LLMService):

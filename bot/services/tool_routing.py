@@ -168,8 +168,16 @@ class ReplyDecoder:
                 if code == "u":
                     if i + 6 > len(raw):
                         break
-                    out.append(chr(int(raw[i + 2 : i + 6], 16)))
-                    i += 6
+                    unit = int(raw[i + 2 : i + 6], 16)
+                    if 0xD800 <= unit < 0xDC00:  # high surrogate: an emoji's first half
+                        if i + 12 > len(raw):
+                            break  # wait for its second half
+                        low = int(raw[i + 8 : i + 12], 16)
+                        out.append(chr(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)))
+                        i += 12
+                    else:
+                        out.append(chr(unit))
+                        i += 6
                 else:
                     out.append(_ESCAPES.get(code, code))
                     i += 2

@@ -1,0 +1,312 @@
+"""The embedded llama.cpp LLM with the real Qwen2.5-Coder-0.5B weights: the Pipecat service
+(streamed answers, grammar-routed tool calls), cancellation, trimming and concurrent sessions.
+
+One engine is loaded for the whole module. Every request without tools shares one system
+prompt, so after the first one llama.cpp reuses its cached prefix and the rest stay fast.
+"""
+
+import asyncio
+import re
+import threading
+import time
+
+import pytest
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.frames.frames import (
+    ErrorFrame,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    FunctionCallsStartedFrame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.tests.utils import run_test
+
+from bot.engines.llm_weights import ensure_model_file
+from bot.engines.local_llm import LocalLLMEngine
+from bot.services.local_llm import LocalLLMService, build_request
+from bot.services.tool_routing import ReplyDecoder, reply_grammar
+from bot.settings import Settings
+from bot.tools.current_time import get_current_time
+
+CONTEXT_TOKENS = 2048
+SYSTEM_PROMPT = Settings().system_prompt
+
+
+@pytest.fixture(scope="session")
+def engine() -> LocalLLMEngine:
+    return LocalLLMEngine(
+        ensure_model_file("qwen2.5-coder-0.5b", Settings().data_dir),
+        threads=2,
+        context_tokens_per_slot=CONTEXT_TOKENS,
+        parallel_slots=2,
+    )
+
+
+def _request(question: str, max_tokens: int = 40, tools=None) -> dict:
+    context = LLMContext(messages=[{"role": "user", "content": question}])
+    if tools is not None:
+        context = LLMContext(messages=[{"role": "user", "content": question}], tools=tools)
+    return build_request(
+        context,
+        system_prompt=SYSTEM_PROMPT,
+        max_tokens=max_tokens,
+        temperature=0.0,
+        context_tokens=CONTEXT_TOKENS,
+    )
+
+
+async def _answer(engine: LocalLLMEngine, request: dict) -> tuple[str, str]:
+    """(raw reply, decoded answer text) of one streamed request."""
+    decoder, raw, text = ReplyDecoder(), [], []
+    async for chunk in engine.stream_chat(request, threading.Event()):
+        for choice in chunk.get("choices") or []:
+            piece = (choice.get("delta") or {}).get("content") or ""
+            raw.append(piece)
+            text.append(decoder.feed(piece))
+    return "".join(raw), "".join(text)
+
+
+# --- the Pipecat service ----------------------------------------------------------------------
+
+
+async def test_service_streams_a_plain_answer(engine):
+    service = LocalLLMService(
+        engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=40
+    )
+    context = LLMContext(messages=[{"role": "user", "content": "What is the capital of France?"}])
+    down, up = await asyncio.wait_for(
+        run_test(service, frames_to_send=[LLMContextFrame(context)]), timeout=120
+    )
+    assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
+    kinds = [type(f) for f in down]
+    assert LLMFullResponseStartFrame in kinds and LLMFullResponseEndFrame in kinds
+    start, end = kinds.index(LLMFullResponseStartFrame), kinds.index(LLMFullResponseEndFrame)
+    texts = [f for f in down if isinstance(f, LLMTextFrame)]
+    assert texts, kinds
+    assert all(start < down.index(f) < end for f in texts)
+    answer = "".join(f.text for f in texts)
+    assert "paris" in answer.lower(), answer
+    # Only the answer string is streamed, never the JSON around it.
+    assert "{" not in answer and "}" not in answer and '"tool"' not in answer, answer
+    assert '"answer"' not in answer and "none" not in answer.lower(), answer
+    # No tool call for a plain question.
+    assert not [f for f in down if isinstance(f, (FunctionCallsStartedFrame, FunctionCallInProgressFrame))]
+
+
+async def test_service_calls_the_registered_tool(engine):
+    service = LocalLLMService(engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0)
+    context = LLMContext(
+        messages=[{"role": "user", "content": "What time is it in Tokyo?"}],
+        tools=ToolsSchema(standard_tools=[get_current_time]),
+    )
+    down, up = await asyncio.wait_for(
+        run_test(service, frames_to_send=[LLMContextFrame(context)]), timeout=120
+    )
+    assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
+    started = [f for f in down if isinstance(f, FunctionCallsStartedFrame)]
+    assert len(started) == 1, [type(f).__name__ for f in down]
+    (call,) = started[0].function_calls
+    assert call.function_name == "get_current_time"
+    assert call.arguments == {"timezone": "Asia/Tokyo"}
+    assert call.context is context
+
+    in_progress = [f for f in down if isinstance(f, FunctionCallInProgressFrame)]
+    assert [(f.function_name, f.arguments) for f in in_progress] == [
+        ("get_current_time", {"timezone": "Asia/Tokyo"})
+    ]
+    # The real tool ran (auto-registered from the context's direct function) and answered.
+    results = [f for f in down if isinstance(f, FunctionCallResultFrame)]
+    assert len(results) == 1
+    assert results[0].tool_call_id == in_progress[0].tool_call_id == call.tool_call_id
+    assert results[0].result["timezone"] == "Asia/Tokyo"
+    assert len(results[0].result["time"]) == 5 and results[0].result["time"][2] == ":"
+    # A tool call is not spoken: no text leaks out of the JSON.
+    assert "".join(f.text for f in down if isinstance(f, LLMTextFrame)) == ""
+
+
+# --- the engine -------------------------------------------------------------------------------
+
+
+async def test_cancel_stops_a_long_generation(engine):
+    request = {
+        **_request("Tell me a very long story about a dragon.", max_tokens=400),
+        # Answers only, so nothing but the story can be generated.
+        "grammar": reply_grammar([], allow_tools=False),
+    }
+    cancelled = threading.Event()
+    chunks, set_at, ended_at = 0, None, None
+
+    async def consume():
+        nonlocal chunks, set_at, ended_at
+        async for chunk in engine.stream_chat(request, cancelled):
+            if chunk.get("choices") and (chunk["choices"][0].get("delta") or {}).get("content"):
+                chunks += 1
+                if set_at is None:
+                    set_at = time.monotonic()
+                    cancelled.set()
+        ended_at = time.monotonic()
+
+    await asyncio.wait_for(consume(), timeout=120)
+    assert set_at is not None
+    assert ended_at - set_at < 1.5, f"stream ran {ended_at - set_at:.2f}s after cancel"
+    assert chunks < 20, f"{chunks} tokens generated after cancel"
+    assert engine.active_requests == 0
+
+    # The slot is free again: the next request is answered normally.
+    _, answer = await asyncio.wait_for(_answer(engine, _request("What is the capital of France?")), 120)
+    assert "paris" in answer.lower(), answer
+
+
+async def test_consumer_task_cancellation_frees_the_request(engine):
+    """Cancelling the consuming task (an interruption) stops decoding too."""
+    request = {**_request("Tell me a very long story about a cat.", max_tokens=400)}
+    first = asyncio.Event()
+    tokens = 0
+
+    async def consume():
+        nonlocal tokens
+        async for chunk in engine.stream_chat(request, threading.Event()):
+            tokens += 1
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), timeout=120)
+    task.cancel()
+    began = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)
+    assert time.monotonic() - began < 1.5
+    assert engine.active_requests == 0
+    assert tokens < 20
+
+
+async def test_concurrent_sessions_get_their_own_answers(engine):
+    questions = {
+        "What is the capital of France?": "paris",
+        "What is the capital of Japan?": "tokyo",
+    }
+    peak = 0
+
+    async def watch():
+        nonlocal peak
+        while True:
+            peak = max(peak, engine.active_requests)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(_answer(engine, _request(q)) for q in questions)), timeout=180
+        )
+    finally:
+        watcher.cancel()
+    assert peak == 2, "the two sessions were not decoded side by side"
+    for (question, expected), (raw, answer) in zip(questions.items(), results):
+        assert raw.lstrip().startswith("{"), raw
+        assert expected in answer.lower(), (question, answer)
+    assert "tokyo" not in results[0][1].lower() and "paris" not in results[1][1].lower()
+    assert engine.active_requests == 0
+
+
+# --- build_request (no model) -----------------------------------------------------------------
+
+
+def _long_conversation(turns: int, words: int = 60) -> list[dict]:
+    messages = []
+    for i in range(turns):
+        messages.append({"role": "user", "content": f"Question {i}: " + "blah " * words})
+        messages.append({"role": "assistant", "content": f"Answer {i}: " + "yada " * words})
+    messages.append({"role": "user", "content": "Final question: what is the capital of France?"})
+    return messages
+
+
+def test_build_request_trims_old_turns_to_the_budget():
+    context = LLMContext(messages=[{"role": "system", "content": "Extra rule."}, *_long_conversation(60)])
+    request = build_request(
+        context, system_prompt="SYS", max_tokens=80, temperature=0.2, context_tokens=2048
+    )
+    routed = request["messages"]
+    total = sum(len(m["content"]) for m in routed)
+    assert total <= (2048 - 80) * 3.0
+    assert len(routed) < 1 + 121
+    # The system prompt (with the context's own system message) and the last question stay.
+    assert routed[0]["role"] == "system"
+    assert routed[0]["content"].startswith("SYS\n\nAlways reply with one JSON object.")
+    assert routed[0]["content"].endswith("\n\nExtra rule.")
+    assert routed[-1] == {"role": "user", "content": "Final question: what is the capital of France?"}
+    # The turns kept are the newest ones, in order.
+    numbers = [int(re.search(r"(?:Question|Answer) (\d+):", m["content"])[1]) for m in routed[1:-1]]
+    assert numbers == sorted(numbers) and numbers[0] > 0 and numbers[-1] == 59
+    # Assistant turns come back in the JSON-reply format.
+    assert routed[-2]["content"].startswith('{"tool": "none", "answer": "Answer 59: ')
+    assert request["max_tokens"] == 80 and request["temperature"] == 0.2
+    assert request["cache_prompt"] is True
+
+
+def test_build_request_keeps_short_conversations_whole():
+    messages = _long_conversation(3, words=5)
+    request = build_request(
+        LLMContext(messages=messages), system_prompt="SYS", max_tokens=80, temperature=0.2,
+        context_tokens=2048,
+    )
+    assert len(request["messages"]) == 1 + len(messages)
+
+
+def test_build_request_with_a_tiny_budget_keeps_system_and_last_message():
+    request = build_request(
+        LLMContext(messages=_long_conversation(5)), system_prompt="SYS", max_tokens=80,
+        temperature=0.2, context_tokens=100,
+    )
+    assert [m["role"] for m in request["messages"]] == ["system", "user"]
+    assert request["messages"][-1]["content"].startswith("Final question")
+
+
+def test_build_request_disallows_tools_after_a_tool_round():
+    tools = ToolsSchema(standard_tools=[get_current_time])
+    messages = [{"role": "user", "content": "What time is it in Tokyo?"}]
+    first = build_request(
+        LLMContext(messages=messages, tools=tools), system_prompt="S", max_tokens=80,
+        temperature=0.2, context_tokens=2048,
+    )
+    assert "get_current_time" in first["grammar"]
+    messages += [
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": '{"time": "09:30"}'},
+    ]
+    second = build_request(
+        LLMContext(messages=messages, tools=tools), system_prompt="S", max_tokens=80,
+        temperature=0.2, context_tokens=2048,
+    )
+    assert "get_current_time" not in second["grammar"]
+    assert second["messages"][-1] == {"role": "user", "content": '(tool result) {"time": "09:30"}'}
+    # A new user turn allows tools again.
+    messages += [{"role": "assistant", "content": "It is 9:30."}, {"role": "user", "content": "And in Paris?"}]
+    third = build_request(
+        LLMContext(messages=messages, tools=tools), system_prompt="S", max_tokens=80,
+        temperature=0.2, context_tokens=2048,
+    )
+    assert "get_current_time" in third["grammar"]
+
+
+def test_build_request_with_a_tiny_budget_keeps_the_question_a_tool_result_answers():
+    messages = _long_conversation(5) + [
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"time": "11:32"}'},
+    ]
+    request = build_request(
+        LLMContext(messages=messages), system_prompt="SYS", max_tokens=80,
+        temperature=0.2, context_tokens=100,
+    )
+    contents = [m["content"] for m in request["messages"]]
+    assert contents[1].startswith("Final question"), contents
+    assert '"get_current_time"' in contents[2] and "11:32" in contents[3]

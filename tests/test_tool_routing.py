@@ -1,0 +1,385 @@
+"""Grammar-routed tool calling: the streaming reply decoder, the grammar, the instructions and
+the conversation rewrite. Pure functions, no model."""
+
+import json
+
+import pytest
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+
+from bot.services.tool_routing import (
+    NO_TOOL,
+    ReplyDecoder,
+    RoutableTool,
+    answer_json,
+    call_json,
+    reply_grammar,
+    reply_instructions,
+    routable_tools,
+    to_routed_messages,
+)
+from bot.tools.current_time import get_current_time
+
+# Answers whose JSON encoding exercises every escape the decoder handles.
+ANSWERS = [
+    "Paris is the capital of France.",
+    'He said "hi" and left.',
+    "Line one\nline two\ttabbed\\backslash / slash\r\b\f",
+    "Café au lait, naïve résumé",  # escaped as \u00e9 by json.dumps
+    "",
+    'Ends with a quote"',
+]
+
+
+def _pieces_at(text: str, cuts: list[int]) -> list[str]:
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _decode(pieces: list[str]) -> tuple[ReplyDecoder, list[str]]:
+    decoder = ReplyDecoder()
+    return decoder, [decoder.feed(p) for p in pieces]
+
+
+TIME_CALL = {"tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}
+
+
+def _time_tool() -> RoutableTool:
+    return routable_tools(ToolsSchema([get_current_time]))[0]
+
+
+def _weather_tool() -> RoutableTool:
+    return RoutableTool(
+        name="get_weather",
+        description="Current weather in a city.",
+        parameters={
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        examples=[("Is it raining in Oslo?", {"city": "Oslo"})],
+    )
+
+
+# --- ReplyDecoder: answers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+@pytest.mark.parametrize("trailer", ["}", "}\n", '} {"tool": "x"}'])
+def test_answer_split_at_every_boundary(answer: str, trailer: str):
+    """One cut anywhere (inside the prefix, an escape, a \\uXXXX) never changes the result."""
+    raw = json.dumps({"tool": NO_TOOL, "answer": answer})
+    assert raw.endswith('"}')
+    raw = raw[:-1] + trailer
+    for cut in range(len(raw) + 1):
+        decoder, outs = _decode(_pieces_at(raw, [cut]))
+        assert "".join(outs) == answer, f"cut at {cut}: {outs!r}"
+        assert decoder.is_answer and not decoder.is_tool_call
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_answer_fed_one_character_at_a_time(answer: str):
+    raw = answer_json(answer)
+    decoder, outs = _decode(list(raw))
+    assert "".join(outs) == answer
+    # No piece ever contains JSON syntax that is not part of the answer itself.
+    for out in outs:
+        assert out == "" or out in answer
+    # Nothing before the answer string's first character is emitted.
+    prefix_len = raw.index('"answer": "') + len('"answer": "')  # up to the opening quote
+    assert all(o == "" for o in outs[:prefix_len])
+
+
+@pytest.mark.parametrize("size", [2, 3, 5, 7])
+def test_answer_in_small_chunks_with_spacing_variants(size: int):
+    answer = 'Tokyo is "big" \\ busy\nand caf\u00e9-rich'
+    for raw in (
+        json.dumps({"tool": "none", "answer": answer}),
+        json.dumps({"tool": "none", "answer": answer}, separators=(",", ":")),
+        '  {\n  "tool" :  "none" ,\n "answer":  ' + json.dumps(answer) + "\n}",
+    ):
+        pieces = [raw[i : i + size] for i in range(0, len(raw), size)]
+        decoder, outs = _decode(pieces)
+        assert "".join(outs) == answer
+        assert decoder.is_answer
+
+
+def test_answer_stops_at_closing_quote():
+    decoder = ReplyDecoder()
+    assert decoder.feed('{"tool": "none", "answer": "Hi') == "Hi"
+    assert decoder.feed('."') == "."
+    assert decoder.feed('}') == ""
+    # Anything generated after the string (the model may run on) is never spoken.
+    assert decoder.feed(' more "text" here') == ""
+    assert decoder.feed('\\n"') == ""
+
+
+def test_answer_mode_is_unknown_until_the_prefix_is_complete():
+    decoder = ReplyDecoder()
+    for piece in ['{"to', 'ol": "no', 'ne", "ans', 'wer": ']:
+        assert decoder.feed(piece) == ""
+        assert not decoder.is_answer and not decoder.is_tool_call
+    assert decoder.feed('"Yes') == "Yes"
+    assert decoder.is_answer
+
+
+def test_escaped_unicode_split_inside_the_escape():
+    decoder = ReplyDecoder()
+    out = [decoder.feed(p) for p in ['{"tool": "none", "answer": "caf', "\\", "u0", "0e", "9!", '"}']]
+    assert out == ["caf", "", "", "", "\u00e9!", ""]
+
+
+def test_escaped_surrogate_pair_decodes_to_one_character():
+    """json.dumps (ensure_ascii) and many models write non-BMP characters as surrogate pairs."""
+    answer = "Nice \U0001f600 day"
+    raw = json.dumps({"tool": "none", "answer": answer})
+    assert "\\ud83d\\ude00" in raw
+    decoder, outs = _decode(list(raw))
+    text = "".join(outs)
+    text.encode("utf-8")  # lone surrogates cannot be encoded (TTS, websocket)
+    assert text == answer
+
+
+def test_answer_decoder_tool_call_raises():
+    decoder, _ = _decode(list(answer_json("Hello.")))
+    with pytest.raises(ValueError):
+        decoder.tool_call()
+
+
+# --- ReplyDecoder: tool calls ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
+def test_tool_call_split_at_every_boundary(separators):
+    raw = json.dumps(TIME_CALL, separators=separators)
+    for cut in range(len(raw) + 1):
+        for cut2 in (cut // 2, min(len(raw), cut + 3)):
+            decoder, outs = _decode(_pieces_at(raw, sorted({cut, cut2})))
+            assert outs == [""] * len(outs), f"tool call text leaked at {cut}: {outs!r}"
+            assert decoder.is_tool_call and not decoder.is_answer
+            assert decoder.tool_call() == ("get_current_time", {"timezone": "Asia/Tokyo"})
+
+
+def test_tool_call_one_character_at_a_time_is_known_after_the_name():
+    raw = call_json("get_weather", {"city": "New \"York\"", "days": 3, "units": ["c", "f"]})
+    decoder = ReplyDecoder()
+    known_at = None
+    for i, ch in enumerate(raw):
+        assert decoder.feed(ch) == ""
+        if decoder.is_tool_call and known_at is None:
+            known_at = i
+    # The mode is decided as soon as the tool name's closing quote arrives.
+    assert known_at == raw.index('"get_weather"') + len('"get_weather"') - 1
+    assert decoder.tool_call() == ("get_weather", {"city": 'New "York"', "days": 3, "units": ["c", "f"]})
+
+
+@pytest.mark.parametrize("cut", [1, 10, 25, 40, -1])
+def test_truncated_tool_call_raises_value_error(cut: int):
+    raw = call_json("get_current_time", {"timezone": "Asia/Tokyo"})[:cut]
+    decoder, _ = _decode([raw])
+    with pytest.raises(ValueError):
+        decoder.tool_call()
+
+
+def test_tool_call_without_arguments_object_raises_value_error():
+    decoder, _ = _decode(['{"tool": "get_current_time", "arguments": "Asia/Tokyo"}'])
+    assert decoder.is_tool_call
+    with pytest.raises(ValueError):
+        decoder.tool_call()
+
+
+def test_tool_named_like_none_prefix_is_a_tool_call():
+    decoder, outs = _decode(['{"tool": "none', 'theless", "arguments": {}}'])
+    assert outs == ["", ""]
+    assert decoder.is_tool_call
+    assert decoder.tool_call() == ("nonetheless", {})
+
+
+# --- grammar and instructions ----------------------------------------------------------------
+
+
+def _grammar_schema(grammar: str) -> dict:
+    header = "%llguidance {}\nstart: reply\nreply: %json "
+    assert grammar.startswith(header)
+    return json.loads(grammar[len(header) :])
+
+
+def test_reply_grammar_has_every_tool_and_the_none_branch():
+    tools = [_time_tool(), _weather_tool()]
+    schema = _grammar_schema(reply_grammar(tools))
+    branches = schema["anyOf"]
+    assert [b["properties"]["tool"]["const"] for b in branches] == [
+        "none",
+        "get_current_time",
+        "get_weather",
+    ]
+    none = branches[0]
+    assert none["properties"]["answer"] == {"type": "string"}
+    assert none["required"] == ["tool", "answer"] and none["additionalProperties"] is False
+    for branch, tool in zip(branches[1:], tools):
+        assert branch["properties"]["arguments"] == tool.parameters
+        assert branch["required"] == ["tool", "arguments"]
+        assert branch["additionalProperties"] is False
+
+
+def test_reply_grammar_without_tools_allowed_has_only_the_none_branch():
+    tools = [_time_tool(), _weather_tool()]
+    grammar = reply_grammar(tools, allow_tools=False)
+    branches = _grammar_schema(grammar)["anyOf"]
+    assert len(branches) == 1 and branches[0]["properties"]["tool"]["const"] == "none"
+    assert "get_current_time" not in grammar and "get_weather" not in grammar
+    assert _grammar_schema(reply_grammar([])) == _grammar_schema(grammar)
+
+
+def test_reply_instructions_list_descriptions_and_examples():
+    tools = [_time_tool(), _weather_tool()]
+    text = reply_instructions(tools)
+    lines = text.splitlines()
+    assert 'To answer the user, reply {"tool": "none", "answer": "<your short spoken answer>"}.' in lines
+    assert (
+        '- {"tool": "get_current_time", "arguments": {"timezone": <IANA timezone name, e.g. '
+        'Europe/Paris, Asia/Tokyo or UTC.>}}: Get the current date and time in a timezone.'
+    ) in lines
+    assert '- {"tool": "get_weather", "arguments": {"city": <City name>}}: Current weather in a city.' in lines
+    # Every @routing_examples pair is shown as a user line followed by the exact call.
+    for tool in tools:
+        assert tool.examples
+        for said, args in tool.examples:
+            i = lines.index(f"User: {said}")
+            assert lines[i + 1] == f"Assistant: {call_json(tool.name, args)}"
+    # Every assistant example line is itself a reply the grammar accepts in shape.
+    for line in lines:
+        if line.startswith("Assistant: "):
+            reply = json.loads(line.removeprefix("Assistant: "))
+            assert reply["tool"] in {"none", "get_current_time", "get_weather"}
+
+
+def test_reply_instructions_without_tools_mention_no_tool_call():
+    text = reply_instructions([])
+    assert "call it instead" not in text
+    assert "arguments" not in text
+    assert 'User: What is the capital of Italy?' in text
+
+
+def test_parameter_without_description_falls_back_to_its_type():
+    tool = RoutableTool(
+        name="roll",
+        description="Roll dice.",
+        parameters={"type": "object", "properties": {"sides": {"type": "integer"}}, "required": []},
+        examples=[],
+    )
+    assert '- {"tool": "roll", "arguments": {"sides": <integer>}}: Roll dice.' in reply_instructions([tool]).splitlines()
+
+
+# --- routable_tools ---------------------------------------------------------------------------
+
+
+def test_routable_tools_from_direct_function():
+    (tool,) = routable_tools(ToolsSchema([get_current_time]))
+    assert tool.name == "get_current_time"
+    assert tool.description == "Get the current date and time in a timezone."
+    assert tool.parameters == {
+        "type": "object",
+        "properties": {
+            "timezone": {
+                "type": "string",
+                "description": "IANA timezone name, e.g. Europe/Paris, Asia/Tokyo or UTC.",
+            }
+        },
+        "required": ["timezone"],
+        "additionalProperties": False,
+    }
+    assert tool.examples == [
+        ("What time is it in London?", {"timezone": "Europe/London"}),
+        ("What's the date today in New York?", {"timezone": "America/New_York"}),
+    ]
+
+
+def test_routable_tools_from_function_schema_has_no_examples():
+    schema = FunctionSchema(
+        name="get_weather",
+        description="Weather.",
+        properties={"city": {"type": "string"}},
+        required=["city"],
+    )
+    tools = routable_tools(ToolsSchema(standard_tools=[schema, get_current_time]))
+    assert [t.name for t in tools] == ["get_weather", "get_current_time"]
+    assert tools[0].examples == [] and tools[1].examples
+    assert tools[0].parameters["properties"] == {"city": {"type": "string"}}
+
+
+@pytest.mark.parametrize("not_tools", [None, [], "get_current_time", object()])
+def test_routable_tools_of_non_schema_is_empty(not_tools):
+    assert routable_tools(not_tools) == []
+
+
+# --- to_routed_messages -----------------------------------------------------------------------
+
+
+def test_to_routed_messages_maps_every_role():
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What time is it in Tokyo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"time": "09:30"}'},
+        {"role": "assistant", "content": "It is 9:30 in Tokyo."},
+        {"role": "developer", "content": "Speak slowly."},
+        {"role": "user", "content": [{"type": "text", "text": "And"}, {"type": "text", "text": "Paris?"}]},
+    ]
+    assert to_routed_messages(messages, "SYSTEM") == [
+        {"role": "system", "content": "SYSTEM\n\nBe brief.\n\nSpeak slowly."},
+        {"role": "user", "content": "What time is it in Tokyo?"},
+        {
+            "role": "assistant",
+            "content": '{"tool": "get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}',
+        },
+        {"role": "user", "content": '(tool result) {"time": "09:30"}'},
+        {"role": "assistant", "content": '{"tool": "none", "answer": "It is 9:30 in Tokyo."}'},
+        {"role": "user", "content": "And Paris?"},
+    ]
+
+
+def test_to_routed_messages_edge_cases():
+    messages = [
+        {"role": "user", "content": None},
+        {
+            "role": "assistant",
+            "content": "Let me check.",
+            "tool_calls": [
+                {"function": {"name": "a", "arguments": "not json"}},
+                {"function": {"name": "b", "arguments": ""}},
+            ],
+        },
+        {"role": "assistant", "content": ""},  # nothing said, nothing called: dropped
+        {"role": "user", "content": 'Say "hi"'},
+    ]
+    assert to_routed_messages(messages, "S") == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": '{"tool": "a", "arguments": {}}'},
+        {"role": "assistant", "content": '{"tool": "b", "arguments": {}}'},
+        {"role": "assistant", "content": '{"tool": "none", "answer": "Let me check."}'},
+        {"role": "user", "content": 'Say "hi"'},
+    ]
+    # The assistant turns are exactly what the decoder would read back.
+    decoder, outs = _decode([to_routed_messages(messages, "S")[4]["content"]])
+    assert "".join(outs) == "Let me check."
+
+
+def test_to_routed_messages_does_not_mutate_input():
+    messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}]
+    snapshot = json.loads(json.dumps(messages))
+    to_routed_messages(messages, "S")
+    to_routed_messages(messages, "S")
+    assert messages == snapshot

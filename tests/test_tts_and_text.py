@@ -1,0 +1,194 @@
+"""The shared Piper TTS service with the real voice, the speakable-text transforms it is given,
+and the current-time tool."""
+
+import asyncio
+import re
+from datetime import datetime
+from types import SimpleNamespace
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from pipecat.frames.frames import (
+    ErrorFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
+from pipecat.pipeline.worker import PipelineParams
+from pipecat.tests.utils import run_test
+
+from bot.engines.piper_voice import SharedPiperVoice, voice_files
+from bot.service_factory import SPEAKABLE_TEXT, strip_emoji
+from bot.services.piper_tts import SharedPiperTTSService
+from bot.tools.current_time import get_current_time
+
+
+@pytest.fixture(scope="session")
+def voice() -> SharedPiperVoice:
+    return SharedPiperVoice("en_US-joe-medium")
+
+
+class RecordingVoice:
+    """The real voice, recording the text the TTS service asks it to speak."""
+
+    def __init__(self, voice: SharedPiperVoice):
+        self._voice = voice
+        self.name = voice.name
+        self.sample_rate = voice.sample_rate
+        self.spoken: list[str] = []
+
+    def synthesize(self, text: str) -> list[bytes]:
+        self.spoken.append(text)
+        return self._voice.synthesize(text)
+
+
+def _voiced_seconds(frames: list[TTSAudioRawFrame], rate: int) -> float:
+    """Seconds of 20 ms windows louder than a whisper (RMS over ~-40 dBFS)."""
+    pcm = np.frombuffer(b"".join(f.audio for f in frames), dtype=np.int16).astype(np.float32)
+    window = rate // 50
+    windows = pcm[: len(pcm) // window * window].reshape(-1, window)
+    rms = np.sqrt((windows**2).mean(axis=1))
+    return float((rms > 300).sum()) * 0.02
+
+
+async def _speak(service, text: str, out_rate: int):
+    return await asyncio.wait_for(
+        run_test(
+            service,
+            frames_to_send=[TTSSpeakFrame(text)],
+            pipeline_params=PipelineParams(audio_out_sample_rate=out_rate),
+        ),
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("out_rate", [24000, 16000])
+async def test_piper_service_speaks_at_the_pipeline_rate(voice, out_rate):
+    assert voice.sample_rate == 22050  # so the service really resamples
+    service = SharedPiperTTSService(voice=voice)
+    down, up = await _speak(service, "Hello there.", out_rate)
+    assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
+
+    kinds = [type(f) for f in down]
+    assert kinds.count(TTSStartedFrame) == 1 and kinds.count(TTSStoppedFrame) == 1, kinds
+    start, stop = kinds.index(TTSStartedFrame), kinds.index(TTSStoppedFrame)
+    audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    assert audio
+    assert all(start < down.index(f) < stop for f in audio)
+    assert {f.sample_rate for f in audio} == {out_rate}
+    assert {f.num_channels for f in audio} == {1}
+    total = sum(len(f.audio) for f in audio) / 2 / out_rate
+    assert 0.5 <= total < 5.0, total
+    assert _voiced_seconds(audio, out_rate) >= 0.5
+    context_ids = {f.context_id for f in audio}
+    assert context_ids == {down[start].context_id} == {down[stop].context_id}
+
+
+async def test_piper_service_speaks_only_speakable_text(voice):
+    recorder = RecordingVoice(voice)
+    service = SharedPiperTTSService(voice=recorder, text_transforms=SPEAKABLE_TEXT)
+    down, up = await _speak(service, "**Sure!** Here's a list:\n- one 😀", 24000)
+    assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
+    assert recorder.spoken, "the voice was never asked to speak"
+    spoken = " ".join(recorder.spoken)
+    assert "Sure!" in spoken and "one" in spoken
+    assert "*" not in spoken and "😀" not in spoken
+    assert not re.search(r"(^|\n)\s*-\s", spoken), spoken
+    audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    assert _voiced_seconds(audio, 24000) >= 0.5
+
+
+def test_voice_files_exist_and_unknown_voice_is_rejected():
+    model, config = voice_files("en_US-joe-medium")
+    assert model.exists() and config.exists()
+    with pytest.raises(ValueError):
+        voice_files("en_US-nobody-low")
+
+
+def test_voice_synthesizes_one_chunk_per_sentence(voice):
+    chunks = voice.synthesize("One sentence. Another one here.")
+    assert len(chunks) == 2
+    assert all(len(c) > 0 and len(c) % 2 == 0 for c in chunks)
+
+
+# --- SPEAKABLE_TEXT ---------------------------------------------------------------------------
+
+
+async def _speakable(text: str) -> str:
+    for _, transform in SPEAKABLE_TEXT:
+        text = await transform(text, "sentence")
+    return text
+
+
+async def test_speakable_text_strips_markdown_bullets_and_emoji():
+    out = await _speakable("**Sure!** Here's a list:\n- one 😀")
+    assert "*" not in out
+    assert not re.search(r"(^|\n)\s*-\s", out), out
+    assert "😀" not in out
+    assert "Sure!" in out and "Here's a list:" in out and "one" in out
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Great job 👍🏽!", "Great job !"),
+        ("Flags 🇫🇷 and ❤️ love", "Flags  and  love"),
+        ("Family 👨‍👩‍👧 time", "Family  time"),
+        ("Sun ☀ and snow ❄", "Sun  and snow "),
+        ("Plain text, 42 * 3 - 1 = 125.", "Plain text, 42 * 3 - 1 = 125."),
+        ("Café naïve — ok", "Café naïve — ok"),
+    ],
+)
+async def test_strip_emoji(text, expected):
+    assert await strip_emoji(text, "sentence") == expected
+
+
+async def test_speakable_text_keeps_arithmetic_and_hyphens():
+    out = await _speakable("It costs 2*3 = 6 dollars, a well-known fact.")
+    assert "2" in out and "6 dollars" in out and "well-known" in out
+
+
+# --- get_current_time -------------------------------------------------------------------------
+
+
+async def _call_time_tool(timezone: str) -> dict:
+    results = []
+
+    async def result_callback(result, *, properties=None):
+        results.append(result)
+
+    await get_current_time(SimpleNamespace(result_callback=result_callback), timezone)
+    assert len(results) == 1, results
+    return results[0]
+
+
+@pytest.mark.parametrize("bad", ["Mars/Olympus", "", "../../etc/passwd", "Europe/", "not a zone"])
+async def test_time_tool_reports_unknown_timezones(bad):
+    result = await _call_time_tool(bad)
+    assert set(result) == {"error"}
+    assert repr(bad.strip()) in result["error"] or repr(bad) in result["error"]
+    assert "IANA" in result["error"]
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", " Asia/Tokyo ", "UTC"])
+async def test_time_tool_gives_the_time_in_a_zone(zone):
+    before = datetime.now(ZoneInfo(zone.strip()))
+    result = await _call_time_tool(zone)
+    after = datetime.now(ZoneInfo(zone.strip()))
+    assert result["timezone"] == zone.strip()
+    assert result["time"] in {before.strftime("%H:%M"), after.strftime("%H:%M")}
+    assert re.fullmatch(r"\d{2}:\d{2}", result["time"])
+    assert re.fullmatch(r"\d{1,2}:\d{2} (AM|PM)", result["spoken_time"])
+    assert result["date"] in {before.strftime("%A, %B %-d, %Y"), after.strftime("%A, %B %-d, %Y")}
+
+
+def test_time_tool_is_a_direct_function_with_a_timeout():
+    from pipecat.adapters.llm.schemas.direct_function import DirectFunctionWrapper
+
+    wrapper = DirectFunctionWrapper(get_current_time)
+    schema = wrapper.to_function_schema()
+    assert schema.name == "get_current_time"
+    assert schema.required == ["timezone"]
+    assert get_current_time.routing_examples
