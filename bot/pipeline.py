@@ -39,7 +39,8 @@ def turn_strategies(settings: Settings) -> UserTurnStrategies:
     stop = (
         TurnAnalyzerUserTurnStopStrategy(
             turn_analyzer=LocalSmartTurnAnalyzerV3(
-                params=SmartTurnParams(stop_secs=settings.turn_max_silence_secs)
+                cpu_count=2,  # its inference sits on the critical path at every turn end
+                params=SmartTurnParams(stop_secs=settings.turn_max_silence_secs),
             )
         )
         if settings.smart_turn

@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     llm_max_answer_tokens: int = Field(
         80, description="Hard cap on tokens in one spoken answer (keeps answers short)."
     )
-    llm_temperature: float = Field(0.2, description="Sampling temperature of the LLM.")
+    llm_temperature: float = Field(
+        0.0, description="Sampling temperature of the LLM (0: the most reliable tool routing)."
+    )
 
     # --- embedded STT / TTS ---
     stt_threads: int = Field(2, description="CPU threads for the embedded STT (Moonshine).")

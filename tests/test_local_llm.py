@@ -28,7 +28,7 @@ from pipecat.tests.utils import run_test
 from bot.engines.llm_weights import ensure_model_file
 from bot.engines.local_llm import LocalLLMEngine
 from bot.services.local_llm import LocalLLMService, build_request
-from bot.services.tool_routing import ReplyDecoder, reply_grammar
+from bot.services.tool_routing import REPLY_PREFILL, ReplyDecoder, reply_grammar
 from bot.settings import Settings
 from bot.tools.current_time import get_current_time
 
@@ -61,7 +61,7 @@ def _request(question: str, max_tokens: int = 40, tools=None) -> dict:
 
 async def _answer(engine: LocalLLMEngine, request: dict) -> tuple[str, str]:
     """(raw reply, decoded answer text) of one streamed request."""
-    decoder, raw, text = ReplyDecoder(), [], []
+    decoder, raw, text = ReplyDecoder(prefill=REPLY_PREFILL), [REPLY_PREFILL], []
     async for chunk in engine.stream_chat(request, threading.Event()):
         for choice in chunk.get("choices") or []:
             piece = (choice.get("delta") or {}).get("content") or ""
@@ -229,7 +229,8 @@ def test_build_request_trims_old_turns_to_the_budget():
     request = build_request(
         context, system_prompt="SYS", max_tokens=80, temperature=0.2, context_tokens=2048
     )
-    routed = request["messages"]
+    *routed, prefill = request["messages"]
+    assert prefill == {"role": "assistant", "content": REPLY_PREFILL}
     total = sum(len(m["content"]) for m in routed)
     assert total <= (2048 - 80) * 3.0
     assert len(routed) < 1 + 121
@@ -253,7 +254,7 @@ def test_build_request_keeps_short_conversations_whole():
         LLMContext(messages=messages), system_prompt="SYS", max_tokens=80, temperature=0.2,
         context_tokens=2048,
     )
-    assert len(request["messages"]) == 1 + len(messages)
+    assert len(request["messages"]) == 1 + len(messages) + 1
 
 
 def test_build_request_with_a_tiny_budget_keeps_system_and_last_message():
@@ -261,8 +262,8 @@ def test_build_request_with_a_tiny_budget_keeps_system_and_last_message():
         LLMContext(messages=_long_conversation(5)), system_prompt="SYS", max_tokens=80,
         temperature=0.2, context_tokens=100,
     )
-    assert [m["role"] for m in request["messages"]] == ["system", "user"]
-    assert request["messages"][-1]["content"].startswith("Final question")
+    assert [m["role"] for m in request["messages"]] == ["system", "user", "assistant"]
+    assert request["messages"][-2]["content"].startswith("Final question")
 
 
 def test_build_request_disallows_tools_after_a_tool_round():
@@ -287,7 +288,7 @@ def test_build_request_disallows_tools_after_a_tool_round():
         temperature=0.2, context_tokens=2048,
     )
     assert "get_current_time" not in second["grammar"]
-    assert second["messages"][-1] == {"role": "user", "content": '(tool result) {"time": "09:30"}'}
+    assert second["messages"][-2] == {"role": "user", "content": '(tool result) {"time": "09:30"}'}
     # A new user turn allows tools again.
     messages += [{"role": "assistant", "content": "It is 9:30."}, {"role": "user", "content": "And in Paris?"}]
     third = build_request(

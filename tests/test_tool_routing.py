@@ -9,6 +9,7 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 
 from bot.services.tool_routing import (
     NO_TOOL,
+    REPLY_PREFILL,
     ReplyDecoder,
     RoutableTool,
     answer_json,
@@ -199,37 +200,50 @@ def test_tool_named_like_none_prefix_is_a_tool_call():
 # --- grammar and instructions ----------------------------------------------------------------
 
 
-def _grammar_schema(grammar: str) -> dict:
-    header = "%llguidance {}\nstart: reply\nreply: %json "
-    assert grammar.startswith(header)
-    return json.loads(grammar[len(header) :])
+def _grammar_rules(grammar: str) -> dict[str, str]:
+    header, *rules = grammar.splitlines()
+    assert header == "%llguidance {}"
+    return dict(rule.split(": ", 1) for rule in rules)
 
 
 def test_reply_grammar_has_every_tool_and_the_none_branch():
     tools = [_time_tool(), _weather_tool()]
-    schema = _grammar_schema(reply_grammar(tools))
-    branches = schema["anyOf"]
-    assert [b["properties"]["tool"]["const"] for b in branches] == [
-        "none",
-        "get_current_time",
-        "get_weather",
-    ]
-    none = branches[0]
-    assert none["properties"]["answer"] == {"type": "string"}
-    assert none["required"] == ["tool", "answer"] and none["additionalProperties"] is False
-    for branch, tool in zip(branches[1:], tools):
-        assert branch["properties"]["arguments"] == tool.parameters
-        assert branch["required"] == ["tool", "arguments"]
-        assert branch["additionalProperties"] is False
+    rules = _grammar_rules(reply_grammar(tools))
+    assert rules["start"] == "answer | call_0 | call_1"
+    # The grammar continues the prefilled '{"tool": "': a reply is valid JSON once joined.
+    assert rules["answer"] == '"none\\", \\"answer\\": \\"" ANSWER_TEXT "\\"}"'
+    for i, tool in enumerate(tools):
+        assert rules[f"call_{i}"] == f'"{tool.name}\\", \\"arguments\\": " arguments_{i} "}}"'
+        assert json.loads(rules[f"arguments_{i}"].removeprefix("%json ")) == tool.parameters
+
+
+def test_reply_grammar_answer_text_is_a_json_string_body():
+    import re
+
+    pattern = _grammar_rules(reply_grammar([]))["ANSWER_TEXT"]
+    body = re.compile(pattern.strip("/"))
+    for answer in ANSWERS:
+        encoded = json.dumps(answer)[1:-1]
+        assert body.fullmatch(encoded), encoded
+    assert not body.fullmatch('a "raw" quote')
+    assert not body.fullmatch("a raw\nnewline".replace("\\n", "\n"))
 
 
 def test_reply_grammar_without_tools_allowed_has_only_the_none_branch():
     tools = [_time_tool(), _weather_tool()]
     grammar = reply_grammar(tools, allow_tools=False)
-    branches = _grammar_schema(grammar)["anyOf"]
-    assert len(branches) == 1 and branches[0]["properties"]["tool"]["const"] == "none"
+    assert _grammar_rules(grammar)["start"] == "answer"
     assert "get_current_time" not in grammar and "get_weather" not in grammar
-    assert _grammar_schema(reply_grammar([])) == _grammar_schema(grammar)
+    assert reply_grammar([]) == grammar
+
+
+def test_prefilled_decoder_reads_the_continuation():
+    decoder = ReplyDecoder(prefill=REPLY_PREFILL)
+    assert decoder.feed('none", "answer": "Hi') == "Hi"
+    assert decoder.is_answer
+    decoder = ReplyDecoder(prefill=REPLY_PREFILL)
+    decoder.feed('get_current_time", "arguments": {"timezone": "UTC"}}')
+    assert decoder.tool_call() == ("get_current_time", {"timezone": "UTC"})
 
 
 def test_reply_instructions_list_descriptions_and_examples():

@@ -26,6 +26,7 @@ from pipecat.services.settings import LLMSettings
 
 from bot.engines.local_llm import LocalLLMEngine
 from bot.services.tool_routing import (
+    REPLY_PREFILL,
     ReplyDecoder,
     reply_grammar,
     reply_instructions,
@@ -59,7 +60,10 @@ def build_request(
     system = "\n\n".join(p for p in (system_prompt, reply_instructions(tools)) if p)
     budget = (context_tokens - max_tokens) * CHARS_PER_TOKEN - len(system)
     return {
-        "messages": to_routed_messages(_trim(messages, budget), system),
+        "messages": [
+            *to_routed_messages(_trim(messages, budget), system),
+            {"role": "assistant", "content": REPLY_PREFILL},
+        ],
         "grammar": reply_grammar(tools, allow_tools=tool_rounds < MAX_TOOL_ROUNDS),
         "max_tokens": max_tokens,
         "temperature": temperature,
@@ -86,7 +90,7 @@ class LocalLLMService(LLMService):
         *,
         engine: LocalLLMEngine,
         system_prompt: str,
-        temperature: float = 0.2,
+        temperature: float = 0.0,
         max_answer_tokens: int = 80,
         **kwargs,
     ):
@@ -134,7 +138,7 @@ class LocalLLMService(LLMService):
             temperature=self._settings.temperature,
             context_tokens=self._engine.context_tokens_per_slot,
         )
-        decoder = ReplyDecoder()
+        decoder = ReplyDecoder(prefill=REPLY_PREFILL)
         usage = None
         # A new event per request: setting it stops exactly this generation, including
         # when this task is cancelled by an interruption.

@@ -70,26 +70,28 @@ def call_json(name: str, arguments: dict[str, Any]) -> str:
     return json.dumps({"tool": name, "arguments": arguments})
 
 
+# Every reply starts with these characters, so they are written into the assistant's turn
+# (llama.cpp continues a trailing assistant message) instead of being decoded token by token:
+# the model's first generated token already chooses between answering and a tool.
+REPLY_PREFILL = '{"tool": "'
+
+
 def reply_grammar(tools: list[RoutableTool], allow_tools: bool = True) -> str:
-    branches = [
-        {
-            "type": "object",
-            "properties": {"tool": {"const": NO_TOOL}, "answer": {"type": "string"}},
-            "required": ["tool", "answer"],
-            "additionalProperties": False,
-        }
+    """llguidance grammar for the rest of a reply after `REPLY_PREFILL`."""
+    branches = ["answer"]
+    rules = [
+        f'answer: "{NO_TOOL}\\", \\"answer\\": \\"" ANSWER_TEXT "\\"}}"',
+        # The body of a JSON string: no raw quotes, backslashes or control characters.
+        'ANSWER_TEXT: /([^"\\\\\\x00-\\x1f]|\\\\.)*/',
     ]
     if allow_tools:
-        branches += [
-            {
-                "type": "object",
-                "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
-                "required": ["tool", "arguments"],
-                "additionalProperties": False,
-            }
-            for t in tools
-        ]
-    return "%llguidance {}\nstart: reply\nreply: %json " + json.dumps({"anyOf": branches})
+        for i, tool in enumerate(tools):
+            branches.append(f"call_{i}")
+            rules += [
+                f'call_{i}: "{tool.name}\\", \\"arguments\\": " arguments_{i} "}}"',
+                f"arguments_{i}: %json {json.dumps(tool.parameters)}",
+            ]
+    return "\n".join(["%llguidance {}", "start: " + " | ".join(branches), *rules])
 
 
 def reply_instructions(tools: list[RoutableTool]) -> str:
@@ -127,10 +129,10 @@ _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r"
 
 
 class ReplyDecoder:
-    """Turns the streamed JSON reply into answer text (as it arrives) or one tool call."""
+    """Turns a streamed JSON reply into answer text as it arrives, or into one tool call."""
 
-    def __init__(self) -> None:
-        self._raw = ""
+    def __init__(self, prefill: str = "") -> None:
+        self._raw = prefill  # what the reply was started with, before any generated text
         self._mode: str | None = None  # None until known, then "answer" or "tool"
         self._cursor = 0  # next unread character of the answer string in _raw
         self._answer_done = False
