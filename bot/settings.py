@@ -84,18 +84,24 @@ class Settings(BaseSettings):
 
     # --- cloud providers (Pipecat's own service classes) ---
     openai_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("OPENAI_API_KEY", "AGENT_OPENAI_API_KEY")
+        None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "AGENT_OPENAI_API_KEY"),
+        description="OpenAI key; when set, `auto` uses OpenAI for the LLM.",
     )
     openai_base_url: str | None = Field(
         None, description="Any OpenAI-compatible server (vLLM, Ollama, llama.cpp)."
     )
     openai_model: str = Field("gpt-4.1-mini", description="OpenAI chat model.")
     deepgram_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("DEEPGRAM_API_KEY", "AGENT_DEEPGRAM_API_KEY")
+        None,
+        validation_alias=AliasChoices("DEEPGRAM_API_KEY", "AGENT_DEEPGRAM_API_KEY"),
+        description="Deepgram key; when set, `auto` uses Deepgram for STT.",
     )
     deepgram_model: str = Field("nova-3-general", description="Deepgram STT model.")
     elevenlabs_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("ELEVENLABS_API_KEY", "AGENT_ELEVENLABS_API_KEY")
+        None,
+        validation_alias=AliasChoices("ELEVENLABS_API_KEY", "AGENT_ELEVENLABS_API_KEY"),
+        description="ElevenLabs key; when set, `auto` uses ElevenLabs for TTS.",
     )
     elevenlabs_voice_id: str = Field(
         "21m00Tcm4TlvDq8ikWAM", description="ElevenLabs voice id (default: Rachel)."

@@ -128,3 +128,23 @@ async def test_bad_input_gets_an_error_and_the_session_keeps_working(ws_url, liv
 
     with urllib.request.urlopen(f"{live_server}/health", timeout=5) as response:
         assert json.loads(response.read())["status"] == "ok"
+
+
+async def test_concurrent_sessions_share_the_models_without_mixing(ws_url, live_server):
+    questions = {"What is the capital of France?": "paris", "Who wrote Romeo and Juliet?": "shakespeare"}
+    for question in questions:
+        speech_pcm(question)
+    clients = [await connected(ws_url) for _ in questions]
+    try:
+        with urllib.request.urlopen(f"{live_server}/health", timeout=5) as response:
+            assert json.loads(response.read())["active_sessions"] >= len(clients)
+        answers = await asyncio.gather(
+            *(answer_to(client, question) for client, question in zip(clients, questions))
+        )
+        for (question, expected), (_, answer) in zip(questions.items(), answers):
+            assert expected in answer.lower(), (question, answer)
+        # Each session's context holds only its own conversation.
+        assert "shakespeare" not in answers[0][1].lower() and "paris" not in answers[1][1].lower()
+    finally:
+        for client in clients:
+            await client.__aexit__(None, None, None)
