@@ -397,3 +397,11 @@ def test_to_routed_messages_does_not_mutate_input():
     to_routed_messages(messages, "S")
     to_routed_messages(messages, "S")
     assert messages == snapshot
+
+
+def test_answer_complete_only_after_the_closing_quote():
+    decoder = ReplyDecoder(prefill=REPLY_PREFILL)
+    decoder.feed('none", "answer": "Paris is \\"big')
+    assert not decoder.answer_complete
+    decoder.feed('\\"."')
+    assert decoder.answer_complete

@@ -68,7 +68,7 @@ async def _speak(service, text: str, out_rate: int):
 async def test_piper_service_speaks_at_the_pipeline_rate(voice, out_rate):
     assert voice.sample_rate == 22050  # so the service really resamples
     service = SharedPiperTTSService(voice=voice)
-    down, up = await _speak(service, "Hello there.", out_rate)
+    down, up = await _speak(service, "Hello there, it is nice to meet you.", out_rate)
     assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
 
     kinds = [type(f) for f in down]
@@ -192,3 +192,16 @@ def test_time_tool_is_a_direct_function_with_a_timeout():
     assert schema.name == "get_current_time"
     assert schema.required == ["timezone"]
     assert get_current_time.routing_examples
+
+
+def test_leading_silence_is_trimmed_to_a_short_lead_in():
+    from bot.engines.piper_voice import LEAD_IN_SECS, trim_leading_silence
+
+    rate = 22050
+    tone = (np.sin(np.arange(rate) / 5) * 8000).astype(np.int16)
+    pcm = np.concatenate([np.zeros(rate // 4, np.int16), tone]).tobytes()
+    trimmed = np.frombuffer(trim_leading_silence(pcm, rate), np.int16)
+    lead = np.flatnonzero(np.abs(trimmed) > 200)[0] / rate
+    assert abs(lead - LEAD_IN_SECS) < 0.002
+    assert abs(len(trimmed) - len(tone) - LEAD_IN_SECS * rate) <= 2
+    assert trim_leading_silence(bytes(1000), rate) == bytes(1000)  # all silence: unchanged

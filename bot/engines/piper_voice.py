@@ -3,6 +3,7 @@
 import threading
 from pathlib import Path
 
+import numpy as np
 import onnxruntime
 from piper import PiperVoice
 
@@ -14,6 +15,21 @@ def voice_files(voice: str) -> tuple[Path, Path]:
         raise ValueError(f"unknown embedded voice {voice!r}; choose one of {sorted(VOICES)}")
     package = __import__(VOICES[voice])
     return package.model_path(), package.config_path()
+
+
+# Piper starts each text with 60-300 ms of near-silence; at the start of a reply that is
+# pure latency, so it is cut down to a short natural lead-in.
+SILENCE_LEVEL = 200  # 16-bit amplitude
+LEAD_IN_SECS = 0.02
+
+
+def trim_leading_silence(pcm: bytes, sample_rate: int) -> bytes:
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    loud = np.flatnonzero(np.abs(samples) > SILENCE_LEVEL)
+    if not loud.size:
+        return pcm
+    start = max(0, int(loud[0]) - int(LEAD_IN_SECS * sample_rate))
+    return samples[start:].tobytes()
 
 
 class SharedPiperVoice:
@@ -43,7 +59,10 @@ class SharedPiperVoice:
         entered by two sessions at once.
         """
         with self._lock:
-            return [chunk.audio_int16_bytes for chunk in self._voice.synthesize(text)]
+            chunks = [chunk.audio_int16_bytes for chunk in self._voice.synthesize(text)]
+        if chunks:
+            chunks[0] = trim_leading_silence(chunks[0], self.sample_rate)
+        return chunks
 
     def warm_up(self) -> None:
         for _ in self.synthesize("Ready."):

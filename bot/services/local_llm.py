@@ -111,6 +111,7 @@ class LocalLLMService(LLMService):
         super().__init__(settings=settings, **kwargs)
         self._engine = engine
         self._cancel_current = threading.Event()
+        self._response_open = False
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -118,6 +119,7 @@ class LocalLLMService(LLMService):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
+            self._response_open = True
             await self.push_frame(LLMFullResponseStartFrame())
             await self.start_processing_metrics()
             try:
@@ -125,10 +127,15 @@ class LocalLLMService(LLMService):
             except Exception as e:
                 await self.push_error(error_msg=f"Local LLM error: {e}", exception=e)
             finally:
-                await self.stop_processing_metrics()
-                await self.push_frame(LLMFullResponseEndFrame())
+                await self._end_response()
         else:
             await self.push_frame(frame, direction)
+
+    async def _end_response(self):
+        if self._response_open:
+            self._response_open = False
+            await self.stop_processing_metrics()
+            await self.push_frame(LLMFullResponseEndFrame())
 
     async def _generate(self, context: LLMContext):
         request = build_request(
@@ -154,6 +161,11 @@ class LocalLLMService(LLMService):
                 if text:
                     await self.stop_ttfb_metrics()
                     await self._push_llm_text(text)
+                if decoder.answer_complete:
+                    # The answer's closing quote: end the response now, so the TTS speaks its
+                    # last sentence without waiting for the JSON's closing brace and EOS, which
+                    # are still drained for the usage figures that come with them.
+                    await self._end_response()
             if timings := chunk.get("timings"):
                 logger.debug(
                     f"{self}: prompt {timings.get('prompt_n')} new + {timings.get('cache_n')} cached"

@@ -145,6 +145,11 @@ class ReplyDecoder:
     def is_tool_call(self) -> bool:
         return self._mode == "tool"
 
+    @property
+    def answer_complete(self) -> bool:
+        """The answer string has closed: nothing after it is ever spoken."""
+        return self._answer_done
+
     def feed(self, text: str) -> str:
         """Add generated text; return the newly decoded answer text (empty for tool calls)."""
         self._raw += text
