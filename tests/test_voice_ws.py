@@ -148,3 +148,18 @@ async def test_concurrent_sessions_share_the_models_without_mixing(ws_url, live_
     finally:
         for client in clients:
             await client.__aexit__(None, None, None)
+
+
+async def test_sessions_are_released_when_clients_leave(ws_url, live_server):
+    def active() -> int:
+        with urllib.request.urlopen(f"{live_server}/health", timeout=5) as response:
+            return json.loads(response.read())["active_sessions"]
+
+    async with VoiceClient(ws_url) as client:
+        await client.ready()
+        assert active() >= 1
+    for _ in range(100):  # bounded: 10 s
+        if active() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert active() == 0
