@@ -5,7 +5,6 @@ them in order gives the GGUF file. The chunk packages come from an unknown uploa
 assembled file is accepted only when its sha256 matches the pinned value.
 """
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
+
+from bot.engines.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,6 @@ MODELS: dict[str, GGUFModel] = {
         licence="Apache-2.0",
     ),
 }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _chunk_files(model: GGUFModel) -> list[Path]:
@@ -83,7 +76,7 @@ def ensure_model_file(model_name: str, cache_dir: Path) -> Path:
     model = MODELS[model_name]
     if model_name == "smollm2-135m":
         path = _smollm_path()
-        if (actual := _sha256(path)) != model.sha256:
+        if (actual := sha256_file(path)) != model.sha256:
             raise RuntimeError(f"{path}: sha256 {actual}, expected {model.sha256}")
         return path
 
@@ -101,7 +94,7 @@ def ensure_model_file(model_name: str, cache_dir: Path) -> Path:
             with chunk.open("rb") as f:
                 while block := f.read(1 << 22):
                     out.write(block)
-    actual = _sha256(partial)
+    actual = sha256_file(partial)
     if actual != model.sha256:
         partial.unlink()
         raise RuntimeError(

@@ -19,7 +19,6 @@ state is local to a call, so `transcribe` may run in several threads at once.
 """
 
 import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -40,6 +39,8 @@ import onnxruntime as ort
 from loguru import logger
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from bot.engines.files import sha256_file
 
 MODEL_NAME = "moonshine-base-en"
 SAMPLE_RATE = 16000
@@ -108,21 +109,13 @@ def _output_files(paths: MoonshineModelPaths) -> tuple[Path, ...]:
 # --- cache bookkeeping -------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _source_fingerprint() -> _Fingerprint:
     fingerprint: _Fingerprint = {}
     for name in _SOURCE_FILES:
         path = _SOURCE_DIR / name
         if not path.is_file():
             raise RuntimeError(f"moonshine-cpp carries no {path}: install moonshine-cpp==0.1.4")
-        fingerprint[name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        fingerprint[name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     return fingerprint
 
 
