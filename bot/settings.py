@@ -43,6 +43,14 @@ class Settings(BaseSettings):
         description="One short sentence the bot says when a user connects; empty disables it.",
     )
 
+    # --- records ---
+    store_path: Path | None = Field(
+        None, description="SQLite file of session records (default: <data_dir>/sessions.sqlite3)."
+    )
+    retention_days: float = Field(
+        30.0, description="Session records older than this are pruned (0 keeps them forever)."
+    )
+
     # --- provider per stage: auto = cloud when its key is set, embedded otherwise ---
     stt_provider: Provider = Field(Provider.AUTO, description="auto, embedded or deepgram.")
     llm_provider: Provider = Field(Provider.AUTO, description="auto, embedded or openai.")
@@ -130,6 +138,10 @@ class Settings(BaseSettings):
                     f"AGENT_{stage.upper()}_PROVIDER={cloud.value} needs {key_name.upper()}"
                 )
         return self
+
+    @property
+    def records_path(self) -> Path:
+        return self.store_path or self.data_dir / "sessions.sqlite3"
 
     def resolved(self, stage: str) -> Provider:
         """The provider a stage really uses: `auto` becomes the cloud one when its key is set."""

@@ -1,0 +1,110 @@
+"""What a session leaves behind: one record per turn, gathered into a session record.
+
+These models are the single shape shared by the live metrics pushed to the page, the
+persistent store, the REST endpoints, the Prometheus/JSON metrics and the cost report.
+"""
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+# The milestones of a turn, in order, in seconds after the end of the user's speech. A stage
+# is the time between two consecutive milestones that were both reached, so stages are never
+# negative and add up to the total (server-side voice-to-voice).
+MILESTONES = (
+    "vad_stop",  # the VAD reported silence (its stop_secs after the speech ended)
+    "turn_end",  # the turn strategy ended the user turn (Smart Turn + final transcript)
+    "llm_first_token",  # the LLM produced its first output token
+    "tools_done",  # every tool call of the turn returned (only in turns with tools)
+    "tts_first_audio",  # the TTS produced its first audio
+    "bot_audio_sent",  # the first bot audio went out to the client
+)
+
+
+class TurnLatency(BaseModel):
+    milestones: dict[str, float] = Field(
+        default_factory=dict, description="Milestone -> seconds after the end of user speech."
+    )
+    stages: dict[str, float] = Field(
+        default_factory=dict,
+        description="Stage (named by the milestone that ends it) -> seconds; they add up to total.",
+    )
+    total: float | None = Field(None, description="End of user speech -> first bot audio sent.")
+
+    @classmethod
+    def from_milestones(cls, milestones: dict[str, float]) -> "TurnLatency":
+        reached = [(name, milestones[name]) for name in MILESTONES if name in milestones]
+        stages, previous = {}, 0.0
+        for name, at in reached:
+            at = max(at, previous)  # stages overlap; a milestone never moves time backwards
+            stages[name] = at - previous
+            previous = at
+        total = previous if "bot_audio_sent" in milestones else None
+        return cls(milestones=dict(reached), stages=stages, total=total)
+
+
+class Usage(BaseModel):
+    llm_prompt_tokens: int = 0
+    llm_completion_tokens: int = 0
+    llm_cached_tokens: int = 0
+    tts_characters: int = 0
+    stt_audio_seconds: float = 0.0
+    cpu_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Embedded stage -> CPU seconds its engine spent on this turn.",
+    )
+
+
+class Cost(BaseModel):
+    components: dict[str, float] = Field(
+        default_factory=dict, description="llm / stt / tts / transport -> US dollars."
+    )
+    total: float = 0.0
+
+
+class ToolCall(BaseModel):
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    duration_secs: float | None = None
+
+
+class TurnRecord(BaseModel):
+    turn_id: str
+    session_id: str
+    index: int
+    started_at: float = Field(default_factory=time.time, description="Unix time the turn began.")
+    ended_at: float | None = None
+    user_text: str = ""
+    bot_text: str = ""
+    status: Literal["completed", "interrupted", "failed"] = "completed"
+    error: str | None = None
+    latency: TurnLatency | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost: Cost = Field(default_factory=Cost)
+    providers: dict[str, str] = Field(
+        default_factory=dict, description="Stage -> 'provider:model', e.g. 'embedded:piper'."
+    )
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+
+
+class SessionRecord(BaseModel):
+    session_id: str
+    transport: str
+    started_at: float
+    ended_at: float | None = None
+    state: Literal["starting", "active", "ending", "ended"] = "starting"
+    providers: dict[str, str] = Field(default_factory=dict)
+    turns: list[TurnRecord] = Field(default_factory=list)
+    visualizations: list[dict[str, Any]] = Field(default_factory=list)
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Process peaks while the session ran: peak_rss_bytes, peak_cpu_percent.",
+    )
+
+    @property
+    def duration_secs(self) -> float:
+        return (self.ended_at or time.time()) - self.started_at
