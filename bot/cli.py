@@ -1,7 +1,11 @@
-"""Command line: `python -m bot setup` prepares the embedded models, `serve` runs the server."""
+"""Command line: `python -m bot setup` prepares the embedded models, `serve` runs the server,
+`report` writes the cost and resource report over the stored sessions."""
 
 import argparse
+import asyncio
+import json
 import time
+from pathlib import Path
 
 from loguru import logger
 
@@ -13,6 +17,10 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("setup", help="assemble, verify and convert the embedded models")
     commands.add_parser("serve", help="run the server (host and port from settings)")
+    report = commands.add_parser("report", help="cost and resource report of the stored sessions")
+    report.add_argument("--format", choices=("json", "markdown"), default="markdown")
+    report.add_argument("--out", type=Path, help="write the report to this file, not stdout")
+    report.add_argument("--days", type=float, help="only the sessions of the last N days")
     args = parser.parse_args(argv)
 
     if args.command == "setup":
@@ -25,3 +33,24 @@ def main(argv: list[str] | None = None) -> None:
         from server import main as serve
 
         serve()
+    elif args.command == "report":
+        text = asyncio.run(_report(args.format, args.days))
+        if args.out:
+            args.out.write_text(text)
+            logger.info(f"Report written to {args.out}")
+        else:
+            print(text)
+
+
+async def _report(fmt: str, days: float | None) -> str:
+    from bot.report import build_report, render_markdown
+    from bot.store import SessionStore
+
+    settings = get_settings()
+    store = SessionStore(settings.records_path)
+    await store.open()
+    try:
+        report = await build_report(store, since_days=days, prices=settings.prices)
+    finally:
+        await store.close()
+    return json.dumps(report, indent=2) if fmt == "json" else render_markdown(report)

@@ -1,5 +1,7 @@
 """One session's voice pipeline, top to bottom as the audio flows."""
 
+from collections.abc import Awaitable, Callable
+
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
@@ -26,7 +28,15 @@ from pipecat.turns.user_stop import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.engines.loader import EmbeddedEngines
-from bot.service_factory import create_llm, create_stt, create_tts
+from bot.observers.turn_recorder import EngineStage, TurnRecorder
+from bot.records import TurnRecord
+from bot.service_factory import (
+    create_llm,
+    create_stt,
+    create_tts,
+    describe_providers,
+    embedded_threads,
+)
 from bot.settings import Settings
 from bot.tools import ALL_TOOLS
 
@@ -56,11 +66,26 @@ def turn_strategies(settings: Settings) -> UserTurnStrategies:
 
 
 def build_worker(
-    transport: BaseTransport, settings: Settings, engines: EmbeddedEngines, *, session_id: str
-) -> PipelineWorker:
+    transport: BaseTransport,
+    settings: Settings,
+    engines: EmbeddedEngines,
+    *,
+    session_id: str,
+    on_turn: Callable[[TurnRecord], Awaitable[None]],
+) -> tuple[PipelineWorker, TurnRecorder]:
     stt = create_stt(settings, engines)
     llm = create_llm(settings, engines)
     tts = create_tts(settings, engines)
+    threads = embedded_threads(settings)
+    recorder = TurnRecorder(
+        session_id=session_id,
+        providers=describe_providers(settings),
+        engines={
+            service.name: EngineStage(stage, threads[stage])
+            for stage, service in (("stt", stt), ("llm", llm), ("tts", tts))
+        },
+        on_turn=on_turn,
+    )
 
     context = LLMContext(tools=ToolsSchema(standard_tools=ALL_TOOLS))
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
@@ -93,6 +118,7 @@ def build_worker(
         ),
         conversation_id=session_id,
         idle_timeout_secs=None,
+        observers=[recorder],
         # The page shows which tool ran with which arguments: it is the user's own session.
         rtvi_observer_params=RTVIObserverParams(
             function_call_report_level={"*": RTVIFunctionCallReportLevel.FULL}
@@ -105,4 +131,4 @@ def build_worker(
         async def greet(_rtvi):
             await worker.queue_frames([TTSSpeakFrame(settings.greeting)])
 
-    return worker
+    return worker, recorder

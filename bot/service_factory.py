@@ -24,6 +24,31 @@ async def strip_emoji(text: str, _text_type) -> str:
 SPEAKABLE_TEXT = [("*", strip_markdown), ("*", strip_emoji)]
 
 
+def describe_providers(settings: Settings) -> dict[str, str]:
+    """Stage -> 'provider:model', as turn records and prices name them."""
+    stt, llm, tts = (settings.resolved(stage) for stage in ("stt", "llm", "tts"))
+    # A self-hosted OpenAI-compatible server is not billed at OpenAI's prices.
+    openai = "openai-compatible" if settings.openai_base_url else "openai"
+    return {
+        "stt": f"deepgram:{settings.deepgram_model}" if stt is Provider.DEEPGRAM else "embedded:moonshine-base-en",
+        "llm": f"{openai}:{settings.openai_model}" if llm is Provider.OPENAI else f"embedded:{settings.llm_model}",
+        "tts": (
+            f"elevenlabs:{settings.elevenlabs_model}"
+            if tts is Provider.ELEVENLABS
+            else f"embedded:piper-{settings.tts_voice}"
+        ),
+    }
+
+
+def embedded_threads(settings: Settings) -> dict[str, int | None]:
+    """Stage -> CPU threads of its embedded engine, None where a cloud service does the work."""
+    threads = {"stt": settings.stt_threads, "llm": settings.llm_threads, "tts": settings.tts_threads}
+    return {
+        stage: count if settings.resolved(stage) is Provider.EMBEDDED else None
+        for stage, count in threads.items()
+    }
+
+
 def create_stt(settings: Settings, engines: EmbeddedEngines) -> STTService:
     provider = settings.resolved("stt")
     if provider is Provider.DEEPGRAM:

@@ -1,82 +1,161 @@
-"""Sessions: one pipeline worker per connected client, tracked from start to end."""
+"""Sessions: one pipeline worker per connected client, and the record it leaves behind.
+
+Each finished turn is priced, written to the store, counted in the process telemetry and
+pushed to the client as an RTVI `server-message` of type `turn-metrics`, in that order, so a
+turn the client saw is a turn that was kept.
+"""
 
 import asyncio
 import gc
 import time
 import uuid
-from dataclasses import dataclass, field
 
 from loguru import logger
+from pipecat.frames.frames import EndFrame, TTSSpeakFrame
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
+from bot.costs import price_turn
 from bot.engines.loader import EmbeddedEngines
 from bot.pipeline import build_worker
+from bot.records import SessionRecord, TurnRecord
+from bot.service_factory import describe_providers
 from bot.settings import Settings
+from bot.store import SessionStore
+from bot.telemetry import Telemetry
 
 
-@dataclass
-class Session:
-    id: str
-    transport: str
-    started_at: float = field(default_factory=time.time)
-    ended_at: float | None = None
-    state: str = "starting"
+def _nearest_rank(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))]
 
-    def summary(self) -> dict:
-        return {
-            "id": self.id,
-            "transport": self.transport,
-            "state": self.state,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-        }
+
+def session_summary(record: SessionRecord) -> dict:
+    """The running totals shown beside each turn's metrics."""
+    cost = sum(turn.cost.total for turn in record.turns)
+    minutes = record.duration_secs / 60
+    totals = [t.latency.total for t in record.turns if t.latency and t.latency.total is not None]
+    return {
+        "turns": len(record.turns),
+        "cost_total": cost,
+        "cost_per_minute": cost / minutes if minutes > 0 else 0.0,
+        "conversation_seconds": record.duration_secs,
+        "latency_p50": _nearest_rank(totals, 50),
+        "latency_p95": _nearest_rank(totals, 95),
+    }
 
 
 class SessionManager:
-    def __init__(self, settings: Settings, engines: EmbeddedEngines):
+    def __init__(
+        self,
+        settings: Settings,
+        engines: EmbeddedEngines,
+        *,
+        store: SessionStore,
+        telemetry: Telemetry,
+    ):
         self._settings = settings
         self._engines = engines
-        self.active: dict[str, Session] = {}
-        self.total_started = 0
+        self._store = store
+        self._telemetry = telemetry
+        self.active: dict[str, SessionRecord] = {}
+        self._workers: dict[str, PipelineWorker] = {}
         self._tasks: set[asyncio.Task] = set()
 
-    async def run(self, transport: BaseTransport, kind: str) -> Session:
+    async def run(self, transport: BaseTransport, kind: str) -> SessionRecord:
         """Run one session's pipeline until the client leaves or the pipeline ends."""
-        session = Session(id=uuid.uuid4().hex, transport=kind)
-        worker = build_worker(transport, self._settings, self._engines, session_id=session.id)
+        record = SessionRecord(
+            session_id=uuid.uuid4().hex,
+            transport=kind,
+            started_at=time.time(),
+            providers=describe_providers(self._settings),
+        )
+
+        async def turn_finished(turn: TurnRecord) -> None:
+            await self._turn_finished(record, worker, turn)
+
+        worker, recorder = build_worker(
+            transport, self._settings, self._engines, session_id=record.session_id, on_turn=turn_finished
+        )
         runner = WorkerRunner(handle_sigint=False)
 
         @transport.event_handler("on_client_connected")
         async def connected(_transport, _client):
-            session.state = "active"
+            record.state = "active"
 
         @transport.event_handler("on_client_disconnected")
         async def disconnected(_transport, _client):
-            session.state = "ending"
+            record.state = "ending"
             await worker.cancel()
 
-        self.active[session.id] = session
-        self.total_started += 1
-        logger.info(f"Session {session.id} started over {kind}")
+        self.active[record.session_id] = record
+        self._workers[record.session_id] = worker
+        self._telemetry.session_started(kind)
+        self._telemetry.track_peaks(record.session_id)
+        await self._store.save_session(record)
+        logger.info(f"Session {record.session_id} started over {kind}")
         try:
             await runner.add_workers(worker)
             await runner.run()
         finally:
-            session.state, session.ended_at = "ended", time.time()
-            self.active.pop(session.id, None)
-            logger.info(f"Session {session.id} ended after {session.ended_at - session.started_at:.1f}s")
+            await recorder.finish()
+            record.state, record.ended_at = "ended", time.time()
+            record.resources = self._telemetry.untrack_peaks(record.session_id)
+            await self._store.save_session(record)
+            self.active.pop(record.session_id, None)
+            self._workers.pop(record.session_id, None)
+            self._telemetry.session_ended(kind)
+            logger.info(f"Session {record.session_id} ended after {record.duration_secs:.1f}s")
             # A finished pipeline's objects sit in reference cycles; collect them now rather
             # than let every ended session's buffers pile up until the next GC generation.
-            del worker, runner
+            del worker, runner, recorder
             gc.collect()
-        return session
+        return record
+
+    async def _turn_finished(self, record: SessionRecord, worker: PipelineWorker, turn: TurnRecord) -> None:
+        previous_end = record.turns[-1].ended_at if record.turns else record.started_at
+        turn.cost = price_turn(
+            turn.usage,
+            turn.providers,
+            self._settings.prices,
+            transport=record.transport,
+            duration_secs=(turn.ended_at or time.time()) - previous_end,
+        )
+        record.turns.append(turn)
+        await self._store.append_turn(turn)
+        self._telemetry.record_turn(turn)
+        if turn.status == "failed":
+            self._telemetry.record_error("turn_failed")
+        await worker.rtvi.send_server_message(
+            {
+                "type": "turn-metrics",
+                "turn": turn.model_dump(mode="json"),
+                "session": session_summary(record),
+            }
+        )
 
     def spawn(self, transport: BaseTransport, kind: str) -> None:
         """Run a session in the background (transports whose handshake returns first)."""
         task = asyncio.create_task(self.run(transport, kind))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, goodbye: str, timeout: float) -> None:
+        """Say goodbye to every active session and end it gracefully, within `timeout`."""
+        if not self._workers:
+            return
+        logger.info(f"Draining {len(self._workers)} session(s)")
+        for worker in list(self._workers.values()):
+            # EndFrame is queued behind the goodbye, so the pipeline ends once it is spoken.
+            await worker.queue_frames([TTSSpeakFrame(goodbye, append_to_context=False), EndFrame()])
+        deadline = time.monotonic() + timeout
+        while self._workers and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for worker in list(self._workers.values()):
+            await worker.cancel()
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.costs import PriceTable
+
 
 class Provider(str, Enum):
     AUTO = "auto"
@@ -51,6 +53,14 @@ class Settings(BaseSettings):
         30.0, description="Session records older than this are pruned (0 keeps them forever)."
     )
 
+    shutdown_goodbye: str = Field(
+        "Sorry, I have to go now: the server is restarting. Goodbye!",
+        description="What active sessions hear when the server is stopped (SIGTERM).",
+    )
+    drain_timeout_secs: float = Field(
+        15.0, description="How long a stopping server waits for sessions to say goodbye."
+    )
+
     # --- provider per stage: auto = cloud when its key is set, embedded otherwise ---
     stt_provider: Provider = Field(Provider.AUTO, description="auto, embedded or deepgram.")
     llm_provider: Provider = Field(Provider.AUTO, description="auto, embedded or openai.")
@@ -81,6 +91,7 @@ class Settings(BaseSettings):
         0.5, description="Re-decode the growing utterance this often for interim transcripts."
     )
     tts_voice: str = Field("en_US-joe-medium", description="Embedded Piper voice name.")
+    tts_threads: int = Field(2, description="CPU threads for the embedded TTS (Piper).")
 
     # --- turn taking ---
     vad_stop_secs: float = Field(0.2, description="Silence before the VAD reports a stop.")
@@ -115,6 +126,11 @@ class Settings(BaseSettings):
         "21m00Tcm4TlvDq8ikWAM", description="ElevenLabs voice id (default: Rachel)."
     )
     elevenlabs_model: str = Field("eleven_flash_v2_5", description="ElevenLabs TTS model.")
+    prices: PriceTable = Field(
+        default_factory=PriceTable,
+        description="Provider list prices for the cost report; AGENT_PRICES as JSON overrides"
+        " whole fields, e.g. {\"daily_per_participant_minute\": 0.003}.",
+    )
 
     system_prompt: str = Field(
         "You are a friendly voice assistant. Your replies are spoken aloud, so answer in one "

@@ -162,6 +162,12 @@ class VoiceClient:
             self._changed.set()
 
     async def _microphone(self) -> None:
+        try:
+            await self._stream_microphone()
+        except websockets.ConnectionClosed:
+            pass  # the server ended the session; the reader records how
+
+    async def _stream_microphone(self) -> None:
         started = time.monotonic()
         sent = 0
         while True:

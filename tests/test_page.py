@@ -81,6 +81,10 @@ TURN_DONE_JS = """() => {
       && /paris/i.test(li.querySelector('.spoken')?.textContent || ''));
 }"""
 
+METRICS_TIMEOUT_MS = 20_000
+# True once the latency panel shows a numeric voice-to-voice total.
+WATERFALL_TOTAL_JS = """() => /\\d/.test(document.querySelector('#latency-total')?.textContent || '')"""
+
 TRANSCRIPT_JS = """() => [...document.querySelectorAll('#transcript > li')]
   .map(li => `${li.dataset.role}: ${li.textContent.trim()}`).join('\\n')"""
 
@@ -109,6 +113,20 @@ def converse(browser, base_url: str, transport: str) -> None:
         assert page.get_attribute("#status", "data-state") != "disconnected"
         assert not page.is_visible("#error"), page.inner_text("#error")
 
+        # The server's `turn-metrics` server-message must reach the latency panel: after the
+        # Paris answer, the waterfall shows a voice-to-voice total (bounded wait, no skip).
+        try:
+            page.wait_for_function(WATERFALL_TOTAL_JS, timeout=METRICS_TIMEOUT_MS)
+        except playwright_sync.TimeoutError:
+            pytest.fail(
+                f"no turn-metrics with a latency total over {transport} within "
+                f"{METRICS_TIMEOUT_MS / 1000:.0f} s of the Paris answer\n"
+                f"panel: {page.inner_text('#metrics-panel')!r}\n"
+                f"transcript:\n{page.evaluate(TRANSCRIPT_JS)}\n"
+                f"page errors: {page_errors}\nconsole errors: {console_errors}"
+            )
+        assert page.locator("#metrics-panel .wf-row").count() >= 1
+
         page.click("#connect")  # Disconnect
         page.wait_for_selector('#status[data-state="disconnected"]', timeout=10_000)
         assert page.inner_text("#connect").strip() == "Connect"
@@ -123,3 +141,140 @@ def test_page_websocket_conversation(browser, live_server):
 
 def test_page_webrtc_conversation(browser, live_server):
     converse(browser, live_server.rstrip("/"), "webrtc")
+
+
+# ---------- latency & cost panel, fed through the page's own RTVI dispatch path ----------
+
+STAGE_LABELS = [
+    "End of speech → VAD stop",
+    "Turn detection",
+    "LLM first token",
+    "Speech synthesis",
+    "Audio out",
+]
+
+
+def turn_metrics_message(index: int, *, latency: dict | None, bot_text: str = "The capital of France is Paris.") -> dict:
+    """A decoded RTVI server-message as the transports hand it to the page."""
+    return {
+        "label": "rtvi-ai",
+        "type": "server-message",
+        "id": f"test-{index}",
+        "data": {
+            "type": "turn-metrics",
+            "turn": {
+                "turn_id": f"turn-{index}",
+                "session_id": "test-session",
+                "index": index,
+                "user_text": "What is the capital of France?",
+                "bot_text": bot_text,
+                "status": "completed" if latency else "interrupted",
+                "latency": latency,
+                "usage": {
+                    "llm_prompt_tokens": 412,
+                    "llm_completion_tokens": 18,
+                    "llm_cached_tokens": 0,
+                    "tts_characters": 31,
+                    "stt_audio_seconds": 2.4,
+                    "cpu_seconds": {"stt": 0.05, "llm": 0.8, "tts": 0.1},
+                },
+                "cost": {"components": {"llm": 0.0, "stt": 0.0, "tts": 0.0, "transport": 0.0}, "total": 0.0},
+                "providers": {
+                    "stt": "embedded:moonshine-base-en",
+                    "llm": "embedded:qwen2.5-coder-0.5b",
+                    "tts": "embedded:piper",
+                },
+                "tool_calls": [],
+            },
+            "session": {
+                "turns": index,
+                "cost_total": 0.0,
+                "cost_per_minute": 0.0,
+                "conversation_seconds": 42.0,
+                "latency_p50": 1.05,
+                "latency_p95": 1.3,
+            },
+        },
+    }
+
+
+LATENCY = {
+    "milestones": {
+        "vad_stop": 0.21,
+        "turn_end": 0.39,
+        "llm_first_token": 0.77,
+        "tts_first_audio": 0.98,
+        "bot_audio_sent": 1.01,
+    },
+    "stages": {
+        "vad_stop": 0.21,
+        "turn_end": 0.18,
+        "llm_first_token": 0.38,
+        "tts_first_audio": 0.21,
+        "bot_audio_sent": 0.03,
+    },
+    "total": 1.01,
+}
+
+WATERFALL_JS = """() => [...document.querySelectorAll('#metrics-panel .wf-row')].map(tr => {
+  const lane = tr.querySelector('.wf-lane').getBoundingClientRect();
+  const bar = tr.querySelector('.wf-bar').getBoundingClientRect();
+  return {
+    stage: tr.dataset.stage,
+    label: tr.querySelector('th').textContent.trim(),
+    ms: tr.querySelector('.wf-ms').textContent.trim(),
+    left: (bar.left - lane.left) / lane.width,
+    right: (bar.right - lane.left) / lane.width,
+  };
+})"""
+
+
+def test_page_latency_panel_from_injected_turn_metrics(browser, live_server):
+    context = browser.new_context()
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    try:
+        page.goto(f"{live_server.rstrip('/')}/")
+        page.wait_for_function("() => window.voiceAgent && typeof window.voiceAgent.receive === 'function'")
+        assert page.locator("#visuals > #metrics-panel").count() == 1
+        assert "after the first turn" in page.inner_text("#metrics-panel")
+
+        # A bot transcript entry for the latency badge, then the message through the same
+        # entry point the transports use (session.handleMessage -> server-message dispatch).
+        page.evaluate(
+            "() => { const t = window.voiceAgent.transcript;"
+            " t.userFinal('What is the capital of France?');"
+            " t.botSegment(1, 'The capital of France is Paris.', ''); t.closeBotTurn(); }"
+        )
+        page.evaluate("m => window.voiceAgent.receive(m)", turn_metrics_message(2, latency=LATENCY))
+
+        rows = page.evaluate(WATERFALL_JS)
+        assert [r["label"] for r in rows] == STAGE_LABELS
+        assert [r["stage"] for r in rows] == list(LATENCY["stages"])
+        assert [r["ms"] for r in rows] == ["210 ms", "180 ms", "380 ms", "210 ms", "30 ms"]
+        # Bars sit end to end on the shared 0..total axis.
+        starts = [0.0, 0.21, 0.39, 0.77, 0.98]
+        for row, start, (stage, secs) in zip(rows, starts, LATENCY["stages"].items()):
+            assert row["left"] == pytest.approx(start / 1.01, abs=0.01), stage
+            assert row["right"] - row["left"] == pytest.approx(max(secs / 1.01, 0), abs=0.02), stage
+        assert rows[-1]["right"] == pytest.approx(1.0, abs=0.01)
+
+        assert page.inner_text("#latency-total").replace("\n", " ").strip() == "1,010 ms"
+        assert "Turn 2" in page.inner_text("#metrics-panel .viz-head")  # TurnRecord.index is 1-based
+        assert page.inner_text("#turn-cost").strip() == "free (embedded)"
+        panel = page.inner_text("#metrics-panel")
+        for text in ("412 / 18", "31", "2.4 s", "0.95 s", "1,050 ms", "1,300 ms", "$0.000000"):
+            assert text in panel, text
+        # Accessible: the waterfall is a table with a caption giving the numbers as text.
+        assert "total 1,010 ms" in page.inner_text("#metrics-panel table.waterfall caption")
+        assert page.inner_text("#transcript li.bot .latency-badge").strip() == "1,010 ms"
+
+        # An interrupted turn without latency: no bars, a dash for the total, trend keeps both.
+        page.evaluate("m => window.voiceAgent.receive(m)", turn_metrics_message(3, latency=None, bot_text=""))
+        assert page.locator("#metrics-panel .wf-row").count() == 0
+        assert page.inner_text("#latency-total").strip() == "—"
+        assert page.locator("#metrics-panel .spark-item").count() == 2
+        assert not page_errors, page_errors
+    finally:
+        context.close()

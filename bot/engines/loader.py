@@ -58,7 +58,7 @@ def _load_llm(settings: Settings):
 def _load_tts(settings: Settings):
     from bot.engines.piper_voice import SharedPiperVoice
 
-    voice = SharedPiperVoice(settings.tts_voice)
+    voice = SharedPiperVoice(settings.tts_voice, threads=settings.tts_threads)
     voice.warm_up()
     return voice
 

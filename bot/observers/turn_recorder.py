@@ -1,0 +1,191 @@
+"""Watches one session's frames and writes a `TurnRecord` for every user turn.
+
+A turn opens when the user starts speaking and closes when the bot has finished answering,
+was interrupted, or failed. On the way it collects the milestones of `bot.records.MILESTONES`
+(seconds after the end of the user's speech, i.e. the VAD stop time minus its stop_secs),
+the usage Pipecat's services report in `MetricsFrame`s, the tool calls, and both sides' text.
+Pricing, storage and delivery are the session's business: the recorder hands each finished
+record to `on_turn`.
+"""
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    ErrorFrame,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    InterruptionFrame,
+    LLMTextFrame,
+    MetricsFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSTextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.metrics.metrics import (
+    LLMUsageMetricsData,
+    ProcessingMetricsData,
+    STTUsageMetricsData,
+    TTSUsageMetricsData,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+
+from bot.records import ToolCall, TurnLatency, TurnRecord, Usage
+
+
+@dataclass
+class EngineStage:
+    """Which stage a processor serves, and the CPU threads its embedded engine computes on
+    (None for a cloud service, whose CPU is not ours to count)."""
+
+    stage: str
+    threads: int | None
+
+
+@dataclass
+class _OpenTurn:
+    record: TurnRecord
+    speech_end: float | None = None  # wall time the user's speech ended
+    milestones: dict[str, float] = field(default_factory=dict)
+    tool_started: dict[str, float] = field(default_factory=dict)
+    bot_speaking: bool = False
+    user_parts: list[str] = field(default_factory=list)
+    bot_parts: list[str] = field(default_factory=list)
+
+    @property
+    def answering(self) -> bool:
+        """The user's turn has ended and the bot is working on (or speaking) its answer."""
+        return "turn_end" in self.milestones
+
+
+class TurnRecorder(BaseObserver):
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        providers: dict[str, str],
+        engines: dict[str, EngineStage],
+        on_turn: Callable[[TurnRecord], Awaitable[None]],
+    ):
+        # Every frame is seen once, when it is first pushed, wherever it flows afterwards.
+        super().__init__(observe_every_push=False)
+        self._session_id = session_id
+        self._providers = providers
+        self._engines = engines  # processor name -> stage
+        self._on_turn = on_turn
+        self._turn: _OpenTurn | None = None
+        self._turns = 0
+
+    async def on_push_frame(self, data: FramePushed):
+        frame, now = data.frame, time.time()
+        if isinstance(frame, UserStartedSpeakingFrame):
+            await self._user_started(now)
+            return
+        turn = self._turn
+        if turn is None:
+            return  # the greeting, or frames between turns
+        if isinstance(frame, VADUserStoppedSpeakingFrame) and not turn.answering:
+            # The last VAD stop before the turn ends marks the end of speech.
+            turn.speech_end = frame.timestamp - frame.stop_secs
+            self._mark("vad_stop", frame.timestamp, restart=True)
+        elif isinstance(frame, TranscriptionFrame):
+            turn.user_parts.append(frame.text)
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._mark("turn_end", now)
+        elif isinstance(frame, (LLMTextFrame, FunctionCallInProgressFrame)) and turn.answering:
+            self._mark("llm_first_token", now)
+            if isinstance(frame, FunctionCallInProgressFrame):
+                turn.tool_started[frame.tool_call_id] = now
+                turn.record.tool_calls.append(
+                    ToolCall(id=frame.tool_call_id, name=frame.function_name, arguments=dict(frame.arguments or {}))
+                )
+        elif isinstance(frame, FunctionCallResultFrame):
+            self._tool_finished(frame, now)
+        elif isinstance(frame, TTSAudioRawFrame) and turn.answering:
+            self._mark("tts_first_audio", now)
+        elif isinstance(frame, TTSTextFrame) and turn.answering:
+            turn.bot_parts.append(frame.text)
+        elif isinstance(frame, BotStartedSpeakingFrame) and turn.answering:
+            turn.bot_speaking = True
+            self._mark("bot_audio_sent", now)
+        elif isinstance(frame, BotStoppedSpeakingFrame) and turn.bot_speaking:
+            await self._close("completed")
+        elif isinstance(frame, InterruptionFrame) and turn.answering:
+            await self._close("interrupted")
+        elif isinstance(frame, ErrorFrame) and turn.answering:
+            turn.record.error = frame.error
+            await self._close("failed")
+        elif isinstance(frame, MetricsFrame):
+            self._add_metrics(frame)
+
+    async def finish(self) -> None:
+        """The session is ending: an answer still in flight counts as interrupted."""
+        if self._turn and self._turn.answering:
+            await self._close("interrupted")
+
+    async def _user_started(self, now: float) -> None:
+        if self._turn and self._turn.answering:
+            await self._close("interrupted")  # barge-in: the user spoke over the answer
+        if self._turn is None:
+            self._turns += 1
+            record = TurnRecord(
+                turn_id=uuid.uuid4().hex,
+                session_id=self._session_id,
+                index=self._turns,
+                started_at=now,
+                providers=dict(self._providers),
+            )
+            self._turn = _OpenTurn(record=record)
+
+    def _mark(self, milestone: str, at: float, *, restart: bool = False) -> None:
+        turn = self._turn
+        if turn.speech_end is None or (milestone in turn.milestones and not restart):
+            return
+        turn.milestones[milestone] = max(0.0, at - turn.speech_end)
+
+    def _tool_finished(self, frame: FunctionCallResultFrame, now: float) -> None:
+        turn = self._turn
+        for call in turn.record.tool_calls:
+            if call.id == frame.tool_call_id:
+                call.result = frame.result
+                call.error = getattr(frame, "error", None)
+                call.duration_secs = now - turn.tool_started.get(call.id, now)
+        if all(call.duration_secs is not None for call in turn.record.tool_calls):
+            turn.milestones.pop("tools_done", None)
+            self._mark("tools_done", now)
+
+    def _add_metrics(self, frame: MetricsFrame) -> None:
+        usage: Usage = self._turn.record.usage
+        for data in frame.data:
+            if isinstance(data, LLMUsageMetricsData):
+                usage.llm_prompt_tokens += data.value.prompt_tokens
+                usage.llm_completion_tokens += data.value.completion_tokens
+                usage.llm_cached_tokens += data.value.cache_read_input_tokens or 0
+            elif isinstance(data, TTSUsageMetricsData):
+                usage.tts_characters += data.value
+            elif isinstance(data, STTUsageMetricsData):
+                usage.stt_audio_seconds += data.value.audio_seconds
+            elif isinstance(data, ProcessingMetricsData):
+                engine = self._engines.get(data.processor)
+                if engine and engine.threads:
+                    # Compute time x threads: what the engine's work cost in CPU time.
+                    spent = usage.cpu_seconds.get(engine.stage, 0.0) + data.value * engine.threads
+                    usage.cpu_seconds[engine.stage] = spent
+
+    async def _close(self, status: str) -> None:
+        turn, self._turn = self._turn, None
+        record = turn.record
+        record.status = status
+        record.ended_at = time.time()
+        record.user_text = " ".join(p.strip() for p in turn.user_parts if p.strip())
+        record.bot_text = " ".join(p.strip() for p in turn.bot_parts if p.strip())
+        if turn.milestones:
+            record.latency = TurnLatency.from_milestones(turn.milestones)
+        await self._on_turn(record)
