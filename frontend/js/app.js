@@ -4,6 +4,7 @@
 import { VoiceSession } from "./session.js";
 import { Transcript } from "./transcript.js";
 import { dispatchServerMessage, onServerMessage } from "./server-messages.js";
+import { initMetricsPanel } from "./metrics-panel.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -38,6 +39,7 @@ const session = new VoiceSession({
   offerUrl: params.get("offer") || undefined,
 });
 const transcript = new Transcript(ui.transcript);
+const metricsPanel = initMetricsPanel($("visuals"), { transcriptList: ui.transcript });
 
 // ---------- errors and status ----------
 
@@ -202,5 +204,12 @@ window.addEventListener("pagehide", () => session.stop());
 
 renderState(session.state);
 
-// For later panels and for debugging from the console.
-window.voiceAgent = { session, transcript, onServerMessage };
+// For later panels, tests and debugging from the console. `receive(msg)` feeds a decoded RTVI
+// message through the same path the transports use (session.handleMessage -> page routing).
+window.voiceAgent = {
+  session,
+  transcript,
+  metricsPanel,
+  onServerMessage,
+  receive: (msg) => session.handleMessage(msg),
+};
