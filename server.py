@@ -112,7 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.websocket("/ws")
     async def websocket_session(websocket: WebSocket):
         await websocket.accept()
-        await app.state.sessions.run(create_websocket_transport(websocket), "websocket")
+        transport = create_websocket_transport(websocket, on_rejected=app.state.telemetry.record_error)
+        await app.state.sessions.run(transport, "websocket")
 
     @app.post("/api/offer", tags=["webrtc"])
     async def webrtc_offer(request: SmallWebRTCRequest):

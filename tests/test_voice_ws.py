@@ -128,6 +128,8 @@ async def test_bad_input_gets_an_error_and_the_session_keeps_working(ws_url, liv
 
     with urllib.request.urlopen(f"{live_server}/health", timeout=5) as response:
         assert json.loads(response.read())["status"] == "ok"
+    with urllib.request.urlopen(f"{live_server}/api/metrics", timeout=5) as response:
+        assert json.loads(response.read())["errors"]["bad_input"] >= len(BAD_INPUTS)
 
 
 async def test_concurrent_sessions_share_the_models_without_mixing(ws_url, live_server):

@@ -7,6 +7,7 @@ keeps working.
 """
 
 import json
+from collections.abc import Callable
 
 from google.protobuf.message import DecodeError
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputTransportMessageUrgentFrame
@@ -55,8 +56,15 @@ def _problem(data: str | bytes) -> str | None:
 
 
 class CheckedProtobufSerializer(ProtobufFrameSerializer):
+    def __init__(self, on_rejected: Callable[[str], None] | None = None, **kwargs):
+        """`on_rejected` hears of every refused frame (to count errors by kind)."""
+        super().__init__(**kwargs)
+        self._on_rejected = on_rejected
+
     async def deserialize(self, data: str | bytes) -> Frame | None:
         if problem := _problem(data):
+            if self._on_rejected:
+                self._on_rejected("bad_input")
             return rtvi_error(problem)
         frame = await super().deserialize(data)
         if isinstance(frame, InputAudioRawFrame) and not frame.audio:

@@ -1,21 +1,26 @@
 """Browser WebSocket transport: Pipecat's protobuf frames with RTVI messages inside."""
 
+from collections.abc import Callable
+
 from fastapi import WebSocket
-from bot.transports.serializer import CheckedProtobufSerializer
 from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketParams,
     FastAPIWebsocketTransport,
 )
 
+from bot.transports.serializer import CheckedProtobufSerializer
 
-def create_websocket_transport(websocket: WebSocket) -> FastAPIWebsocketTransport:
+
+def create_websocket_transport(
+    websocket: WebSocket, on_rejected: Callable[[str], None] | None = None
+) -> FastAPIWebsocketTransport:
     return FastAPIWebsocketTransport(
         websocket,
         FastAPIWebsocketParams(
             audio_in_enabled=True,
             audio_out_enabled=True,
             add_wav_header=False,
-            serializer=CheckedProtobufSerializer(),
+            serializer=CheckedProtobufSerializer(on_rejected=on_rejected),
             session_timeout=None,
         ),
     )
