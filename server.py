@@ -21,6 +21,7 @@ from bot.sessions import SessionManager, session_summary
 from bot.settings import Settings, get_settings
 from bot.store import SessionStore
 from bot.telemetry import Telemetry
+from bot.transports.daily import create_daily_transport, create_room, nobody_left
 from bot.transports.webrtc import create_webrtc_transport
 from bot.transports.websocket import create_websocket_transport
 
@@ -121,6 +122,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.sessions.spawn(create_webrtc_transport(connection), "webrtc")
 
         return await app.state.webrtc.handle_web_request(request, start)
+
+    @app.post("/api/daily", tags=["daily"])
+    async def daily_room() -> dict:
+        """Create a Daily room with the bot in it; returns the room URL and the user's token.
+        The bot leaves, and its session ends, when the last participant leaves."""
+        if settings.daily_api_key is None:
+            raise HTTPException(503, detail="Daily is not configured: set DAILY_API_KEY")
+        try:
+            room = await create_room(settings)
+        except Exception as e:  # Daily unreachable or refusing: say so, keep serving
+            logger.warning(f"Daily room creation failed: {e}")
+            raise HTTPException(502, detail=f"Daily room creation failed: {e}") from e
+        transport = create_daily_transport(room, settings)
+        app.state.sessions.spawn(transport, "daily", ends_on_disconnect=lambda: nobody_left(transport))
+        return {"room_url": room.url, "token": room.user_token}
 
     @app.patch("/api/offer", tags=["webrtc"])
     async def webrtc_ice_candidates(request: SmallWebRTCPatchRequest):

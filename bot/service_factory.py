@@ -8,7 +8,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.utils.text.transforms.strip_markdown import strip_markdown
 
 from bot.engines.loader import EmbeddedEngines
-from bot.settings import Provider, Settings
+from bot.settings import Provider, Settings, ToolMode
 
 # Emoji and pictographs: a TTS either spells them out or chokes on them.
 _EMOJI = re.compile(
@@ -56,7 +56,8 @@ def create_stt(settings: Settings, engines: EmbeddedEngines) -> STTService:
 
         return DeepgramSTTService(
             api_key=settings.deepgram_api_key.get_secret_value(),
-            settings=DeepgramSTTService.Settings(model=settings.deepgram_model),
+            base_url=settings.deepgram_url,
+            settings=DeepgramSTTService.Settings(model=settings.deepgram_model, interim_results=True),
         )
     from bot.services.moonshine_stt import MoonshineSTTService
 
@@ -70,7 +71,12 @@ def create_llm(settings: Settings, engines: EmbeddedEngines) -> LLMService:
     if provider is Provider.OPENAI:
         from pipecat.services.openai.llm import OpenAILLMService
 
-        return OpenAILLMService(
+        from bot.services.routed_openai_llm import RoutedOpenAILLMService
+
+        service_class = (
+            RoutedOpenAILLMService if settings.llm_tool_mode is ToolMode.ROUTED else OpenAILLMService
+        )
+        return service_class(
             # A local OpenAI-compatible server may need no key, but the client wants one.
             api_key=(
                 settings.openai_api_key.get_secret_value() if settings.openai_api_key else "none"
@@ -99,6 +105,7 @@ def create_tts(settings: Settings, engines: EmbeddedEngines) -> TTSService:
 
         return ElevenLabsTTSService(
             api_key=settings.elevenlabs_api_key.get_secret_value(),
+            url=settings.elevenlabs_url,
             settings=ElevenLabsTTSService.Settings(
                 voice=settings.elevenlabs_voice_id, model=settings.elevenlabs_model
             ),

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import time
 import uuid
+from collections.abc import Callable
 
 from loguru import logger
 from pipecat.frames.frames import EndFrame, TTSSpeakFrame
@@ -65,8 +66,17 @@ class SessionManager:
         self._workers: dict[str, PipelineWorker] = {}
         self._tasks: set[asyncio.Task] = set()
 
-    async def run(self, transport: BaseTransport, kind: str) -> SessionRecord:
-        """Run one session's pipeline until the client leaves or the pipeline ends."""
+    async def run(
+        self,
+        transport: BaseTransport,
+        kind: str,
+        *,
+        ends_on_disconnect: Callable[[], bool] = lambda: True,
+    ) -> SessionRecord:
+        """Run one session's pipeline until the client leaves or the pipeline ends.
+
+        `ends_on_disconnect` decides, when a client leaves, whether the session is over (in a
+        Daily room only when the last participant has left)."""
         record = SessionRecord(
             session_id=uuid.uuid4().hex,
             transport=kind,
@@ -88,8 +98,9 @@ class SessionManager:
 
         @transport.event_handler("on_client_disconnected")
         async def disconnected(_transport, _client):
-            record.state = "ending"
-            await worker.cancel()
+            if ends_on_disconnect():
+                record.state = "ending"
+                await worker.cancel()
 
         self.active[record.session_id] = record
         self._workers[record.session_id] = worker
@@ -137,9 +148,9 @@ class SessionManager:
             }
         )
 
-    def spawn(self, transport: BaseTransport, kind: str) -> None:
+    def spawn(self, transport: BaseTransport, kind: str, **options) -> None:
         """Run a session in the background (transports whose handshake returns first)."""
-        task = asyncio.create_task(self.run(transport, kind))
+        task = asyncio.create_task(self.run(transport, kind, **options))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -14,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.costs import PriceTable
 
 
+class ToolMode(str, Enum):
+    NATIVE = "native"
+    ROUTED = "routed"
+
+
 class Provider(str, Enum):
     AUTO = "auto"
     EMBEDDED = "embedded"
@@ -111,12 +116,20 @@ class Settings(BaseSettings):
         None, description="Any OpenAI-compatible server (vLLM, Ollama, llama.cpp)."
     )
     openai_model: str = Field("gpt-4.1-mini", description="OpenAI chat model.")
+    llm_tool_mode: ToolMode = Field(
+        ToolMode.NATIVE,
+        description="native: tools through OpenAI's `tools` field; routed: the embedded LLM's "
+        "JSON-schema routing, for small models behind a base_url that emit no native tool calls.",
+    )
     deepgram_api_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("DEEPGRAM_API_KEY", "AGENT_DEEPGRAM_API_KEY"),
         description="Deepgram key; when set, `auto` uses Deepgram for STT.",
     )
     deepgram_model: str = Field("nova-3-general", description="Deepgram STT model.")
+    deepgram_url: str = Field(
+        "", description="Deepgram API base URL (empty: Deepgram's own); a wss:// or ws:// URL."
+    )
     elevenlabs_api_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("ELEVENLABS_API_KEY", "AGENT_ELEVENLABS_API_KEY"),
@@ -126,6 +139,18 @@ class Settings(BaseSettings):
         "21m00Tcm4TlvDq8ikWAM", description="ElevenLabs voice id (default: Rachel)."
     )
     elevenlabs_model: str = Field("eleven_flash_v2_5", description="ElevenLabs TTS model.")
+    elevenlabs_url: str = Field(
+        "wss://api.elevenlabs.io", description="ElevenLabs WebSocket API base URL."
+    )
+    daily_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DAILY_API_KEY", "AGENT_DAILY_API_KEY"),
+        description="Daily key; enables POST /api/daily (rooms with a bot in them).",
+    )
+    daily_api_url: str = Field("https://api.daily.co/v1", description="Daily REST API base URL.")
+    daily_room_minutes: float = Field(
+        60.0, description="Lifetime of a Daily room and its tokens created by POST /api/daily."
+    )
     prices: PriceTable = Field(
         default_factory=PriceTable,
         description="Provider list prices for the cost report; AGENT_PRICES as JSON overrides"

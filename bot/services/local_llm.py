@@ -5,7 +5,6 @@ to the TTS as its JSON string is generated; a tool call goes to Pipecat's own fu
 machinery (`run_function_calls`), so the tools registered for OpenAI serve this model too.
 """
 
-import json
 import threading
 import time
 import uuid
@@ -29,19 +28,12 @@ from bot.services.tool_routing import (
     REPLY_PREFILL,
     ReplyDecoder,
     reply_grammar,
-    reply_instructions,
-    routable_tools,
-    to_routed_messages,
+    route_conversation,
 )
 
 # Characters per token, a conservative estimate for English: used to trim old turns before a
 # conversation overflows the model's window.
 CHARS_PER_TOKEN = 3.0
-# Tool rounds per user turn; after them the model must answer from the results (a small
-# model otherwise calls the same tool again and again).
-MAX_TOOL_ROUNDS = 1
-
-
 def build_request(
     context: LLMContext,
     *,
@@ -51,37 +43,15 @@ def build_request(
     context_tokens: int,
 ) -> dict:
     """The engine request for a context: routed messages, grammar and limits."""
-    tools = routable_tools(context.tools)
-    messages = context.get_messages()
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
-    tool_rounds = sum(
-        1 for m in messages[last_user:] if m.get("role") == "assistant" and m.get("tool_calls")
-    )
-    system = "\n\n".join(p for p in (system_prompt, reply_instructions(tools)) if p)
-    budget = (context_tokens - max_tokens) * CHARS_PER_TOKEN - len(system)
+    budget = (context_tokens - max_tokens) * CHARS_PER_TOKEN
+    conversation = route_conversation(context, system_prompt, budget)
     return {
-        "messages": [
-            *to_routed_messages(_trim(messages, budget), system),
-            {"role": "assistant", "content": REPLY_PREFILL},
-        ],
-        "grammar": reply_grammar(tools, allow_tools=tool_rounds < MAX_TOOL_ROUNDS),
+        "messages": [*conversation.messages, {"role": "assistant", "content": REPLY_PREFILL}],
+        "grammar": reply_grammar(conversation.tools, allow_tools=conversation.allow_tools),
         "max_tokens": max_tokens,
         "temperature": temperature,
         "cache_prompt": True,
     }
-
-
-def _trim(messages: list[dict], budget_chars: float) -> list[dict]:
-    """Drop the oldest messages to fit the window, never the current turn (the last user
-    message and what follows it: tool calls and their results)."""
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
-    instructions = [m for m in messages[:last_user] if m.get("role") in ("system", "developer")]
-    history = [m for m in messages[:last_user] if m.get("role") not in ("system", "developer")]
-    current = messages[last_user:]
-    size = sum(len(json.dumps(m, default=str)) for m in instructions + history + current)
-    while history and size > budget_chars:
-        size -= len(json.dumps(history.pop(0), default=str))
-    return instructions + history + current
 
 
 class LocalLLMService(LLMService):

@@ -235,3 +235,70 @@ def to_routed_messages(
         elif role == "tool":
             routed.append({"role": "user", "content": f"(tool result) {content}"})
     return routed
+
+
+# Tool rounds per user turn; after them the model must answer from the results (a small
+# model otherwise calls the same tool again and again).
+MAX_TOOL_ROUNDS = 1
+
+
+@dataclass(frozen=True)
+class RoutedConversation:
+    messages: list[dict[str, Any]]  # system prompt with the reply instructions, then history
+    tools: list[RoutableTool]
+    allow_tools: bool
+
+
+def route_conversation(context: Any, system_prompt: str | None, budget_chars: float) -> RoutedConversation:
+    """A Pipecat `LLMContext` as the routed conversation a small model answers, trimmed to fit
+    `budget_chars`; tools are allowed until this user turn has had its tool round."""
+    tools = routable_tools(context.tools)
+    messages = context.get_messages()
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+    tool_rounds = sum(
+        1 for m in messages[last_user:] if m.get("role") == "assistant" and m.get("tool_calls")
+    )
+    system = "\n\n".join(p for p in (system_prompt, reply_instructions(tools)) if p)
+    kept = _trim(messages, budget_chars - len(system))
+    return RoutedConversation(
+        messages=to_routed_messages(kept, system),
+        tools=tools,
+        allow_tools=tool_rounds < MAX_TOOL_ROUNDS,
+    )
+
+
+def _trim(messages: list[dict], budget_chars: float) -> list[dict]:
+    """Drop the oldest messages to fit the window, never the current turn (the last user
+    message and what follows it: tool calls and their results)."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+    instructions = [m for m in messages[:last_user] if m.get("role") in ("system", "developer")]
+    history = [m for m in messages[:last_user] if m.get("role") not in ("system", "developer")]
+    current = messages[last_user:]
+    size = sum(len(json.dumps(m, default=str)) for m in instructions + history + current)
+    while history and size > budget_chars:
+        size -= len(json.dumps(history.pop(0), default=str))
+    return instructions + history + current
+
+
+def reply_json_schema(tools: list[RoutableTool], allow_tools: bool = True) -> dict[str, Any]:
+    """The routing as a JSON schema, for OpenAI-compatible servers that take a
+    `response_format` (vLLM, llama.cpp's server, Ollama) rather than a grammar."""
+    branches: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": NO_TOOL}, "answer": {"type": "string"}},
+            "required": ["tool", "answer"],
+            "additionalProperties": False,
+        }
+    ]
+    if allow_tools:
+        branches += [
+            {
+                "type": "object",
+                "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
+                "required": ["tool", "arguments"],
+                "additionalProperties": False,
+            }
+            for t in tools
+        ]
+    return {"anyOf": branches}

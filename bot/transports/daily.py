@@ -1,0 +1,61 @@
+"""Daily rooms: a room and its tokens made through Daily's REST API, the bot joined with
+Pipecat's `DailyTransport`."""
+
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from pipecat.transports.daily.transport import DailyParams, DailyTransport
+from pipecat.transports.daily.utils import (
+    DailyRESTHelper,
+    DailyRoomParams,
+    DailyRoomProperties,
+)
+
+from bot.settings import Settings
+
+BOT_NAME = "Voice agent"
+
+
+@dataclass(frozen=True)
+class DailyRoom:
+    url: str
+    user_token: str
+    bot_token: str
+
+
+async def create_room(settings: Settings) -> DailyRoom:
+    """A private room that expires after `daily_room_minutes`, a token for the user and one
+    (owner) for the bot."""
+    lifetime = settings.daily_room_minutes * 60
+    async with aiohttp.ClientSession() as http:
+        daily = DailyRESTHelper(
+            daily_api_key=settings.daily_api_key.get_secret_value(),
+            daily_api_url=settings.daily_api_url,
+            aiohttp_session=http,
+        )
+        room = await daily.create_room(
+            DailyRoomParams(properties=DailyRoomProperties(exp=time.time() + lifetime))
+        )
+        user_token = await daily.get_token(room.url, expiry_time=lifetime, owner=False)
+        bot_token = await daily.get_token(room.url, expiry_time=lifetime, owner=True)
+    return DailyRoom(url=room.url, user_token=user_token, bot_token=bot_token)
+
+
+def create_daily_transport(room: DailyRoom, settings: Settings) -> DailyTransport:
+    return DailyTransport(
+        room.url,
+        room.bot_token,
+        BOT_NAME,
+        params=DailyParams(
+            api_key=settings.daily_api_key.get_secret_value(),
+            api_url=settings.daily_api_url,
+            audio_in_enabled=True,
+            audio_out_enabled=True,
+        ),
+    )
+
+
+def nobody_left(transport: DailyTransport) -> bool:
+    """True once the bot is alone in the room: the session then ends."""
+    return not [pid for pid in transport.participants() if pid != "local"]
