@@ -164,3 +164,15 @@ def test_factory_follows_each_stage_independently(monkeypatch):
     assert type(create_llm(settings, EmbeddedEngines())) is OpenAILLMService
     assert settings.resolved("stt") is Provider.EMBEDDED
     assert settings.resolved("tts") is Provider.EMBEDDED
+
+
+def test_every_setting_is_documented_in_the_readme_and_env_example():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    example = (root / ".env.example").read_text()
+    for name, field in Settings.model_fields.items():
+        variable = field.validation_alias.choices[0] if field.validation_alias else f"AGENT_{name.upper()}"
+        assert f"`{variable}`" in readme, f"{variable} missing from the README"
+        assert f"# {variable}=" in example, f"{variable} missing from .env.example"
