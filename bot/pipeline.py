@@ -30,6 +30,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from bot.engines.loader import EmbeddedEngines
 from bot.observers.turn_recorder import EngineStage, TurnRecorder
 from bot.records import TurnRecord
+from bot.session_resources import SessionResources
 from bot.service_factory import (
     create_llm,
     create_stt,
@@ -72,6 +73,7 @@ def build_worker(
     *,
     session_id: str,
     on_turn: Callable[[TurnRecord], Awaitable[None]],
+    resources: SessionResources | None = None,
 ) -> tuple[PipelineWorker, TurnRecorder]:
     stt = create_stt(settings, engines)
     llm = create_llm(settings, engines)
@@ -119,6 +121,7 @@ def build_worker(
         conversation_id=session_id,
         idle_timeout_secs=None,
         observers=[recorder],
+        app_resources=resources,  # what the tools may use (FunctionCallParams.app_resources)
         # The page shows which tool ran with which arguments: it is the user's own session.
         rtvi_observer_params=RTVIObserverParams(
             function_call_report_level={"*": RTVIFunctionCallReportLevel.FULL}

@@ -22,6 +22,7 @@ from bot.engines.loader import EmbeddedEngines
 from bot.pipeline import build_worker
 from bot.records import SessionRecord, TurnRecord
 from bot.service_factory import describe_providers
+from bot.session_resources import SessionResources
 from bot.settings import Settings
 from bot.store import SessionStore
 from bot.telemetry import Telemetry
@@ -88,7 +89,12 @@ class SessionManager:
             await self._turn_finished(record, worker, turn)
 
         worker, recorder = build_worker(
-            transport, self._settings, self._engines, session_id=record.session_id, on_turn=turn_finished
+            transport,
+            self._settings,
+            self._engines,
+            session_id=record.session_id,
+            on_turn=turn_finished,
+            resources=SessionResources(record=record, telemetry=self._telemetry),
         )
         runner = WorkerRunner(handle_sigint=False)
 
