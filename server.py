@@ -4,6 +4,7 @@ import asyncio
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
+import plotly
 import uvicorn
 from fastapi import FastAPI, HTTPException, Response, WebSocket
 from fastapi.staticfiles import StaticFiles
@@ -26,6 +27,7 @@ from bot.transports.webrtc import create_webrtc_transport
 from bot.transports.websocket import create_websocket_transport
 
 FRONTEND_DIR = Path(__file__).parent / "frontend"
+PLOTLY_JS_DIR = Path(plotly.__file__).parent / "package_data"
 PRUNE_INTERVAL_SECS = 6 * 3600
 
 
@@ -101,6 +103,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, detail=f"no session {session_id!r}")
         return _session_view(record, full=True)
 
+    @app.get("/api/sessions/{session_id}/visualizations", tags=["sessions"])
+    async def session_visualizations(session_id: str) -> dict:
+        """Every visualization the session showed, newest first, each with its turn id."""
+        record = app.state.sessions.active.get(session_id) or await app.state.store.get_session(
+            session_id
+        )
+        if record is None:
+            raise HTTPException(404, detail=f"no session {session_id!r}")
+        return {"session_id": session_id, "visualizations": list(reversed(record.visualizations))}
+
     @app.delete("/api/sessions/{session_id}", tags=["sessions"], status_code=204)
     async def delete_session(session_id: str) -> Response:
         """Remove an ended session's record."""
@@ -143,6 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.webrtc.handle_patch_request(request)
         return {"status": "success"}
 
+    # Plotly's browser bundle ships inside the Python package: charts work offline.
+    app.mount("/vendor", StaticFiles(directory=PLOTLY_JS_DIR), name="vendor")
     app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     return app
 
