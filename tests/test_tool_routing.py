@@ -213,8 +213,10 @@ def test_reply_grammar_has_every_tool_and_the_none_branch():
     # The grammar continues the prefilled '{"tool": "': a reply is valid JSON once joined.
     assert rules["answer"] == '"none\\", \\"answer\\": \\"" ANSWER_TEXT "\\"}"'
     for i, tool in enumerate(tools):
-        assert rules[f"call_{i}"] == f'"{tool.name}\\", \\"arguments\\": " arguments_{i} "}}"'
+        assert rules[f"call_{i}"] == f'"{tool.name}\\", \\"arguments\\": " arguments_{i} then? "}}"'
         assert json.loads(rules[f"arguments_{i}"].removeprefix("%json ")) == tool.parameters
+    # A call may chain another one ("then"), which runs beside it.
+    assert rules["then"] == '", \\"then\\": {\\"tool\\": \\"" (call_0 | call_1)'
 
 
 def test_reply_grammar_answer_text_is_a_json_string_body():
@@ -381,13 +383,15 @@ def test_to_routed_messages_edge_cases():
     assert to_routed_messages(messages, "S") == [
         {"role": "system", "content": "S"},
         {"role": "user", "content": ""},
-        {"role": "assistant", "content": '{"tool": "a", "arguments": {}}'},
-        {"role": "assistant", "content": '{"tool": "b", "arguments": {}}'},
+        # Parallel calls of one assistant message become one reply, chained by "then".
+        {"role": "assistant", "content": '{"tool": "a", "arguments": {}, "then": {"tool": "b", "arguments": {}}}'},
         {"role": "assistant", "content": '{"tool": "none", "answer": "Let me check."}'},
         {"role": "user", "content": 'Say "hi"'},
     ]
     # The assistant turns are exactly what the decoder would read back.
-    decoder, outs = _decode([to_routed_messages(messages, "S")[4]["content"]])
+    decoder, outs = _decode([to_routed_messages(messages, "S")[2]["content"]])
+    assert decoder.tool_calls() == [("a", {}), ("b", {})]
+    decoder, outs = _decode([to_routed_messages(messages, "S")[3]["content"]])
     assert "".join(outs) == "Let me check."
 
 

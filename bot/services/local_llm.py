@@ -155,8 +155,8 @@ class LocalLLMService(LLMService):
             await self.start_llm_usage_metrics(usage)
 
         if decoder.is_tool_call:
-            name, arguments = decoder.tool_call()
-            logger.debug(f"{self}: tool call {name}({arguments}) after {time.monotonic() - started:.2f}s")
+            calls = decoder.tool_calls()
+            logger.debug(f"{self}: tool calls {calls} after {time.monotonic() - started:.2f}s")
             await self.run_function_calls(
                 [
                     FunctionCallFromLLM(
@@ -165,6 +165,7 @@ class LocalLLMService(LLMService):
                         function_name=name,
                         arguments=arguments,
                     )
+                    for name, arguments in calls
                 ]
             )
 

@@ -56,7 +56,6 @@ class RoutedOpenAILLMService(OpenAILLMService):
                 await self.start_llm_usage_metrics(usage)
 
         if decoder.is_tool_call:
-            name, arguments = decoder.tool_call()
             await self.run_function_calls(
                 [
                     FunctionCallFromLLM(
@@ -65,5 +64,6 @@ class RoutedOpenAILLMService(OpenAILLMService):
                         function_name=name,
                         arguments=arguments,
                     )
+                    for name, arguments in decoder.tool_calls()
                 ]
             )

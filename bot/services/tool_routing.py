@@ -66,8 +66,17 @@ def answer_json(text: str) -> str:
     return json.dumps({"tool": NO_TOOL, "answer": text})
 
 
-def call_json(name: str, arguments: dict[str, Any]) -> str:
-    return json.dumps({"tool": name, "arguments": arguments})
+def call_json(name: str, arguments: dict[str, Any], *more: tuple[str, dict[str, Any]]) -> str:
+    """A tool-call reply; further (name, arguments) pairs chain on as "then"."""
+    return json.dumps(_chain([(name, arguments), *more]))
+
+
+def _chain(calls: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    name, arguments = calls[0]
+    reply: dict[str, Any] = {"tool": name, "arguments": arguments}
+    if len(calls) > 1:
+        reply["then"] = _chain(calls[1:])
+    return reply
 
 
 # Every reply starts with these characters, so they are written into the assistant's turn
@@ -84,13 +93,16 @@ def reply_grammar(tools: list[RoutableTool], allow_tools: bool = True) -> str:
         # The body of a JSON string: no raw quotes, backslashes or control characters.
         'ANSWER_TEXT: /([^"\\\\\\x00-\\x1f]|\\\\.)*/',
     ]
-    if allow_tools:
+    if allow_tools and tools:
+        calls = [f"call_{i}" for i in range(len(tools))]
+        branches += calls
         for i, tool in enumerate(tools):
-            branches.append(f"call_{i}")
             rules += [
-                f'call_{i}: "{tool.name}\\", \\"arguments\\": " arguments_{i} "}}"',
+                f'call_{i}: "{tool.name}\\", \\"arguments\\": " arguments_{i} then? "}}"',
                 f"arguments_{i}: %json {json.dumps(tool.parameters)}",
             ]
+        # Several tools in one reply: each call may name the next one, and they run in parallel.
+        rules.append('then: ", \\"then\\": {\\"tool\\": \\"" (' + " | ".join(calls) + ")")
     return "\n".join(["%llguidance {}", "start: " + " | ".join(branches), *rules])
 
 
@@ -108,6 +120,9 @@ def reply_instructions(tools: list[RoutableTool]) -> str:
             )
             lines.append(f'- {{"tool": "{tool.name}", "arguments": {{{args}}}}}: {tool.description}')
         lines.append(
+            'When the user needs two tools at once, chain the second call as "then": {...}.'
+        )
+        lines.append(
             "After a tool result arrives, answer the user from it in one short sentence."
         )
     lines += ["", "Examples:"]
@@ -117,10 +132,24 @@ def reply_instructions(tools: list[RoutableTool]) -> str:
     ]
     for tool in tools:
         shots += [(said, call_json(tool.name, args)) for said, args in tool.examples]
+    if pair := _two_call_example(tools):
+        shots.append(pair)
     shots.append(("Tell me something fun.", answer_json("Here is a fun fact: honey never spoils.")))
     for said, reply in shots:
         lines += [f"User: {said}", f"Assistant: {reply}"]
     return "\n".join(lines)
+
+
+def _two_call_example(tools: list[RoutableTool]) -> tuple[str, str] | None:
+    """One utterance asking for two tools (two different ones when there are), joined."""
+    examples = [(tool.name, said, args) for tool in tools for said, args in tool.examples[:1]]
+    if len(examples) < 2 and tools and len(tools[0].examples) >= 2:
+        examples = [(tools[0].name, said, args) for said, args in tools[0].examples[:2]]
+    if len(examples) < 2:
+        return None
+    (name_a, said_a, args_a), (name_b, said_b, args_b) = examples[:2]
+    said = f"{said_a.rstrip('?.!')}, and {said_b[0].lower()}{said_b[1:]}"
+    return said, call_json(name_a, args_a, (name_b, args_b))
 
 
 _ANSWER_PREFIX = re.compile(r'^\s*\{\s*"tool"\s*:\s*"none"\s*,\s*"answer"\s*:\s*"')
@@ -195,11 +224,24 @@ class ReplyDecoder:
         return "".join(out)
 
     def tool_call(self) -> tuple[str, dict[str, Any]]:
-        """The finished tool call; raises ValueError when the reply is not a whole call."""
-        reply = json.loads(self._raw)
-        if not isinstance(reply, dict) or not isinstance(reply.get("arguments"), dict):
+        """The finished (first) tool call; raises ValueError when the reply is not a whole call."""
+        return self.tool_calls()[0]
+
+    def tool_calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every call of the finished reply, following its "then" chain."""
+        try:
+            reply = json.loads(self._raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not a tool call: {self._raw!r}") from e
+        calls = []
+        while isinstance(reply, dict) and "tool" in reply:
+            if not isinstance(reply.get("arguments"), dict):
+                raise ValueError(f"not a tool call: {self._raw!r}")
+            calls.append((reply["tool"], reply["arguments"]))
+            reply = reply.get("then")
+        if not calls:
             raise ValueError(f"not a tool call: {self._raw!r}")
-        return reply["tool"], reply["arguments"]
+        return calls
 
 
 def to_routed_messages(
@@ -221,15 +263,16 @@ def to_routed_messages(
         elif role == "user":
             routed.append({"role": "user", "content": content or ""})
         elif role == "assistant":
+            calls = []
             for call in message.get("tool_calls") or []:
                 function = call.get("function", {})
                 try:
                     arguments = json.loads(function.get("arguments") or "{}")
                 except json.JSONDecodeError:
                     arguments = {}
-                routed.append(
-                    {"role": "assistant", "content": call_json(function.get("name", ""), arguments)}
-                )
+                calls.append((function.get("name", ""), arguments))
+            if calls:
+                routed.append({"role": "assistant", "content": call_json(*calls[0], *calls[1:])})
             if content:
                 routed.append({"role": "assistant", "content": answer_json(content)})
         elif role == "tool":
