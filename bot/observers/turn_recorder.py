@@ -101,7 +101,8 @@ class TurnRecorder(BaseObserver):
             self._mark("turn_end", now)
         elif isinstance(frame, (LLMTextFrame, FunctionCallInProgressFrame)) and turn.answering:
             self._mark("llm_first_token", now)
-            if isinstance(frame, FunctionCallInProgressFrame):
+            # Function-call frames are broadcast: one copy travels each way.
+            if isinstance(frame, FunctionCallInProgressFrame) and frame.tool_call_id not in turn.tool_started:
                 turn.tool_started[frame.tool_call_id] = now
                 turn.record.tool_calls.append(
                     ToolCall(id=frame.tool_call_id, name=frame.function_name, arguments=dict(frame.arguments or {}))
@@ -153,7 +154,7 @@ class TurnRecorder(BaseObserver):
     def _tool_finished(self, frame: FunctionCallResultFrame, now: float) -> None:
         turn = self._turn
         for call in turn.record.tool_calls:
-            if call.id == frame.tool_call_id:
+            if call.id == frame.tool_call_id and call.duration_secs is None:
                 call.result = frame.result
                 call.error = getattr(frame, "error", None)
                 call.duration_secs = now - turn.tool_started.get(call.id, now)
