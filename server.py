@@ -147,7 +147,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning(f"Daily room creation failed: {e}")
             raise HTTPException(502, detail=f"Daily room creation failed: {e}") from e
         transport = create_daily_transport(room, settings)
-        app.state.sessions.spawn(transport, "daily", ends_on_disconnect=lambda: nobody_left(transport))
+        app.state.sessions.spawn(
+            transport,
+            "daily",
+            ends_on_disconnect=lambda: nobody_left(transport),
+            join_timeout_secs=settings.daily_join_timeout_secs,
+        )
         return {"room_url": room.url, "token": room.user_token}
 
     @app.patch("/api/offer", tags=["webrtc"])

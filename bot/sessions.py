@@ -73,11 +73,13 @@ class SessionManager:
         kind: str,
         *,
         ends_on_disconnect: Callable[[], bool] = lambda: True,
+        join_timeout_secs: float | None = None,
     ) -> SessionRecord:
         """Run one session's pipeline until the client leaves or the pipeline ends.
 
         `ends_on_disconnect` decides, when a client leaves, whether the session is over (in a
-        Daily room only when the last participant has left)."""
+        Daily room only when the last participant has left). With `join_timeout_secs`, a session
+        nobody joins in time (or whose transport fails to join) ends instead of waiting forever."""
         record = SessionRecord(
             session_id=uuid.uuid4().hex,
             transport=kind,
@@ -108,6 +110,25 @@ class SessionManager:
                 record.state = "ending"
                 await worker.cancel()
 
+        async def end_unjoined(reason: str) -> None:
+            if record.state == "starting":
+                logger.warning(f"Session {record.session_id} ends: {reason}")
+                record.state = "ending"
+                await worker.cancel()
+
+        if join_timeout_secs is not None:
+
+            @transport.event_handler("on_error")
+            async def transport_error(_transport, error):
+                if "join" in str(error).lower():
+                    await end_unjoined(f"the transport could not join: {error}")
+
+            async def join_deadline():
+                await asyncio.sleep(join_timeout_secs)
+                await end_unjoined(f"nobody joined within {join_timeout_secs:.0f}s")
+
+            watchdog = asyncio.create_task(join_deadline())
+
         self.active[record.session_id] = record
         self._workers[record.session_id] = worker
         self._telemetry.session_started(kind)
@@ -118,6 +139,8 @@ class SessionManager:
             await runner.add_workers(worker)
             await runner.run()
         finally:
+            if join_timeout_secs is not None:
+                watchdog.cancel()
             await recorder.finish()
             record.state, record.ended_at = "ended", time.time()
             record.resources = self._telemetry.untrack_peaks(record.session_id)

@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     daily_room_minutes: float = Field(
         60.0, description="Lifetime of a Daily room and its tokens created by POST /api/daily."
     )
+    daily_join_timeout_secs: float = Field(
+        300.0, description="A Daily room's session ends if nobody joins it within this time."
+    )
     prices: PriceTable = Field(
         default_factory=PriceTable,
         description="Provider list prices for the cost report; AGENT_PRICES as JSON overrides"

@@ -35,10 +35,17 @@ async def create_room(settings: Settings) -> DailyRoom:
             aiohttp_session=http,
         )
         room = await daily.create_room(
-            DailyRoomParams(properties=DailyRoomProperties(exp=time.time() + lifetime))
+            DailyRoomParams(
+                privacy="private",  # only holders of its tokens get in
+                properties=DailyRoomProperties(exp=time.time() + lifetime),
+            )
         )
-        user_token = await daily.get_token(room.url, expiry_time=lifetime, owner=False)
-        bot_token = await daily.get_token(room.url, expiry_time=lifetime, owner=True)
+        try:
+            user_token = await daily.get_token(room.url, expiry_time=lifetime, owner=False)
+            bot_token = await daily.get_token(room.url, expiry_time=lifetime, owner=True)
+        except Exception:
+            await daily.delete_room_by_url(room.url)  # leave no orphaned room behind
+            raise
     return DailyRoom(url=room.url, user_token=user_token, bot_token=bot_token)
 
 

@@ -39,6 +39,7 @@ from aiohttp import web
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 PRIVACY = ("public", "private")
 ENDPOINTS = ("create_room", "get_room", "delete_room", "create_token")
+JSON_BODY = web.RequestKey("json_body", object)  # the parsed body, set by the middleware
 
 
 @dataclass
@@ -193,16 +194,17 @@ class FakeDaily:
             authorization=request.headers.get("Authorization"),
             body=body,
         )
-        request["json"] = body
+        request[JSON_BODY] = body
+        authorized = record.bearer_key == self.api_key
         with self._lock:
             self.requests.append(record)
-            failure = self._failures.get(record.endpoint)
+            failure = self._failures.get(record.endpoint) if authorized else None
             if failure is not None and failure.times is not None:
                 failure.times -= 1
                 if failure.times <= 0:
                     self._failures.pop(record.endpoint)
         # Reference "Authentication": `Authorization: Bearer $API_KEY` on every request.
-        if record.bearer_key != self.api_key:
+        if not authorized:
             response = _error(401, "authentication-error", "authorization header missing or invalid")
         elif failure is not None:
             response = web.json_response(failure.body, status=failure.status)
@@ -221,7 +223,7 @@ class FakeDaily:
         "public"), `properties` (object; `exp`: Unix timestamp in seconds, when the room
         expires). Answers the room object: `id`, `name`, `api_created`, `privacy`, `url`,
         `created_at` (ISO 8601), `config` (the properties that were set)."""
-        body = request["json"] if request["json"] is not None else {}
+        body = request[JSON_BODY] if request[JSON_BODY] is not None else {}
         if not isinstance(body, dict):
             return _error(400, "invalid-request-error", "body must be a JSON object")
         unknown = set(body) - {"name", "privacy", "properties"}
@@ -285,7 +287,7 @@ class FakeDaily:
         that exists), `exp` (integer Unix timestamp in the future), `is_owner` (boolean) and
         `eject_at_token_exp` (boolean). Answers `{"token": "<JWT>"}`; the fake's token is a
         JWT-shaped string whose payload is the properties (unsigned)."""
-        body = request["json"]
+        body = request[JSON_BODY]
         if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
             return _error(400, "invalid-request-error", "body must be {\"properties\": {...}}")
         props = body["properties"]
