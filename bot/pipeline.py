@@ -29,6 +29,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.engines.loader import EmbeddedEngines
 from bot.observers.turn_recorder import EngineStage, TurnRecorder
+from bot.processors.visualization import VisualizationProcessor
 from bot.records import TurnRecord
 from bot.session_resources import SessionResources
 from bot.service_factory import (
@@ -73,7 +74,8 @@ def build_worker(
     *,
     session_id: str,
     on_turn: Callable[[TurnRecord], Awaitable[None]],
-    resources: SessionResources | None = None,
+    resources: SessionResources,
+    on_visualization: Callable[[dict], Awaitable[None]] | None = None,
 ) -> tuple[PipelineWorker, TurnRecorder]:
     stt = create_stt(settings, engines)
     llm = create_llm(settings, engines)
@@ -87,6 +89,10 @@ def build_worker(
             for stage, service in (("stt", stt), ("llm", llm), ("tts", tts))
         },
         on_turn=on_turn,
+    )
+    # Sends what a tool produced just before the audio of the sentence that presents it.
+    visualizer = VisualizationProcessor(
+        resources, on_visualization, turn_id=lambda: recorder.current_turn_id
     )
 
     context = LLMContext(tools=ToolsSchema(standard_tools=ALL_TOOLS))
@@ -105,6 +111,7 @@ def build_worker(
             user_aggregator,
             llm,
             tts,
+            visualizer,
             transport.output(),
             assistant_aggregator,
         ]

@@ -90,6 +90,10 @@ class SessionManager:
         async def turn_finished(turn: TurnRecord) -> None:
             await self._turn_finished(record, worker, turn)
 
+        async def keep_visualization(entry: dict) -> None:
+            record.visualizations.append(entry)
+            await self._store.add_visualization(record.session_id, entry)
+
         worker, recorder = build_worker(
             transport,
             self._settings,
@@ -97,6 +101,7 @@ class SessionManager:
             session_id=record.session_id,
             on_turn=turn_finished,
             resources=SessionResources(record=record, telemetry=self._telemetry),
+            on_visualization=keep_visualization,
         )
         runner = WorkerRunner(handle_sigint=False)
 

@@ -278,3 +278,129 @@ def test_page_latency_panel_from_injected_turn_metrics(browser, live_server):
         assert not page_errors, page_errors
     finally:
         context.close()
+
+
+# ---------- visualizations (charts drawn with the locally served Plotly) ----------
+
+PLOTLY_PATH = "/vendor/plotly.min.js"  # served by server.py from the plotly Python package
+
+
+def visualization_message(title: str, *, kind: str = "chart", turn_id: str = "turn-7", **extra) -> dict:
+    """A decoded RTVI server-message as bot/processors/visualization.py sends it."""
+    return {
+        "label": "rtvi-ai",
+        "type": "server-message",
+        "data": {
+            "type": "visualization",
+            "turn_id": turn_id,
+            "utterance_id": "ctx-1",
+            "tool_call_id": "call-1",
+            "visualization": {
+                "type": kind,
+                "result_id": "r1",
+                "title": title,
+                "figure": {
+                    "data": [{"type": "bar", "x": ["Mon", "Tue", "Wed"], "y": [3, 5, 2], "name": "calls"}],
+                    "layout": {"title": {"text": title}, "template": {"layout": {"paper_bgcolor": "white"}}},
+                },
+                **extra,
+            },
+        },
+    }
+
+
+def test_page_draws_an_injected_visualization_next_to_its_turn(browser, live_server):
+    import urllib.request
+
+    base = live_server.rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{base}{PLOTLY_PATH}", timeout=10) as response:
+            assert response.status == 200
+    except OSError as exc:
+        pytest.fail(f"{PLOTLY_PATH} is not served (server.py must mount plotly's package_data): {exc}")
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page_errors: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(f"{base}/")
+        page.wait_for_function("() => window.voiceAgent && typeof window.voiceAgent.receive === 'function'")
+        assert not any("plotly" in url for url in requests), "Plotly must load only with the first chart"
+        assert page.locator("#visuals-panel").is_hidden()
+
+        # The bot is answering (its transcript entry is open) when the chart arrives.
+        page.evaluate(
+            "() => { const t = window.voiceAgent.transcript;"
+            " t.userFinal('Chart the calls per day.');"
+            " t.botSegment(1, '', 'Here are the calls per day.'); }"
+        )
+        page.evaluate("m => window.voiceAgent.receive(m)", visualization_message("Calls per day"))
+        page.wait_for_selector("#visuals-panel .viz-card .js-plotly-plot .main-svg", timeout=20_000)
+        assert any(url.endswith(PLOTLY_PATH) for url in requests)
+
+        card = page.locator("#visuals > #visuals-panel .viz-card").first
+        assert card.locator(".viz-title").inner_text() == "Calls per day"
+        assert card.get_attribute("data-turn-id") == "turn-7"
+        assert card.locator(".main-svg .bars path").count() == 3  # one bar per day
+        assert card.locator(".modebar").count() == 0  # no mode bar clutter
+        # Below the latency panel, inside the visuals aside.
+        order = page.evaluate("() => [...document.querySelector('#visuals').children].map(n => n.id)")
+        assert order.index("metrics-panel") < order.index("visuals-panel")
+
+        # The bot's transcript entry links to it, titled, and is tagged with the turn id.
+        chip = page.locator("#transcript li.turn.bot .viz-chip")
+        assert chip.count() == 1
+        assert "Calls per day" in chip.inner_text()
+        assert page.get_attribute("#transcript li.turn.bot", "data-turn-id") == "turn-7"
+        page.screenshot(path="/tmp/visuals-chart.png")
+
+        # Sentiment and live-data panels: newest first.
+        page.evaluate(
+            "m => window.voiceAgent.receive(m)",
+            visualization_message("Review sentiment", kind="sentiment", sentiment={"label": "positive", "compound": 0.62}),
+        )
+        page.evaluate(
+            "m => window.voiceAgent.receive(m)",
+            visualization_message("Queue length", kind="live-data", as_of=1_700_000_000, source="demo feed"),
+        )
+        page.wait_for_function("() => document.querySelectorAll('#visuals-panel .viz-card.drawn').length === 3")
+        types = page.evaluate("() => [...document.querySelectorAll('#visuals-panel .viz-card')].map(c => c.dataset.type)")
+        assert types == ["live-data", "sentiment", "chart"]
+        sentiment = page.inner_text("#visuals-panel .viz-sentiment .sentiment-summary")
+        assert "Positive" in sentiment and "+0.62" in sentiment
+        assert "Live" in page.inner_text("#visuals-panel .viz-live-data .live-summary")
+        assert page.locator("#transcript li.turn.bot .viz-chip").count() == 3
+        page.screenshot(path="/tmp/visuals-panels.png", full_page=True)
+        # The transcript link brings its card into view.
+        page.locator("#transcript .viz-chip", has_text="Calls per day").click()
+        page.wait_for_function("() => document.activeElement?.matches('.viz-card.viz-chart.flash')")
+
+        # At most ten cards are kept; the oldest goes first.
+        for i in range(10):
+            page.evaluate("m => window.voiceAgent.receive(m)", visualization_message(f"Extra {i}", turn_id="turn-8"))
+        titles = page.evaluate("() => [...document.querySelectorAll('#visuals-panel .viz-title')].map(h => h.textContent)")
+        assert len(titles) == 10 and titles[0] == "Extra 9" and "Calls per day" not in titles
+        assert not page_errors, page_errors
+    finally:
+        context.close()
+
+    # Theme-aware: in the dark scheme the axis labels take the page's light text colours.
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+    page = context.new_page()
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    try:
+        page.goto(f"{base}/")
+        page.wait_for_function("() => window.voiceAgent && typeof window.voiceAgent.receive === 'function'")
+        page.evaluate("m => window.voiceAgent.receive(m)", visualization_message("Calls per day"))
+        page.wait_for_selector("#visuals-panel .js-plotly-plot .main-svg .xtick text", timeout=20_000)
+        fill = page.evaluate("() => document.querySelector('#visuals-panel .xtick text').style.fill")
+        muted = page.evaluate("() => getComputedStyle(document.documentElement).getPropertyValue('--muted').trim()")
+        assert muted == "#98a2b3"  # style.css's dark --muted
+        assert fill.replace(" ", "") == "rgb(152,162,179)", fill
+        page.screenshot(path="/tmp/visuals-dark.png")
+        assert not page_errors, page_errors
+    finally:
+        context.close()

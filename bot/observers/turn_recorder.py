@@ -126,6 +126,11 @@ class TurnRecorder(BaseObserver):
         elif isinstance(frame, MetricsFrame):
             self._add_metrics(frame)
 
+    @property
+    def current_turn_id(self) -> str | None:
+        """The open turn's id, which every message about it carries."""
+        return self._turn.record.turn_id if self._turn else None
+
     async def finish(self) -> None:
         """The session is ending: an answer still in flight counts as interrupted."""
         if self._turn and self._turn.answering:

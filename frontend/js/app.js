@@ -5,6 +5,7 @@ import { VoiceSession } from "./session.js";
 import { Transcript } from "./transcript.js";
 import { dispatchServerMessage, onServerMessage } from "./server-messages.js";
 import { initMetricsPanel } from "./metrics-panel.js";
+import { initVisuals } from "./visuals.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,6 +41,7 @@ const session = new VoiceSession({
 });
 const transcript = new Transcript(ui.transcript);
 const metricsPanel = initMetricsPanel($("visuals"), { transcriptList: ui.transcript });
+const visuals = initVisuals($("visuals"), { transcript }); // below the latency panel
 
 // ---------- errors and status ----------
 
@@ -210,6 +212,7 @@ window.voiceAgent = {
   session,
   transcript,
   metricsPanel,
+  visuals,
   onServerMessage,
   receive: (msg) => session.handleMessage(msg),
 };

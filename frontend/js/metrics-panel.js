@@ -408,7 +408,9 @@ export class MetricsPanel {
     const want = normalise(turn.bot_text);
     if (!want) return;
     const entries = [...this.transcriptList.querySelectorAll("li.turn.bot")].reverse();
-    const match = entries.find((li) => {
+    // An entry tagged with this turn's id (visuals.js tags the entries it links charts from).
+    const tagged = turn.turn_id ? entries.find((li) => li.dataset.turnId === turn.turn_id) : null;
+    const match = tagged ?? entries.find((li) => {
       const have = normalise(li.querySelector(".text")?.textContent);
       if (!have) return false;
       const n = Math.min(have.length, want.length, 40);

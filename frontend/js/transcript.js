@@ -23,6 +23,13 @@ export class Transcript {
     this.onChange = onChange;
     this.user = null; // open user turn: {li, finalSpan, interimSpan, finals: []}
     this.bot = null; // open bot turn: {li, spokenEl, pendingEl, segments: Map(id -> {spoken, pending})}
+    this.botTurnListeners = new Set();
+  }
+
+  /** Call fn(li) whenever a bot entry opens (panels attach things to it). Returns an unsubscribe. */
+  onBotTurn(fn) {
+    this.botTurnListeners.add(fn);
+    return () => this.botTurnListeners.delete(fn);
   }
 
   scroll() {
@@ -94,6 +101,13 @@ export class Transcript {
     pendingEl.setAttribute("aria-hidden", "true"); // announced once spoken
     text.append(spokenEl, pendingEl);
     this.bot = { li, spokenEl, pendingEl, segments: new Map() };
+    for (const fn of this.botTurnListeners) {
+      try {
+        fn(li);
+      } catch (err) {
+        console.error("[transcript] bot turn listener failed:", err);
+      }
+    }
     return this.bot;
   }
 
