@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     )
     llm_threads: int = Field(2, description="CPU threads for the embedded LLM.")
     llm_context_tokens: int = Field(
-        2048, description="Context window per session slot of the embedded LLM."
+        4096, description="Context window per session slot of the embedded LLM."
     )
     llm_parallel_sessions: int = Field(
         4, description="KV-cache slots of the embedded LLM (sessions decoded side by side)."

@@ -1,0 +1,272 @@
+"""Sentiment of a text, of the user's last turn, or of the whole conversation, with VADER.
+
+VADER (vaderSentiment) scores a text's negative, neutral and positive proportions and a
+normalized compound score in [-1, 1]; its standard thresholds label a compound of 0.05 or
+more positive and -0.05 or less negative.
+
+Which words are scored: when the tool runs, the user's current request ("how did my last
+message sound?") is the newest user message of the LLM context and is not in the session
+record yet. So `last_turn` is the user's message *before* the request, and `conversation` is
+every user message before it; only when there is no earlier message is the request itself
+scored (and the summary says "your message"). Words the user wants scored in the same breath
+are passed as `text` (see the routing examples). A `text` the user asks about as their own
+("how did what I just said sound?") that is not word for word in anything they said was
+written by the model, so their last turn is scored instead.
+"""
+
+import asyncio
+import re
+import threading
+from functools import partial
+from typing import Any
+
+from pipecat.adapters.llm.schemas.direct_function import tool_options
+from pipecat.services.llm_service import FunctionCallParams
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from bot.services.tool_routing import routing_examples
+from bot.tools.generate_chart import (
+    MAX_POINTS,
+    build_figure,
+    keep_and_show,
+    rounded,
+    session_resources,
+    spoken_number,
+)
+
+TARGETS = ("text", "last_turn", "conversation")
+POSITIVE, NEGATIVE = 0.05, -0.05  # VADER's standard compound thresholds
+MAX_TEXT_CHARS = 5000
+SCALE = "on a scale from minus 1 to 1"
+
+_analyzer: SentimentIntensityAnalyzer | None = None
+_analyzer_lock = threading.Lock()
+
+
+def analyzer() -> SentimentIntensityAnalyzer:
+    """One analyzer per process (it loads VADER's lexicon), created on first use."""
+    global _analyzer
+    with _analyzer_lock:
+        if _analyzer is None:
+            _analyzer = SentimentIntensityAnalyzer()
+        return _analyzer
+
+
+def label_of(compound: float) -> str:
+    if compound >= POSITIVE:
+        return "positive"
+    if compound <= NEGATIVE:
+        return "negative"
+    return "neutral"
+
+
+def score(text: str) -> dict[str, float]:
+    scores = analyzer().polarity_scores(text[:MAX_TEXT_CHARS])
+    return {k: float(scores[k]) for k in ("pos", "neu", "neg", "compound")}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):  # multi-part content: its text parts
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content.strip() if isinstance(content, str) else ""
+
+
+def user_messages(params: FunctionCallParams) -> tuple[list[str], str]:
+    """(the user's earlier messages, the current request) from the LLM context; without a
+    context, the recorded turns (which never hold the current request)."""
+    context = getattr(params, "context", None)
+    if context is not None:
+        texts = [
+            _text_of(m.get("content"))
+            for m in context.get_messages()
+            if isinstance(m, dict) and m.get("role") == "user"
+        ]
+        texts = [t for t in texts if t]
+        return (texts[:-1], texts[-1]) if texts else ([], "")
+    resources = session_resources(params)
+    turns = resources.record.turns if resources else []
+    return [t.user_text.strip() for t in turns if t.user_text.strip()], ""
+
+
+_SPEAKS_OF_SELF = re.compile(r"\b(?:i|i'm|me|my|mine)\b", re.IGNORECASE)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower().replace("\u2019", "'"))
+
+
+def quoted_by_user(text: str, messages: list[str]) -> bool:
+    """Whether `text` is, word for word, part of something the user said."""
+    words = _words(text)
+    if not words:
+        return False
+    for message in messages:
+        said = _words(message)
+        if any(said[i : i + len(words)] == words for i in range(len(said) - len(words) + 1)):
+            return True
+    return False
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _single(text: str, subject: str, title: str) -> dict[str, Any]:
+    scores = score(text)
+    label = label_of(scores["compound"])
+    values = [scores["pos"], scores["neu"], scores["neg"], scores["compound"]]
+    labels = ["positive", "neutral", "negative", "compound"]
+    series = [{"name": "score", "values": values}]
+    summary = (
+        f"{subject} sounds {label}, with a compound score of "
+        f"{spoken_number(round(scores['compound'], 2))} {SCALE}."
+    )
+    return {
+        "title": title,
+        "label": label,
+        "scores": scores,
+        "text": _excerpt(text, 200),
+        "labels": labels,
+        "series": series,
+        "figure": build_figure("bar", title, labels, series, y_title="score", y_range=(-1, 1)),
+        "summary": summary,
+        "key_figures": {
+            "label": label,
+            "compound": rounded(scores["compound"]),
+            "positive": rounded(scores["pos"]),
+            "neutral": rounded(scores["neu"]),
+            "negative": rounded(scores["neg"]),
+        },
+    }
+
+
+def _conversation(texts: list[str]) -> dict[str, Any]:
+    texts = texts[-MAX_POINTS:]
+    per_message = [score(t) for t in texts]
+    compounds = [s["compound"] for s in per_message]
+    labels = [f"Message {i + 1}" for i in range(len(texts))]
+    series = [{"name": "compound", "values": compounds}]
+    average = sum(compounds) / len(compounds)
+    label = label_of(average)
+    title = "Sentiment over the conversation"
+    hi = max(range(len(compounds)), key=lambda k: compounds[k])
+    lo = min(range(len(compounds)), key=lambda k: compounds[k])
+    summary = (
+        f"Across your {len(texts)} messages the mood is {label} on average, with a compound "
+        f"score of {spoken_number(round(average, 2))} {SCALE}"
+    )
+    if compounds[hi] != compounds[lo]:
+        summary += (
+            f"; message {hi + 1} was the most positive and message {lo + 1} the most negative"
+        )
+    figure = build_figure(
+        "line", title, labels, series, y_title="compound score", y_range=(-1, 1)
+    )
+    figure["data"][0]["text"] = [_excerpt(t) for t in texts]  # the words, on hover
+    return {
+        "title": title,
+        "label": label,
+        "average_compound": average,
+        "messages": [
+            {"text": _excerpt(t, 200), "label": label_of(s["compound"]), **s}
+            for t, s in zip(texts, per_message)
+        ],
+        "labels": labels,
+        "series": series,
+        "figure": figure,
+        "summary": summary + ".",
+        "key_figures": {
+            "messages": len(texts),
+            "label": label,
+            "average_compound": rounded(average),
+            "most_positive": labels[hi],
+            "most_negative": labels[lo],
+        },
+    }
+
+
+@tool_options(timeout_secs=4.0)
+@routing_examples(
+    ("How did my last message sound?", {"target": "last_turn"}),
+    (
+        "Is this review positive: the food was cold and the waiter was rude",
+        {"target": "text", "text": "the food was cold and the waiter was rude"},
+    ),
+    ("How has my mood been during our conversation?", {"target": "conversation"}),
+)
+async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn", text: str = ""):
+    """Analyze the sentiment (positive, neutral or negative) of a text or of what the user said.
+
+    Args:
+        target: text, last_turn (the user's previous message) or conversation.
+        text: The words to analyze when target is text.
+    """
+    resources = session_resources(params)
+    if resources is None:
+        await params.result_callback(
+            {"error": "sentiment analysis is not available in this session"}
+        )
+        return
+    target = (target or "last_turn").strip().lower()
+    text = (text or "").strip()
+    if target not in TARGETS:
+        await params.result_callback(
+            {"error": f"unknown target {target!r}; use text, last_turn or conversation"}
+        )
+        return
+    if target == "last_turn" and text:
+        target = "text"  # words given in the call are what the user wants scored
+    earlier, current = user_messages(params)
+    if (
+        target == "text"
+        and text
+        and current
+        and _SPEAKS_OF_SELF.search(current)
+        and not quoted_by_user(text, [*earlier, current])
+    ):
+        # "How did what I just said sound?": a small model sometimes writes a sentence of its
+        # own as the text. The user asks about their own words, so score those instead.
+        target, text = "last_turn", ""
+
+    if target == "text":
+        if not text:
+            await params.result_callback(
+                {"error": "there is no text to analyze; say the words to score"}
+            )
+            return
+        compute = partial(_single, text, "That text", "Sentiment of the text")
+    elif target == "last_turn":
+        if earlier:
+            message, subject = earlier[-1], "Your last message"
+        elif current:
+            message, subject = current, "Your message"
+        else:
+            await params.result_callback({"error": "you have not said anything yet to analyze"})
+            return
+        compute = partial(_single, message, subject, "Sentiment of your last message")
+    else:
+        messages = earlier or ([current] if current else [])
+        if not messages:
+            await params.result_callback({"error": "you have not said anything yet to analyze"})
+            return
+        if len(messages) == 1:
+            compute = partial(
+                _single, messages[0], "Your only message so far", "Sentiment of the conversation"
+            )
+        else:
+            compute = partial(_conversation, messages)
+
+    result = await asyncio.to_thread(compute)
+    key_figures = result.pop("key_figures")
+    result["target"] = target
+    result_id = keep_and_show(
+        params,
+        resources,
+        kind="sentiment",
+        visualization_type="sentiment",
+        data=result,
+        extra={"label": result["label"], "target": target},
+    )
+    await params.result_callback(
+        {"result_id": result_id, "summary": result["summary"], "key_figures": key_figures}
+    )
