@@ -31,6 +31,17 @@ def routing_examples(*examples: tuple[str, dict[str, Any]]) -> Callable:
     return decorate
 
 
+def argument_choices(**choices: tuple[str, ...]) -> Callable:
+    """Declare the allowed values of string arguments. Pipecat's schema from annotations has no
+    enums, so they are added here, where the grammar makes any other value impossible."""
+
+    def decorate(fn: Callable) -> Callable:
+        fn.argument_choices = {name: list(values) for name, values in choices.items()}
+        return fn
+
+    return decorate
+
+
 @dataclass(frozen=True)
 class RoutableTool:
     name: str
@@ -42,24 +53,29 @@ class RoutableTool:
 def routable_tools(tools: ToolsSchema | Any) -> list[RoutableTool]:
     if not isinstance(tools, ToolsSchema):
         return []
-    examples = {
-        wrapper.name: getattr(wrapper.function, "routing_examples", [])
-        for wrapper in tools.direct_functions
-    }
-    return [
-        RoutableTool(
-            name=schema.name,
-            description=schema.description,
-            parameters={
-                "type": "object",
-                "properties": schema.properties,
-                "required": schema.required,
-                "additionalProperties": False,
-            },
-            examples=examples.get(schema.name, []),
+    functions = {wrapper.name: wrapper.function for wrapper in tools.direct_functions}
+    routable = []
+    for schema in tools.standard_tools:
+        function = functions.get(schema.name)
+        choices = getattr(function, "argument_choices", {})
+        properties = {
+            name: {**spec, "enum": choices[name]} if name in choices else spec
+            for name, spec in schema.properties.items()
+        }
+        routable.append(
+            RoutableTool(
+                name=schema.name,
+                description=schema.description,
+                parameters={
+                    "type": "object",
+                    "properties": properties,
+                    "required": schema.required,
+                    "additionalProperties": False,
+                },
+                examples=getattr(function, "routing_examples", []),
+            )
         )
-        for schema in tools.standard_tools
-    ]
+    return routable
 
 
 def answer_json(text: str) -> str:

@@ -24,7 +24,7 @@ from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from bot.services.tool_routing import routing_examples
+from bot.services.tool_routing import argument_choices, routing_examples
 from bot.tools.generate_chart import (
     MAX_POINTS,
     build_figure,
@@ -186,6 +186,7 @@ def _conversation(texts: list[str]) -> dict[str, Any]:
 
 
 @tool_options(timeout_secs=4.0)
+@argument_choices(target=TARGETS)
 @routing_examples(
     ("How did my last message sound?", {"target": "last_turn"}),
     (

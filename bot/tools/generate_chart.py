@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
-from bot.services.tool_routing import routing_examples
+from bot.services.tool_routing import argument_choices, routing_examples
 from bot.session_resources import SessionResources
 
 CHART_TYPES = ("bar", "line", "pie", "scatter")
@@ -488,6 +488,7 @@ def _chart_data(
 
 
 @tool_options(timeout_secs=4.0)
+@argument_choices(chart_type=CHART_TYPES)
 @routing_examples(
     (
         "Show me a bar chart of monthly sales: January 10, February 20, March 30",

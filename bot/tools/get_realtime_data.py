@@ -18,7 +18,7 @@ from typing import Any
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
-from bot.services.tool_routing import routing_examples
+from bot.services.tool_routing import argument_choices, routing_examples
 from bot.session_resources import SessionResources
 from bot.telemetry import percentile
 from bot.tools.generate_chart import (
@@ -278,6 +278,7 @@ _BUILDERS = {
 
 
 @tool_options(timeout_secs=3.0)
+@argument_choices(metric=METRICS)
 @routing_examples(
     ("How fast have your replies been?", {"metric": "latency"}),
     ("How much memory is the server using?", {"metric": "memory"}),
