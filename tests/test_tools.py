@@ -664,3 +664,10 @@ async def test_unknown_metric():
     resources = make_resources()
     result, _ = await call(get_realtime_data, resources, metric="weather")
     assert "unknown metric" in result["error"]
+
+
+def test_said_numbers_reads_sentence_ends_as_punctuation():
+    from bot.tools.generate_chart import said_numbers
+
+    assert said_numbers("March thirty.") == {30.0}
+    assert said_numbers("January 10th. February 20, March 30.") == {10.0, 20.0, 30.0}

@@ -142,9 +142,15 @@ def reply_instructions(tools: list[RoutableTool]) -> str:
             "After a tool result arrives, answer the user from it in one short sentence."
         )
     lines += ["", "Examples:"]
+    # As many plain answers as tool calls are shown: with few of them a small model learns
+    # that every question is a tool call.
     shots: list[tuple[str, str]] = [
         ("What is the capital of Italy?", answer_json("The capital of Italy is Rome.")),
         ("Hello there!", answer_json("Hello! How can I help you today?")),
+        ("Who painted the Mona Lisa?", answer_json("Leonardo da Vinci painted the Mona Lisa.")),
+        ("I'm so excited, I got the job!", answer_json("Congratulations, that is wonderful news!")),
+        ("Why do we have time zones?", answer_json("Because the sun rises at different times around the world.")),
+        ("Do you like music?", answer_json("I can't listen to it, but I love talking about music.")),
     ]
     for tool in tools:
         shots += [(said, call_json(tool.name, args)) for said, args in tool.examples]

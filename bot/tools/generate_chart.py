@@ -343,7 +343,7 @@ def said_numbers(text: str) -> set[float]:
 
     for i, token in enumerate(tokens):
         following = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if token[0].isdigit() or token[0] == ".":
+        if token[0].isdigit() or (token[0] == "." and token[1:2].isdigit()):
             flush()
             number = float(token.replace(",", ""))
             found.add(number)
