@@ -28,10 +28,8 @@ overrides it when a client sends one, Pipecat does not) or when the client sends
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,8 +38,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+
+from fakes.threaded_ws import ThreadedWebSocketFake
 
 LISTEN_PATH = "/v1/listen"
 FRAME_SECS = 0.02  # loudness is judged per 20 ms of audio
@@ -291,13 +291,15 @@ class _Session:
         return True
 
 
-class FakeDeepgram:
+class FakeDeepgram(ThreadedWebSocketFake):
     """The fake server, run on its own event loop in a background thread.
 
     Use as a context manager (or `start()` / `stop()`); `url` is the `ws://127.0.0.1:PORT`
     base URL that Pipecat's `DeepgramSTTService(base_url=...)` expects (the SDK appends
     `/v1/listen`). `connections` lists every connection, in order.
     """
+
+    name = "fake-deepgram"
 
     def __init__(
         self,
@@ -306,44 +308,10 @@ class FakeDeepgram:
         script: tuple[Utterance, ...] = DEFAULT_SCRIPT,
         endpoint_silence_secs: float = 0.5,
     ):
-        self.api_key = api_key
+        super().__init__(api_key=api_key)
         self.script = script
         self.endpoint_silence_secs = endpoint_silence_secs
-        self.connections: list[Connection] = []
-        self.rejected: list[tuple[str, int]] = []  # (path, HTTP status) of refused handshakes
         self.utterances_heard = 0
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-deepgram", daemon=True)
-        self._server = None
-
-    def __enter__(self) -> "FakeDeepgram":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> "FakeDeepgram":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        async def close() -> None:
-            self._server.close()
-            await asyncio.wait_for(self._server.wait_closed(), 5)
-
-        if self._server is not None:
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-    async def _serve(self) -> None:
-        self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._check_request, max_size=None
-        )
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"ws://127.0.0.1:{port}"
 
     def _check_request(self, connection: ServerConnection, request):
         path = urlsplit(request.path).path

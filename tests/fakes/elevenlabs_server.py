@@ -27,16 +27,16 @@ import asyncio
 import base64
 import json
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from client.speech import speech_pcm
+from fakes.threaded_ws import ThreadedWebSocketFake
 
 PATH = re.compile(r"^/v1/text-to-speech/(?P<voice_id>[^/]+)/multi-stream-input$")
 CHUNK_CHARS = 24  # about how many characters of text each audio message carries
@@ -196,7 +196,7 @@ class _Session:
             )
 
 
-class FakeElevenLabs:
+class FakeElevenLabs(ThreadedWebSocketFake):
     """The fake server, run on its own event loop in a background thread.
 
     Use as a context manager (or `start()` / `stop()`); `url` is the `ws://127.0.0.1:PORT`
@@ -204,42 +204,7 @@ class FakeElevenLabs:
     connection, in order.
     """
 
-    def __init__(self, *, api_key: str = "test-key"):
-        self.api_key = api_key
-        self.connections: list[Connection] = []
-        self.rejected: list[tuple[str, int]] = []
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-elevenlabs", daemon=True)
-        self._server = None
-
-    def __enter__(self) -> "FakeElevenLabs":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> "FakeElevenLabs":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        async def close() -> None:
-            self._server.close()
-            await asyncio.wait_for(self._server.wait_closed(), 5)
-
-        if self._server is not None:
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-    async def _serve(self) -> None:
-        self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._check_request, max_size=None
-        )
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"ws://127.0.0.1:{port}"
+    name = "fake-elevenlabs"
 
     def _check_request(self, connection: ServerConnection, request):
         split = urlsplit(request.path)
