@@ -121,7 +121,7 @@ def test_enumerated_arguments_use_the_documented_values():
     allowed = {
         ("generate_chart", "chart_type"): {"bar", "line", "pie", "scatter"},
         ("analyze_sentiment", "target"): {"text", "last_turn", "conversation"},
-        ("get_realtime_data", "metric"): {"latency", "sessions", "cpu", "memory", "session_stats"},
+        ("get_realtime_data", "metric"): {"latency", "server_sessions", "cpu", "memory", "this_session"},
     }
     for item in ITEMS:
         for name, expected in item["arguments"].items():

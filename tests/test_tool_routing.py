@@ -2,10 +2,12 @@
 the conversation rewrite. Pure functions, no model."""
 
 import json
+from zoneinfo import available_timezones
 
 import pytest
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.processors.aggregators.llm_context import LLMContext
 
 from bot.services.tool_routing import (
     NO_TOOL,
@@ -17,6 +19,7 @@ from bot.services.tool_routing import (
     reply_grammar,
     reply_instructions,
     routable_tools,
+    route_conversation,
     to_routed_messages,
 )
 from bot.tools.current_time import get_current_time
@@ -301,6 +304,8 @@ def test_routable_tools_from_direct_function():
             "timezone": {
                 "type": "string",
                 "description": "IANA timezone name, e.g. Europe/Paris, Asia/Tokyo or UTC.",
+                # The choices declared by @argument_choices become the grammar's enum.
+                "enum": sorted(available_timezones()),
             }
         },
         "required": ["timezone"],
@@ -409,3 +414,74 @@ def test_answer_complete_only_after_the_closing_quote():
     assert not decoder.answer_complete
     decoder.feed('\\"."')
     assert decoder.answer_complete
+
+
+# --- constraints from the conversation ------------------------------------------------------
+
+
+def _chart_request(*messages: dict) -> tuple[list[RoutableTool], dict]:
+    from bot.tools.generate_chart import generate_chart
+
+    context = LLMContext(messages=list(messages), tools=ToolsSchema(standard_tools=[generate_chart]))
+    conversation = route_conversation(context, "Be brief.", budget_chars=50_000)
+    return conversation.tools, conversation.messages[0]
+
+
+def test_chart_is_not_offered_without_numbers_or_results():
+    tools, system = _chart_request({"role": "user", "content": "What is a pie chart used for?"})
+    assert tools == []
+    # The prompt (the cached prefix) still describes the tool in full.
+    assert '"tool": "generate_chart"' in system["content"]
+
+
+def test_chart_values_are_limited_to_numbers_the_user_said():
+    tools, _ = _chart_request(
+        {"role": "user", "content": "My weight was 80 last week."},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "Plot it with seventy nine and 78.5 as a line."},
+    )
+    (chart,) = tools
+    properties = chart.parameters["properties"]
+    allowed = [-80, -79, -78.5, 78.5, 79, 80]
+    assert properties["values"]["items"] == {"type": "number", "enum": allowed}
+    assert properties["values2"]["items"]["enum"] == allowed
+    assert "from_result" not in properties  # no earlier result to point at
+    grammar = reply_grammar(tools)
+    assert json.loads(_grammar_rules(grammar)["arguments_0"].removeprefix("%json ")) == chart.parameters
+
+
+def test_chart_of_an_earlier_result_without_said_numbers():
+    tools, _ = _chart_request(
+        {"role": "user", "content": "How much memory are you using?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function",
+                 "function": {"name": "get_realtime_data", "arguments": '{"metric": "memory"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": '{"result_id": "r1"}'},
+        {"role": "user", "content": "Chart that as a bar."},
+    )
+    (chart,) = tools
+    properties = chart.parameters["properties"]
+    assert "from_result" in properties
+    assert "values" not in properties and "values2" not in properties
+
+
+def test_sentiment_text_is_words_of_the_current_request():
+    from bot.tools.analyze_sentiment import analyze_sentiment
+
+    context = LLMContext(
+        messages=[
+            {"role": "user", "content": "Hello."},
+            {"role": "assistant", "content": "Hi!"},
+            {"role": "user", "content": "Score this: great coffee."},
+        ],
+        tools=ToolsSchema(standard_tools=[analyze_sentiment]),
+    )
+    (tool,) = route_conversation(context, None, budget_chars=50_000).tools
+    allowed = tool.parameters["properties"]["text"]["enum"]
+    assert {"great coffee", "great coffee.", "Score this: great coffee"} <= set(allowed)
+    assert "Hello" not in allowed and "coffee great" not in allowed

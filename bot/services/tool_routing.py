@@ -13,7 +13,7 @@ turns a context's tools into the grammar and the instructions the model sees.
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
@@ -42,12 +42,51 @@ def argument_choices(**choices: tuple[str, ...]) -> Callable:
     return decorate
 
 
+Messages = list[dict[str, Any]]
+# Given the conversation so far (OpenAI-format messages) and a tool's JSON-schema parameters,
+# the parameters a reply may use now, or None when the tool cannot be called yet.
+RoutingConstraint = Callable[[Messages, dict[str, Any]], dict[str, Any] | None]
+
+
+def routing_constraint(constraint: RoutingConstraint) -> Callable:
+    """Narrow what the grammar allows for a tool from the conversation (e.g. only numbers the
+    user said). The prompt still shows the whole schema: it is the cached prefix."""
+
+    def decorate(fn: Callable) -> Callable:
+        fn.routing_constraint = constraint
+        return fn
+
+    return decorate
+
+
 @dataclass(frozen=True)
 class RoutableTool:
     name: str
     description: str
     parameters: dict[str, Any]
     examples: list[tuple[str, dict[str, Any]]]
+    constraint: RoutingConstraint | None = None
+
+    def constrained(self, messages: Messages) -> "RoutableTool | None":
+        """This tool as it may be called in reply to `messages`; None when it cannot be."""
+        if self.constraint is None:
+            return self
+        parameters = self.constraint(messages, self.parameters)
+        return None if parameters is None else replace(self, parameters=parameters)
+
+
+def user_texts(messages: Messages) -> list[str]:
+    """The text of each user message, oldest first."""
+    texts = []
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):  # multi-part content: its text parts
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if isinstance(content, str) and content.strip():
+            texts.append(content.strip())
+    return texts
 
 
 def routable_tools(tools: ToolsSchema | Any) -> list[RoutableTool]:
@@ -73,6 +112,7 @@ def routable_tools(tools: ToolsSchema | Any) -> list[RoutableTool]:
                     "additionalProperties": False,
                 },
                 examples=getattr(function, "routing_examples", []),
+                constraint=getattr(function, "routing_constraint", None),
             )
         )
     return routable
@@ -142,21 +182,26 @@ def reply_instructions(tools: list[RoutableTool]) -> str:
             "After a tool result arrives, answer the user from it in one short sentence."
         )
     lines += ["", "Examples:"]
-    # As many plain answers as tool calls are shown: with few of them a small model learns
-    # that every question is a tool call.
-    shots: list[tuple[str, str]] = [
+    # As many plain answers as tool calls are shown, interleaved with them: with few of them,
+    # or all at one end, a small model learns that every question is a tool call. Several
+    # mention charts, time or feelings without needing a tool, so a word alone does not route.
+    plain = [
         ("What is the capital of Italy?", answer_json("The capital of Italy is Rome.")),
+        ("What is a line chart good for?", answer_json("It shows how something changes over time.")),
         ("Hello there!", answer_json("Hello! How can I help you today?")),
+        ("When is the best season to visit Canada?", answer_json("Summer and early autumn are lovely there.")),
         ("Who painted the Mona Lisa?", answer_json("Leonardo da Vinci painted the Mona Lisa.")),
         ("I'm so excited, I got the job!", answer_json("Congratulations, that is wonderful news!")),
         ("Why do we have time zones?", answer_json("Because the sun rises at different times around the world.")),
+        ("What does a server do?", answer_json("It runs programs that other computers connect to.")),
         ("Do you like music?", answer_json("I can't listen to it, but I love talking about music.")),
     ]
-    for tool in tools:
-        shots += [(said, call_json(tool.name, args)) for said, args in tool.examples]
+    calls = [(said, call_json(tool.name, args)) for tool in tools for said, args in tool.examples]
     if pair := _two_call_example(tools):
-        shots.append(pair)
-    shots.append(("Tell me something fun.", answer_json("Here is a fun fact: honey never spoils.")))
+        calls.append(pair)
+    shots: list[tuple[str, str]] = []
+    for i in range(max(len(plain), len(calls))):
+        shots += plain[i : i + 1] + calls[i : i + 1]
     for said, reply in shots:
         lines += [f"User: {said}", f"Assistant: {reply}"]
     return "\n".join(lines)
@@ -310,7 +355,7 @@ MAX_TOOL_ROUNDS = 1
 @dataclass(frozen=True)
 class RoutedConversation:
     messages: list[dict[str, Any]]  # system prompt with the reply instructions, then history
-    tools: list[RoutableTool]
+    tools: list[RoutableTool]  # as the reply may call them now (the grammar's, not the prompt's)
     allow_tools: bool
 
 
@@ -327,7 +372,7 @@ def route_conversation(context: Any, system_prompt: str | None, budget_chars: fl
     kept = _trim(messages, budget_chars - len(system))
     return RoutedConversation(
         messages=to_routed_messages(kept, system),
-        tools=tools,
+        tools=[t for tool in tools if (t := tool.constrained(kept)) is not None],
         allow_tools=tool_rounds < MAX_TOOL_ROUNDS,
     )
 

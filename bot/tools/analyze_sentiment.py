@@ -24,7 +24,12 @@ from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from bot.services.tool_routing import argument_choices, routing_examples
+from bot.services.tool_routing import (
+    argument_choices,
+    routing_constraint,
+    routing_examples,
+    user_texts,
+)
 from bot.tools.generate_chart import (
     MAX_POINTS,
     build_figure,
@@ -185,8 +190,32 @@ def _conversation(texts: list[str]) -> dict[str, Any]:
     }
 
 
+MAX_QUOTED_WORDS = 60  # longer requests are not narrowed: the spans grow as words squared
+
+
+def quoted_text_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[str, Any]:
+    """The text to analyze is words of the current request, never words made up or taken
+    from elsewhere (a small model otherwise copies an example's sentence)."""
+    said = user_texts(messages)
+    words = said[-1].split() if said else []
+    if not words or len(words) > MAX_QUOTED_WORDS:
+        return parameters
+    spans = {
+        variant
+        for start in range(len(words))
+        for end in range(start + 1, len(words) + 1)
+        for span in [" ".join(words[start:end])]
+        for variant in (span, span.rstrip(".!?"))
+        if variant
+    }
+    properties = {**parameters["properties"]}
+    properties["text"] = {**properties["text"], "enum": sorted(spans)}
+    return {**parameters, "properties": properties}
+
+
 @tool_options(timeout_secs=4.0)
 @argument_choices(target=TARGETS)
+@routing_constraint(quoted_text_constraint)
 @routing_examples(
     ("How did my last message sound?", {"target": "last_turn"}),
     (
@@ -199,8 +228,8 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
     """Analyze the sentiment (positive, neutral or negative) of a text or of what the user said.
 
     Args:
-        target: text, last_turn (the user's previous message) or conversation.
-        text: The words to analyze when target is text.
+        target: last_turn (what the user said before this request), conversation (all the user said) or text (words given in this request).
+        text: The words given in this request, when target is text.
     """
     resources = session_resources(params)
     if resources is None:

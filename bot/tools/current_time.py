@@ -1,15 +1,18 @@
 """The current date and time in any IANA timezone, read from this machine's clock."""
 
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
-from bot.services.tool_routing import routing_examples
+from bot.services.tool_routing import argument_choices, routing_examples
 
 
 @tool_options(timeout_secs=2.0)
+# Spelled as this machine's timezone database does ("Asia/Hong_Kong", not "Asia/Hong Kong"):
+# a small model knows the city but not always the exact key.
+@argument_choices(timezone=tuple(sorted(available_timezones())))
 @routing_examples(
     ("What time is it in London?", {"timezone": "Europe/London"}),
     ("What's the date today in New York?", {"timezone": "America/New_York"}),

@@ -21,7 +21,12 @@ import plotly.graph_objects as go
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
-from bot.services.tool_routing import argument_choices, routing_examples
+from bot.services.tool_routing import (
+    argument_choices,
+    routing_constraint,
+    routing_examples,
+    user_texts,
+)
 from bot.session_resources import SessionResources
 
 CHART_TYPES = ("bar", "line", "pie", "scatter")
@@ -406,18 +411,28 @@ def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
 def user_messages(params: FunctionCallParams) -> list[str]:
     """The user's messages in the LLM context, oldest first; the last is the current request."""
     context = getattr(params, "context", None)
-    if context is None:
-        return []
-    texts = []
-    for message in context.get_messages():
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, list):  # multi-part content: its text parts
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if isinstance(content, str) and content.strip():
-            texts.append(content.strip())
-    return texts
+    return user_texts(context.get_messages()) if context is not None else []
+
+
+def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[str, Any] | None:
+    """A chart needs numbers the user said or an earlier result: values may only be numbers
+    from the user's messages, and `from_result` exists only once a tool has returned one.
+    Without either there is nothing to chart (the model asks for the numbers instead)."""
+    numbers = sorted(set().union(*(said_numbers(text) for text in user_texts(messages))))
+    has_results = any(isinstance(m, dict) and m.get("role") == "tool" for m in messages)
+    if not numbers and not has_results:
+        return None
+    properties = dict(parameters["properties"])
+    if numbers:
+        # Said numbers carry no sign; either may be meant ("minus five").
+        allowed = sorted({rounded(s * n, 9) for n in numbers for s in (1, -1)})
+        for key in ("values", "values2"):
+            properties[key] = {**properties[key], "items": {"type": "number", "enum": allowed}}
+    else:
+        properties.pop("values"), properties.pop("values2")
+    if not has_results:
+        properties.pop("from_result")
+    return {**parameters, "properties": properties}
 
 
 def _is_pie(chart_type: str) -> bool:
@@ -489,6 +504,7 @@ def _chart_data(
 
 @tool_options(timeout_secs=4.0)
 @argument_choices(chart_type=CHART_TYPES)
+@routing_constraint(chart_constraint)
 @routing_examples(
     (
         "Show me a bar chart of monthly sales: January 10, February 20, March 30",

@@ -1,10 +1,10 @@
 """Live figures that really exist on this server, as time series ready to chart.
 
 - latency: voice-to-voice time of the server's recent turns (all sessions), from telemetry.
-- sessions: sessions open now and started since the server began. Telemetry keeps no history
+- server_sessions: sessions open now and started since the server began. Telemetry keeps no history
   of these counts, so this is the current value only (one timestamp).
 - cpu, memory: the process's resource samples (the server samples them every second).
-- session_stats: this session's finished turns: words per side, tool calls.
+- this_session: this session's finished turns: words per side, tool calls.
 
 Nothing is estimated or invented: with no data yet, the summary says so and nothing is kept.
 """
@@ -30,7 +30,7 @@ from bot.tools.generate_chart import (
     spoken_number,
 )
 
-METRICS = ("latency", "sessions", "cpu", "memory", "session_stats")
+METRICS = ("latency", "server_sessions", "cpu", "memory", "this_session")
 MIB = 1024 * 1024
 
 
@@ -270,10 +270,10 @@ def _session_stats(resources: SessionResources) -> dict[str, Any]:
 
 _BUILDERS = {
     "latency": _latency,
-    "sessions": _sessions,
+    "server_sessions": _sessions,
     "cpu": _cpu,
     "memory": _memory,
-    "session_stats": _session_stats,
+    "this_session": _session_stats,
 }
 
 
@@ -281,14 +281,16 @@ _BUILDERS = {
 @argument_choices(metric=METRICS)
 @routing_examples(
     ("How fast have your replies been?", {"metric": "latency"}),
+    ("What's the processor load right now?", {"metric": "cpu"}),
     ("How much memory is the server using?", {"metric": "memory"}),
-    ("How many words have I said so far?", {"metric": "session_stats"}),
+    ("How many people are using the server?", {"metric": "server_sessions"}),
+    ("How many words have I said so far?", {"metric": "this_session"}),
 )
 async def get_realtime_data(params: FunctionCallParams, metric: str = "latency"):
-    """Get live figures of this server or this conversation, with a chart.
+    """Get live figures about you and your server (reply latency, sessions, CPU, memory) or about this session (turns, words), with a chart.
 
     Args:
-        metric: latency, sessions, cpu, memory or session_stats (turns and words of this chat).
+        metric: latency, server_sessions, cpu, memory or this_session (its turns and words).
     """
     resources = session_resources(params)
     if resources is None:
@@ -299,7 +301,7 @@ async def get_realtime_data(params: FunctionCallParams, metric: str = "latency")
         await params.result_callback(
             {
                 "error": f"unknown metric {metric!r}; "
-                "use latency, sessions, cpu, memory or session_stats"
+                f"use {', '.join(METRICS)}"
             }
         )
         return
