@@ -6,7 +6,7 @@ from pathlib import Path
 
 import plotly
 import uvicorn
-from fastapi import FastAPI, HTTPException, Response, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response, WebSocket
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
@@ -16,23 +16,47 @@ from pipecat.transports.smallwebrtc.request_handler import (
     SmallWebRTCRequestHandler,
 )
 
+from bot.auth import Auth, warn_if_exposed
 from bot.engines.loader import load_engines
+from bot.limits import SessionSlots
 from bot.records import SessionRecord
 from bot.sessions import SessionManager, session_summary
 from bot.settings import Settings, get_settings
 from bot.store import SessionStore
 from bot.telemetry import Telemetry
 from bot.transports.daily import create_daily_transport, create_room, nobody_left
+from bot.transports.serializer import MAX_FRAME_BYTES, encoded_rtvi_error
 from bot.transports.webrtc import create_webrtc_transport
 from bot.transports.websocket import create_websocket_transport
 
 FRONTEND_DIR = Path(__file__).parent / "frontend"
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / "package_data"
 PRUNE_INTERVAL_SECS = 6 * 3600
+# WebSocket close codes: 1013 "try again later" is the standard one for a full server; the
+# 4000s are the application's own.
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_FORBIDDEN_ORIGIN = 4003
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    auth = Auth(settings)
+    slots = SessionSlots(settings.max_sessions)
+    # Every /api route checks the browser Origin; all but the session-opening ones need the key.
+    keyed_api = APIRouter(
+        prefix="/api", dependencies=[Depends(auth.require_origin), Depends(auth.require_key)]
+    )
+    session_api = APIRouter(prefix="/api", dependencies=[Depends(auth.require_origin)])
+
+    def full() -> str:
+        return f"the server is at its limit of {slots.limit} concurrent sessions; try again later"
+
+    def take_slot() -> None:
+        """Count one more session, or answer 503 when the server is full."""
+        if not slots.acquire():
+            app.state.telemetry.record_error("session_limit")
+            raise HTTPException(503, detail=full(), headers={"Retry-After": "30"})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -72,28 +96,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "models": app.state.engines.describe(),
             "model_load_seconds": app.state.engines.load_seconds,
             "active_sessions": len(sessions.active),
+            "auth_required": auth.required,
             "total_sessions": app.state.telemetry.total_sessions,
         }
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        dependencies=[Depends(auth.require_metrics_access)],
+    )
     async def prometheus_metrics() -> Response:
         """Prometheus exposition: sessions, turns, latency per stage, usage, costs, errors."""
         body, content_type = app.state.telemetry.prometheus()
         return Response(body, media_type=content_type)
 
-    @app.get("/api/metrics", tags=["metrics"])
+    @keyed_api.get("/metrics", tags=["metrics"])
     async def metrics() -> dict:
         """The same figures as /metrics, as JSON with p50/p95/p99 per stage and resources."""
         return app.state.telemetry.snapshot()
 
-    @app.get("/api/sessions", tags=["sessions"])
+    @keyed_api.get("/sessions", tags=["sessions"])
     async def list_sessions(limit: int = 50, offset: int = 0) -> dict:
         """Active sessions, then recorded ones (newest first)."""
         active = [_session_view(r, full=False) for r in app.state.sessions.active.values()]
         recent = await app.state.store.list_sessions(limit=limit, offset=offset)
         return {"active": active, "recent": recent}
 
-    @app.get("/api/sessions/{session_id}", tags=["sessions"])
+    @keyed_api.get("/sessions/{session_id}", tags=["sessions"])
     async def get_session(session_id: str) -> dict:
         """One session: state, turns with their metrics and costs, totals."""
         record = app.state.sessions.active.get(session_id) or await app.state.store.get_session(
@@ -103,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, detail=f"no session {session_id!r}")
         return _session_view(record, full=True)
 
-    @app.get("/api/sessions/{session_id}/visualizations", tags=["sessions"])
+    @keyed_api.get("/sessions/{session_id}/visualizations", tags=["sessions"])
     async def session_visualizations(session_id: str) -> dict:
         """Every visualization the session showed, newest first, each with its turn id."""
         record = app.state.sessions.active.get(session_id) or await app.state.store.get_session(
@@ -113,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, detail=f"no session {session_id!r}")
         return {"session_id": session_id, "visualizations": list(reversed(record.visualizations))}
 
-    @app.delete("/api/sessions/{session_id}", tags=["sessions"], status_code=204)
+    @keyed_api.delete("/sessions/{session_id}", tags=["sessions"], status_code=204)
     async def delete_session(session_id: str) -> Response:
         """Remove an ended session's record."""
         if session_id in app.state.sessions.active:
@@ -122,32 +152,84 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, detail=f"no session {session_id!r}")
         return Response(status_code=204)
 
+    @keyed_api.post("/tokens", tags=["auth"])
+    async def session_token() -> dict:
+        """A short-lived one-use token for `/ws?token=` or `POST /api/offer?token=`, in
+        exchange for the API key as a bearer header; `token` is null when no key is set."""
+        if not auth.required:
+            return {"token": None, "expires_in": None, "auth_required": False}
+        return {"token": auth.tokens.issue(), "expires_in": auth.tokens.ttl_secs, "auth_required": True}
+
+    async def refuse(websocket: WebSocket, problem: str, code: int) -> None:
+        """Tell the client why in an RTVI error, then close with a code that says it too."""
+        logger.info(f"WebSocket refused ({code}): {problem}")
+        with suppress(Exception):  # the client may already be gone
+            await websocket.send_bytes(await encoded_rtvi_error(problem, fatal=True))
+            await websocket.close(code, reason=problem[:120])
+
     @app.websocket("/ws")
-    async def websocket_session(websocket: WebSocket):
+    async def websocket_session(websocket: WebSocket, token: str | None = None):
+        # Accepted first, so a refused browser learns why from the close code and reason
+        # (a handshake refused before acceptance reaches it as a bare failure).
         await websocket.accept()
-        transport = create_websocket_transport(websocket, on_rejected=app.state.telemetry.record_error)
-        await app.state.sessions.run(transport, "websocket")
+        if problem := auth.origin_problem(websocket.headers):
+            return await refuse(websocket, problem, CLOSE_FORBIDDEN_ORIGIN)
+        if problem := auth.token_problem(token):
+            return await refuse(websocket, problem, CLOSE_UNAUTHORIZED)
+        if not slots.acquire():
+            app.state.telemetry.record_error("session_limit")
+            return await refuse(websocket, full(), CLOSE_TRY_AGAIN_LATER)
+        try:
+            transport = create_websocket_transport(websocket, on_rejected=app.state.telemetry.record_error)
+            await app.state.sessions.run(transport, "websocket")
+        finally:
+            slots.release()
 
-    @app.post("/api/offer", tags=["webrtc"])
-    async def webrtc_offer(request: SmallWebRTCRequest):
+    def spawn_counted(transport, kind: str, on_end=lambda: None, **options) -> None:
+        """Run a session in the background; its slot is freed when it ends."""
+
+        def ended(_task) -> None:
+            slots.release()
+            on_end()
+
+        app.state.sessions.spawn(transport, kind, **options).add_done_callback(ended)
+
+    @session_api.post("/offer", tags=["webrtc"])
+    async def webrtc_offer(request: SmallWebRTCRequest, token: str | None = None):
+        """SDP offer -> answer. With an API key set it needs a token from POST /api/tokens."""
+        if problem := auth.token_problem(token):
+            raise HTTPException(401, detail=problem)
+        take_slot()
+        started: list[str] = []
+
         async def start(connection: SmallWebRTCConnection):
-            app.state.sessions.spawn(create_webrtc_transport(connection), "webrtc")
+            pc_id = connection.pc_id
+            spawn_counted(create_webrtc_transport(connection), "webrtc", lambda: auth.forget_peer(pc_id))
+            started.append(pc_id)
 
-        return await app.state.webrtc.handle_web_request(request, start)
+        try:
+            answer = await app.state.webrtc.handle_web_request(request, start)
+        finally:
+            if not started:  # a renegotiation, or a failed offer: no new session
+                slots.release()
+        auth.allow_peer(answer["pc_id"])
+        return answer
 
-    @app.post("/api/daily", tags=["daily"])
+    @keyed_api.post("/daily", tags=["daily"])
     async def daily_room() -> dict:
         """Create a Daily room with the bot in it; returns the room URL and the user's token.
         The bot leaves, and its session ends, when the last participant leaves."""
         if settings.daily_api_key is None:
             raise HTTPException(503, detail="Daily is not configured: set DAILY_API_KEY")
+        take_slot()  # before the room exists: a full server makes no orphaned room
         try:
             room = await create_room(settings)
         except Exception as e:  # Daily unreachable or refusing: say so, keep serving
+            slots.release()
             logger.warning(f"Daily room creation failed: {e}")
             raise HTTPException(502, detail=f"Daily room creation failed: {e}") from e
         transport = create_daily_transport(room, settings)
-        app.state.sessions.spawn(
+        spawn_counted(
             transport,
             "daily",
             ends_on_disconnect=lambda: nobody_left(transport),
@@ -155,10 +237,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return {"room_url": room.url, "token": room.user_token}
 
-    @app.patch("/api/offer", tags=["webrtc"])
+    @session_api.patch("/offer", tags=["webrtc"])
     async def webrtc_ice_candidates(request: SmallWebRTCPatchRequest):
+        """ICE candidates for a peer connection; allowed for the pc_id a token opened."""
+        if not auth.peer_allowed(request.pc_id):
+            raise HTTPException(401, detail=f"unknown peer connection {request.pc_id!r}")
         await app.state.webrtc.handle_patch_request(request)
         return {"status": "success"}
+
+    app.include_router(keyed_api)
+    app.include_router(session_api)
 
     # Plotly's browser bundle ships inside the Python package: charts work offline.
     app.mount("/vendor", StaticFiles(directory=PLOTLY_JS_DIR), name="vendor")
@@ -171,6 +259,7 @@ def _session_view(record: SessionRecord, *, full: bool) -> dict:
         "session_id": record.session_id,
         "transport": record.transport,
         "state": record.state,
+        "end_reason": record.end_reason,
         "started_at": record.started_at,
         "ended_at": record.ended_at,
         "history_length": len(record.turns),
@@ -223,10 +312,13 @@ class DrainingServer(uvicorn.Server):
 
 def main() -> None:
     settings = get_settings()
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning(f"Serving on {settings.host}: anyone who reaches it can start sessions")
+    warn_if_exposed(settings)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    # Oversized WebSocket messages are refused by the protocol layer, before they are
+    # buffered whole: the connection closes with 1009 (message too big).
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", ws_max_size=MAX_FRAME_BYTES
+    )
     DrainingServer(config, app, settings).run()
 
 

@@ -3,10 +3,6 @@
 from collections.abc import Awaitable, Callable
 
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
-from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -21,14 +17,12 @@ from pipecat.processors.frameworks.rtvi.observer import (
 )
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy, TranscriptionUserTurnStartStrategy
-from pipecat.turns.user_stop import (
-    SpeechTimeoutUserTurnStopStrategy,
-    TurnAnalyzerUserTurnStopStrategy,
-)
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.engines.loader import EmbeddedEngines
 from bot.observers.turn_recorder import EngineStage, TurnRecorder
+from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
 from bot.processors.visualization import VisualizationProcessor
 from bot.records import TurnRecord
 from bot.session_resources import SessionResources
@@ -41,6 +35,7 @@ from bot.service_factory import (
 )
 from bot.settings import Settings
 from bot.tools import ALL_TOOLS
+from bot.turn_models import create_turn_stop_strategy, create_vad_analyzer
 
 # The browser client records at 16 kHz and plays at 24 kHz whatever rate a frame announces.
 AUDIO_IN_RATE = 16000
@@ -49,12 +44,7 @@ AUDIO_OUT_RATE = 24000
 
 def turn_strategies(settings: Settings) -> UserTurnStrategies:
     stop = (
-        TurnAnalyzerUserTurnStopStrategy(
-            turn_analyzer=LocalSmartTurnAnalyzerV3(
-                cpu_count=2,  # its inference sits on the critical path at every turn end
-                params=SmartTurnParams(stop_secs=settings.turn_max_silence_secs),
-            )
-        )
+        create_turn_stop_strategy(settings)
         if settings.smart_turn
         else SpeechTimeoutUserTurnStopStrategy()
     )
@@ -76,10 +66,12 @@ def build_worker(
     on_turn: Callable[[TurnRecord], Awaitable[None]],
     resources: SessionResources,
     on_visualization: Callable[[dict], Awaitable[None]] | None = None,
+    text_only: bool = False,
 ) -> tuple[PipelineWorker, TurnRecorder]:
-    stt = create_stt(settings, engines)
+    # text_only: the scripted text evals (evals/) type the user's turns and read the replies.
+    stt = None if text_only else create_stt(settings, engines)
     llm = create_llm(settings, engines)
-    tts = create_tts(settings, engines)
+    tts = None if text_only else create_tts(settings, engines)
     threads = embedded_threads(settings)
     recorder = TurnRecorder(
         session_id=session_id,
@@ -87,6 +79,7 @@ def build_worker(
         engines={
             service.name: EngineStage(stage, threads[stage])
             for stage, service in (("stt", stt), ("llm", llm), ("tts", tts))
+            if service
         },
         on_turn=on_turn,
     )
@@ -95,26 +88,40 @@ def build_worker(
         resources, on_visualization, turn_id=lambda: recorder.current_turn_id
     )
 
+    # A stage that fails or stays silent costs one turn: apology, failed record, next turn.
+    fault_recovery = FaultRecovery(
+        stages={"stt": stt, "llm": llm, "tts": tts},
+        timeouts=StageTimeouts(
+            stt=settings.stt_timeout_secs,
+            llm=settings.llm_timeout_secs,
+            tts=settings.tts_timeout_secs,
+        ),
+        apology=engines.apology if tts else b"",  # a text-only session plays no audio
+        apology_sample_rate=engines.apology_sample_rate,
+        on_failure=recorder.fail,
+    )
+
     context = LLMContext(tools=ToolsSchema(standard_tools=ALL_TOOLS))
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_secs)),
+            vad_analyzer=create_vad_analyzer(settings),
             user_turn_strategies=turn_strategies(settings),
         ),
     )
 
     pipeline = Pipeline(
-        [
+        list(filter(None, [  # a text-only pipeline has no STT or TTS
             transport.input(),
             stt,
             user_aggregator,
             llm,
             tts,
             visualizer,
+            fault_recovery,
             transport.output(),
             assistant_aggregator,
-        ]
+        ]))
     )
 
     worker = PipelineWorker(
@@ -127,7 +134,7 @@ def build_worker(
         ),
         conversation_id=session_id,
         idle_timeout_secs=None,
-        observers=[recorder],
+        observers=[recorder, fault_recovery.observer],
         app_resources=resources,  # what the tools may use (FunctionCallParams.app_resources)
         # The page shows which tool ran with which arguments: it is the user's own session.
         rtvi_observer_params=RTVIObserverParams(

@@ -72,6 +72,16 @@ class ToolCall(BaseModel):
     duration_secs: float | None = None
 
 
+class TurnFailure(BaseModel):
+    """Why a turn failed: the stage that failed, how, and what it said."""
+
+    stage: Literal["stt", "llm", "tts"]
+    kind: Literal["error", "timeout"] = Field(
+        description="error: the service reported one; timeout: it did not answer in time."
+    )
+    message: str
+
+
 class TurnRecord(BaseModel):
     turn_id: str
     session_id: str
@@ -82,6 +92,8 @@ class TurnRecord(BaseModel):
     bot_text: str = ""
     status: Literal["completed", "interrupted", "failed"] = "completed"
     error: str | None = None
+    # Records written before faults were classified have none (old databases stay readable).
+    failure: TurnFailure | None = None
     latency: TurnLatency | None = None
     usage: Usage = Field(default_factory=Usage)
     cost: Cost = Field(default_factory=Cost)
@@ -97,6 +109,11 @@ class SessionRecord(BaseModel):
     started_at: float
     ended_at: float | None = None
     state: Literal["starting", "active", "ending", "ended"] = "starting"
+    end_reason: str | None = Field(
+        None,
+        description="How it ended: client_left, idle_timeout, max_duration, server_shutdown,"
+        " not_joined or pipeline_ended.",
+    )
     providers: dict[str, str] = Field(default_factory=dict)
     turns: list[TurnRecord] = Field(default_factory=list)
     visualizations: list[dict[str, Any]] = Field(default_factory=list)

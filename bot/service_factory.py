@@ -24,11 +24,19 @@ async def strip_emoji(text: str, _text_type) -> str:
 SPEAKABLE_TEXT = [("*", strip_markdown), ("*", strip_emoji)]
 
 
+BENCHMARK = "benchmark (fixed delays)"
+
+
 def describe_providers(settings: Settings) -> dict[str, str]:
     """Stage -> 'provider:model', as turn records and prices name them."""
     stt, llm, tts = (settings.resolved(stage) for stage in ("stt", "llm", "tts"))
     # A self-hosted OpenAI-compatible server is not billed at OpenAI's prices.
     openai = "openai-compatible" if settings.openai_base_url else "openai"
+    benchmark = {
+        stage: f"{BENCHMARK}:{getattr(settings, f'benchmark_{stage}_delay_ms'):g}ms"
+        for stage in ("stt", "llm", "tts")
+        if settings.resolved(stage) is Provider.BENCHMARK
+    }
     return {
         "stt": f"deepgram:{settings.deepgram_model}" if stt is Provider.DEEPGRAM else "embedded:moonshine-base-en",
         "llm": f"{openai}:{settings.openai_model}" if llm is Provider.OPENAI else f"embedded:{settings.llm_model}",
@@ -37,7 +45,7 @@ def describe_providers(settings: Settings) -> dict[str, str]:
             if tts is Provider.ELEVENLABS
             else f"embedded:piper-{settings.tts_voice}"
         ),
-    }
+    } | benchmark
 
 
 def embedded_threads(settings: Settings) -> dict[str, int | None]:
@@ -51,6 +59,12 @@ def embedded_threads(settings: Settings) -> dict[str, int | None]:
 
 def create_stt(settings: Settings, engines: EmbeddedEngines) -> STTService:
     provider = settings.resolved("stt")
+    if provider is Provider.BENCHMARK:
+        from bot.services.benchmark import BenchmarkSTTService
+
+        return BenchmarkSTTService(
+            delay_secs=settings.benchmark_stt_delay_ms / 1000, faults=settings.benchmark_faults
+        )
     if provider is Provider.DEEPGRAM:
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -68,6 +82,12 @@ def create_stt(settings: Settings, engines: EmbeddedEngines) -> STTService:
 
 def create_llm(settings: Settings, engines: EmbeddedEngines) -> LLMService:
     provider = settings.resolved("llm")
+    if provider is Provider.BENCHMARK:
+        from bot.services.benchmark import BenchmarkLLMService
+
+        return BenchmarkLLMService(
+            delay_secs=settings.benchmark_llm_delay_ms / 1000, faults=settings.benchmark_faults
+        )
     if provider is Provider.OPENAI:
         from pipecat.services.openai.llm import OpenAILLMService
 
@@ -100,6 +120,14 @@ def create_llm(settings: Settings, engines: EmbeddedEngines) -> LLMService:
 
 def create_tts(settings: Settings, engines: EmbeddedEngines) -> TTSService:
     provider = settings.resolved("tts")
+    if provider is Provider.BENCHMARK:
+        from bot.services.benchmark import BenchmarkTTSService
+
+        return BenchmarkTTSService(
+            delay_secs=settings.benchmark_tts_delay_ms / 1000,
+            faults=settings.benchmark_faults,
+            text_transforms=SPEAKABLE_TEXT,
+        )
     if provider is Provider.ELEVENLABS:
         from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 

@@ -19,6 +19,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.costs import price_turn
 from bot.engines.loader import EmbeddedEngines
+from bot.limits import SessionDeadlines
 from bot.pipeline import build_worker
 from bot.records import SessionRecord, TurnRecord
 from bot.service_factory import describe_providers
@@ -113,12 +114,13 @@ class SessionManager:
         async def disconnected(_transport, _client):
             if ends_on_disconnect():
                 record.state = "ending"
+                record.end_reason = record.end_reason or "client_left"
                 await worker.cancel()
 
         async def end_unjoined(reason: str) -> None:
             if record.state == "starting":
                 logger.warning(f"Session {record.session_id} ends: {reason}")
-                record.state = "ending"
+                record.state, record.end_reason = "ending", "not_joined"
                 await worker.cancel()
 
         if join_timeout_secs is not None:
@@ -134,6 +136,17 @@ class SessionManager:
 
             watchdog = asyncio.create_task(join_deadline())
 
+        # Idle and maximum-duration limits end the session the way a drain does.
+        deadlines = SessionDeadlines.from_settings(self._settings)
+        worker.add_observer(deadlines)
+        deadline_watch = asyncio.create_task(
+            deadlines.watch(
+                lambda reason, goodbye: self._end(record, worker, reason, goodbye),
+                self._settings.drain_timeout_secs,
+                worker.cancel,
+            )
+        )
+
         self.active[record.session_id] = record
         self._workers[record.session_id] = worker
         self._telemetry.session_started(kind)
@@ -146,8 +159,10 @@ class SessionManager:
         finally:
             if join_timeout_secs is not None:
                 watchdog.cancel()
+            deadline_watch.cancel()
             await recorder.finish()
             record.state, record.ended_at = "ended", time.time()
+            record.end_reason = record.end_reason or "pipeline_ended"
             record.resources = self._telemetry.untrack_peaks(record.session_id)
             await self._store.save_session(record)
             self.active.pop(record.session_id, None)
@@ -173,7 +188,8 @@ class SessionManager:
         await self._store.append_turn(turn)
         self._telemetry.record_turn(turn)
         if turn.status == "failed":
-            self._telemetry.record_error("turn_failed")
+            failure = turn.failure
+            self._telemetry.record_error(f"{failure.stage}_{failure.kind}" if failure else "turn_failed")
         await worker.rtvi.send_server_message(
             {
                 "type": "turn-metrics",
@@ -182,25 +198,37 @@ class SessionManager:
             }
         )
 
-    def spawn(self, transport: BaseTransport, kind: str, **options) -> None:
+    def spawn(self, transport: BaseTransport, kind: str, **options) -> asyncio.Task:
         """Run a session in the background (transports whose handshake returns first)."""
         task = asyncio.create_task(self.run(transport, kind, **options))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def drain(self, goodbye: str, timeout: float) -> None:
         """Say goodbye to every active session and end it gracefully, within `timeout`."""
         if not self._workers:
             return
         logger.info(f"Draining {len(self._workers)} session(s)")
-        for worker in list(self._workers.values()):
-            # EndFrame is queued behind the goodbye, so the pipeline ends once it is spoken.
-            await worker.queue_frames([TTSSpeakFrame(goodbye, append_to_context=False), EndFrame()])
+        for session_id, worker in list(self._workers.items()):
+            await self._end(self.active[session_id], worker, "server_shutdown", goodbye)
         deadline = time.monotonic() + timeout
         while self._workers and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for worker in list(self._workers.values()):
             await worker.cancel()
+
+    async def _end(self, record: SessionRecord, worker: PipelineWorker, reason: str, goodbye: str) -> None:
+        """End one session gracefully: tell the client why, speak the goodbye, then end."""
+        if record.state == "ending":  # already saying goodbye, or the client left
+            return
+        logger.info(f"Session {record.session_id} ends: {reason}")
+        record.state, record.end_reason = "ending", reason
+        await worker.rtvi.send_server_message(
+            {"type": "session-ending", "session_id": record.session_id, "reason": reason, "message": goodbye}
+        )
+        # EndFrame is queued behind the goodbye, so the pipeline ends once it is spoken.
+        await worker.queue_frames([TTSSpeakFrame(goodbye, append_to_context=False), EndFrame()])
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):

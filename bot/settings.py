@@ -7,9 +7,10 @@ Every field is documented in the README's configuration table. Non-secret settin
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.costs import PriceTable
 
@@ -25,6 +26,32 @@ class Provider(str, Enum):
     OPENAI = "openai"
     DEEPGRAM = "deepgram"
     ELEVENLABS = "elevenlabs"
+    # Fixed-delay stand-ins (bot/services/benchmark.py) to measure what the server itself adds.
+    BENCHMARK = "benchmark"
+
+
+class BenchmarkFault(NamedTuple):
+    """One injected failure of a benchmark provider: `<stage>:<kind>@<turn>`."""
+
+    stage: Literal["stt", "llm", "tts"]
+    kind: Literal["error", "hang"]
+    turn: int  # 1-based user turn of the session
+
+
+def parse_benchmark_faults(value: str) -> tuple[BenchmarkFault, ...]:
+    """`llm:error@1,tts:hang@2` -> faults; a malformed entry raises naming the setting."""
+    faults = []
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        stage_kind, _, turn = entry.partition("@")
+        stage, _, kind = stage_kind.partition(":")
+        valid_turn = turn.isdigit() and int(turn) >= 1
+        if stage not in ("stt", "llm", "tts") or kind not in ("error", "hang") or not valid_turn:
+            raise ValueError(
+                f"AGENT_BENCHMARK_FAULTS: bad entry {entry!r}; expected <stage>:<kind>@<turn> with"
+                " stage stt|llm|tts, kind error|hang and a turn number from 1, e.g. llm:error@1"
+            )
+        faults.append(BenchmarkFault(stage, kind, int(turn)))
+    return tuple(faults)
 
 
 # Each stage's cloud provider and the setting that holds its key.
@@ -66,10 +93,68 @@ class Settings(BaseSettings):
         15.0, description="How long a stopping server waits for sessions to say goodbye."
     )
 
+    # --- limits and auth (README: Security and limits) ---
+    max_sessions: int = Field(
+        32, ge=0, description="Most concurrent sessions over all transports; one more is refused (0: no limit)."
+    )
+    idle_timeout_secs: float = Field(
+        300.0, ge=0, description="A session with no user speech or message for this long ends (0: never)."
+    )
+    max_session_secs: float = Field(
+        3600.0, ge=0, description="A session ends once it has lasted this long (0: no limit)."
+    )
+    idle_goodbye: str = Field(
+        "I haven't heard from you for a while, so I'm hanging up. Goodbye!",
+        description="What a session hears when it ends for being idle.",
+    )
+    max_session_goodbye: str = Field(
+        "We have reached the time limit for this conversation. Goodbye!",
+        description="What a session hears when it ends at the maximum duration.",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, /api/* and /metrics need it as a bearer token and every session"
+        " needs a one-use token from POST /api/tokens.",
+    )
+    token_ttl_secs: float = Field(
+        60.0, gt=0, description="Lifetime of a session token from POST /api/tokens."
+    )
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without the API key (for Prometheus scrapers)."
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma list of extra browser origins allowed to connect, besides the"
+        " server's own; * allows any.",
+    )
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value):
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
     # --- provider per stage: auto = cloud when its key is set, embedded otherwise ---
-    stt_provider: Provider = Field(Provider.AUTO, description="auto, embedded or deepgram.")
-    llm_provider: Provider = Field(Provider.AUTO, description="auto, embedded or openai.")
-    tts_provider: Provider = Field(Provider.AUTO, description="auto, embedded or elevenlabs.")
+    stt_provider: Provider = Field(Provider.AUTO, description="auto, embedded, deepgram or benchmark.")
+    llm_provider: Provider = Field(Provider.AUTO, description="auto, embedded, openai or benchmark.")
+    tts_provider: Provider = Field(Provider.AUTO, description="auto, embedded, elevenlabs or benchmark.")
+
+    # --- benchmark providers: fixed delays, never chosen by `auto` ---
+    benchmark_stt_delay_ms: float = Field(
+        150.0, ge=0, description="Benchmark STT: final transcript this long after the VAD stop."
+    )
+    benchmark_llm_delay_ms: float = Field(
+        350.0, ge=0, description="Benchmark LLM: first token this long after the request."
+    )
+    benchmark_tts_delay_ms: float = Field(
+        150.0, ge=0, description="Benchmark TTS: first audio this long after each sentence."
+    )
+    benchmark_faults: Annotated[tuple[BenchmarkFault, ...], NoDecode] = Field(
+        (),
+        description="Benchmark providers' injected failures, <stage>:<kind>@<turn> comma list"
+        " (stage stt|llm|tts, kind error|hang), e.g. llm:error@1,tts:hang@2.",
+    )
 
     # --- embedded LLM ---
     llm_model: str = Field(
@@ -104,6 +189,21 @@ class Settings(BaseSettings):
     turn_max_silence_secs: float = Field(
         1.5,
         description="Longest pause after which a turn ends even if Smart Turn judges it unfinished.",
+    )
+
+    # --- faults (bot/processors/fault_recovery.py) ---
+    apology: str = Field(
+        "Sorry, something went wrong on my side. Could you say that again?",
+        description="Said (pre-rendered with the embedded Piper voice) when a turn fails.",
+    )
+    stt_timeout_secs: float = Field(
+        4.0, gt=0, description="A turn fails if the STT gives no final transcript this long after the VAD stop."
+    )
+    llm_timeout_secs: float = Field(
+        15.0, gt=0, description="A turn fails if the LLM's first token (or its next one) takes longer."
+    )
+    tts_timeout_secs: float = Field(
+        6.0, gt=0, description="A turn fails if the TTS gives no audio this long after the answer's first text."
     )
 
     # --- cloud providers (Pipecat's own service classes) ---
@@ -166,15 +266,20 @@ class Settings(BaseSettings):
         description="System prompt of the assistant.",
     )
 
+    @field_validator("benchmark_faults", mode="before")
+    @classmethod
+    def _parse_faults(cls, value):
+        return parse_benchmark_faults(value) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check_providers(self) -> "Settings":
         """Fail at startup, naming the setting, rather than when the first session starts."""
         for stage, (cloud, key_name) in CLOUD_PROVIDERS.items():
             chosen = getattr(self, f"{stage}_provider")
-            if chosen not in (Provider.AUTO, Provider.EMBEDDED, cloud):
+            if chosen not in (Provider.AUTO, Provider.EMBEDDED, Provider.BENCHMARK, cloud):
                 raise ValueError(
                     f"AGENT_{stage.upper()}_PROVIDER={chosen.value} is not a {stage} provider;"
-                    f" use auto, embedded or {cloud.value}"
+                    f" use auto, embedded, benchmark or {cloud.value}"
                 )
             has_key = getattr(self, key_name) is not None
             if chosen is cloud and not has_key and not (stage == "llm" and self.openai_base_url):

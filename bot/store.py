@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS turns (
 """
 
 _SESSION_COLUMNS = (
-    "session_id, transport, started_at, ended_at, state, providers, resources, visualizations"
+    "session_id, transport, started_at, ended_at, state, providers, resources, visualizations,"
+    " end_reason"
 )
 
 
@@ -70,6 +71,9 @@ class SessionStore:
         conn.execute("PRAGMA synchronous=FULL")  # a returned write survives a power cut too
         conn.execute("PRAGMA busy_timeout=5000")  # another process (the CLI report) may read
         conn.executescript(_SCHEMA)
+        # Added after the first release: older files gain the column (NULL in old rows).
+        if "end_reason" not in {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}:
+            conn.execute("ALTER TABLE sessions ADD COLUMN end_reason TEXT")
         with conn:
             if conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
                 conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
@@ -107,6 +111,7 @@ class SessionStore:
             json.dumps(record.providers),
             json.dumps(record.resources),
             json.dumps(record.visualizations),
+            record.end_reason,
         )
         await self._run(self._save_session, row)
 
@@ -115,11 +120,11 @@ class SessionStore:
             # Visualizations only ever grow (see add_visualization), so the longer list is the
             # newer one: a record that never held them in memory cannot erase stored ones.
             self._conn.execute(
-                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (session_id) DO UPDATE SET transport = excluded.transport,"
                 " started_at = excluded.started_at, ended_at = excluded.ended_at,"
                 " state = excluded.state, providers = excluded.providers,"
-                " resources = excluded.resources,"
+                " resources = excluded.resources, end_reason = excluded.end_reason,"
                 " visualizations = CASE WHEN json_array_length(excluded.visualizations)"
                 " >= json_array_length(sessions.visualizations)"
                 " THEN excluded.visualizations ELSE sessions.visualizations END",
@@ -213,6 +218,7 @@ class SessionStore:
                 providers=json.loads(row[5]),
                 resources=json.loads(row[6]),
                 visualizations=json.loads(row[7]),
+                end_reason=row[8],
                 turns=by_session.get(row[0], []),
             )
             for row in rows

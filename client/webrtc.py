@@ -69,6 +69,7 @@ class WebRTCPeer:
     bot_audio_samples: int = 0
     bot_audio_rate: int | None = None
     pc_id: str | None = None
+    token: str | None = None  # from POST /api/tokens, when the server has an API key
 
     async def __aenter__(self) -> "WebRTCPeer":
         self._pc = RTCPeerConnection()
@@ -83,7 +84,8 @@ class WebRTCPeer:
         await self._pc.setLocalDescription(await self._pc.createOffer())  # gathers ICE
         async with aiohttp.ClientSession() as http:
             offer = {"sdp": self._pc.localDescription.sdp, "type": self._pc.localDescription.type}
-            async with http.post(f"{self.base_url}/api/offer", json=offer) as response:
+            params = {"token": self.token} if self.token else None
+            async with http.post(f"{self.base_url}/api/offer", json=offer, params=params) as response:
                 response.raise_for_status()
                 answer = await response.json()
         self.pc_id = answer.get("pc_id")

@@ -9,6 +9,7 @@ VAD and turn timers run on wall-clock time.
 import asyncio
 import json
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -44,6 +45,15 @@ class BotAudio:
     sample_rate: int
 
 
+def session_token(base_url: str, api_key: str) -> str:
+    """A one-use session token (`?token=` on /ws and /api/offer) from a server with a key."""
+    request = urllib.request.Request(
+        f"{base_url}/api/tokens", method="POST", headers={"Authorization": f"Bearer {api_key}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["token"]
+
+
 def audio_frame(pcm: bytes, sample_rate: int = MIC_RATE) -> bytes:
     frame = frames_pb2.Frame()
     frame.audio.audio = pcm
@@ -67,9 +77,11 @@ class VoiceClient:
     audio: list[BotAudio] = field(default_factory=list)
     interruptions: list[float] = field(default_factory=list)
     closed_code: int | None = None
+    closed_reason: str = ""
+    origin: str | None = None  # the Origin header a browser would send; None sends none
 
     async def __aenter__(self) -> "VoiceClient":
-        self._ws = await websockets.connect(self.url, max_size=None)
+        self._ws = await websockets.connect(self.url, max_size=None, origin=self.origin)
         self._speech = bytearray()
         self._speech_done: asyncio.Future | None = None
         self._changed = asyncio.Event()
@@ -156,6 +168,7 @@ class VoiceClient:
                 self._changed.set()
         except websockets.ConnectionClosed as closed:
             self.closed_code = closed.rcvd.code if closed.rcvd else 1006
+            self.closed_reason = closed.rcvd.reason if closed.rcvd else ""
         finally:
             if self.closed_code is None:
                 self.closed_code = 1000

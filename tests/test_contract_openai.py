@@ -289,7 +289,11 @@ async def test_routed_mode_answers_and_calls_tools(script, routed_ws):
     schema = body["response_format"]["json_schema"]["schema"]
     assert body["response_format"]["type"] == "json_schema"
     branches = {b["properties"]["tool"]["const"]: b for b in schema["anyOf"]}
-    assert set(branches) == {"none"} | {tool.__name__ for tool in ALL_TOOLS}
+    # No numbers said and no earlier result yet: nothing to chart, so no chart branch.
+    assert set(branches) == {"none"} | {t.__name__ for t in ALL_TOOLS} - {"generate_chart"}
+    assert '"tool": "generate_chart"' in body["messages"][0]["content"]  # still described
+    timezone = branches["get_current_time"]["properties"]["arguments"]["properties"]["timezone"]
+    assert "Asia/Tokyo" in timezone["enum"] and "Asia/Tokio" not in timezone["enum"]
     arguments = branches["get_current_time"]["properties"]["arguments"]
     assert arguments["required"] == ["timezone"] and arguments["properties"]["timezone"]["type"] == "string"
     assert body["messages"][0]["role"] == "system"

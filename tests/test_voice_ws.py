@@ -4,8 +4,6 @@ import asyncio
 import json
 import urllib.request
 
-from pipecat.frames.protobufs import frames_pb2
-
 from client.speech import speech_pcm
 from client.ws import VoiceClient
 
@@ -85,51 +83,6 @@ async def test_barge_in_stops_bot_audio(ws_url):
         await barge_in
     finally:
         await client.__aexit__(None, None, None)
-
-
-def _message_frame(data: str) -> bytes:
-    frame = frames_pb2.Frame()
-    frame.message.data = data
-    return frame.SerializeToString()
-
-
-def _audio_frame(pcm: bytes, sample_rate: int, channels: int) -> bytes:
-    frame = frames_pb2.Frame()
-    frame.audio.audio, frame.audio.sample_rate, frame.audio.num_channels = pcm, sample_rate, channels
-    return frame.SerializeToString()
-
-
-BAD_INPUTS = {
-    "garbage bytes": b"\x00\xffnot a protobuf frame at all",
-    "text frame": "a text frame instead of binary",
-    "invalid JSON": _message_frame("{not json"),
-    "not an RTVI envelope": _message_frame('{"hello": "world"}'),
-    "zero channels": _audio_frame(bytes(640), 16000, 0),
-    "odd byte length": _audio_frame(bytes(641), 16000, 1),
-    "bad sample rate": _audio_frame(bytes(640), 12345, 1),
-}
-
-
-async def test_bad_input_gets_an_error_and_the_session_keeps_working(ws_url, live_server):
-    async with VoiceClient(ws_url) as client:
-        for payload in BAD_INPUTS.values():
-            await client.send_raw(payload)
-        for _ in range(50):
-            if len([m for m in client.messages if m.type == "error"]) >= len(BAD_INPUTS):
-                break
-            await asyncio.sleep(0.1)
-        errors = [m.data for m in client.messages if m.type == "error"]
-        assert len(errors) == len(BAD_INPUTS), errors
-        assert all(e["error"] and e["fatal"] is False for e in errors)
-        # The same session still works: it gets ready and speaks its greeting.
-        await client.ready()
-        speaking = await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT)
-        assert client.voiced_audio_seconds(0, speaking.at) > 0.5
-
-    with urllib.request.urlopen(f"{live_server}/health", timeout=5) as response:
-        assert json.loads(response.read())["status"] == "ok"
-    with urllib.request.urlopen(f"{live_server}/api/metrics", timeout=5) as response:
-        assert json.loads(response.read())["errors"]["bad_input"] >= len(BAD_INPUTS)
 
 
 async def test_concurrent_sessions_share_the_models_without_mixing(ws_url, live_server):

@@ -17,6 +17,10 @@ class EmbeddedEngines:
     llm: "LocalLLMEngine | None" = None  # noqa: F821
     tts: "SharedPiperVoice | None" = None  # noqa: F821
     load_seconds: dict[str, float] = field(default_factory=dict)
+    # The apology a failed turn plays (16-bit mono PCM at `apology_sample_rate`), rendered
+    # here so that it plays even when the TTS is what failed.
+    apology: bytes = b""
+    apology_sample_rate: int = 0
 
     def describe(self) -> dict[str, str]:
         return {
@@ -63,6 +67,24 @@ def _load_tts(settings: Settings):
     return voice
 
 
+def render_apology(settings: Settings, voice, sample_rate: int) -> bytes:
+    """The apology spoken by the embedded Piper voice (a cloud TTS may be the stage that
+    failed), resampled to the pipeline's output rate; b"" when there is nothing to say."""
+    import numpy as np
+    import soxr
+
+    from bot.engines.piper_voice import SharedPiperVoice
+
+    if not settings.apology.strip():
+        return b""
+    # Loaded just for this when the TTS is a cloud one, and dropped once rendered.
+    voice = voice or SharedPiperVoice(settings.tts_voice, threads=1)
+    pcm = np.frombuffer(b"".join(voice.synthesize(settings.apology)), dtype=np.int16)
+    if voice.sample_rate != sample_rate:
+        pcm = soxr.resample(pcm, voice.sample_rate, sample_rate).astype(np.int16)
+    return pcm.tobytes()
+
+
 async def _warm_llm(engine, settings: Settings) -> None:
     """Cache the system prompt and tool instructions, the prefix of every request."""
     from bot.services.local_llm import build_request
@@ -95,6 +117,21 @@ async def load_engines(settings: Settings) -> EmbeddedEngines:
             await _warm_llm(engines.llm, settings)
         engines.load_seconds[stage] = round(time.monotonic() - started, 2)
 
-    await asyncio.gather(*(load(stage) for stage in wanted))
+    async def apology():
+        from bot.pipeline import AUDIO_OUT_RATE
+
+        started = time.monotonic()
+        engines.apology_sample_rate = AUDIO_OUT_RATE
+        engines.apology = await asyncio.to_thread(
+            render_apology, settings, engines.tts, AUDIO_OUT_RATE
+        )
+        logger.info(f"Apology rendered in {time.monotonic() - started:.2f}s")
+
+    # With an embedded TTS the apology waits for its voice (reused, not loaded twice);
+    # otherwise it loads a voice of its own, beside the other engines.
+    reuse_voice = "tts" in wanted
+    await asyncio.gather(*(load(stage) for stage in wanted), *([] if reuse_voice else [apology()]))
+    if reuse_voice:
+        await apology()
     logger.info(f"Embedded engines ready: {engines.describe()} in {engines.load_seconds}")
     return engines

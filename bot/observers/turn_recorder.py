@@ -1,7 +1,8 @@
 """Watches one session's frames and writes a `TurnRecord` for every user turn.
 
 A turn opens when the user starts speaking and closes when the bot has finished answering,
-was interrupted, or failed. On the way it collects the milestones of `bot.records.MILESTONES`
+was interrupted, or failed (`bot.processors.fault_recovery` decides that and calls `fail`: not
+every error frame fails a turn). On the way it collects the milestones of `bot.records.MILESTONES`
 (seconds after the end of the user's speech, i.e. the VAD stop time minus its stop_secs),
 the usage Pipecat's services report in `MetricsFrame`s, the tool calls, and both sides' text.
 Pricing, storage and delivery are the session's business: the recorder hands each finished
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
-    ErrorFrame,
     FunctionCallInProgressFrame,
     FunctionCallResultFrame,
     InterruptionFrame,
@@ -37,7 +37,7 @@ from pipecat.metrics.metrics import (
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
-from bot.records import ToolCall, TurnLatency, TurnRecord, Usage
+from bot.records import ToolCall, TurnFailure, TurnLatency, TurnRecord, Usage
 
 
 @dataclass
@@ -120,9 +120,6 @@ class TurnRecorder(BaseObserver):
             await self._close("completed")
         elif isinstance(frame, InterruptionFrame) and turn.answering:
             await self._close("interrupted")
-        elif isinstance(frame, ErrorFrame) and turn.answering:
-            turn.record.error = frame.error
-            await self._close("failed")
         elif isinstance(frame, MetricsFrame):
             self._add_metrics(frame)
 
@@ -130,6 +127,15 @@ class TurnRecorder(BaseObserver):
     def current_turn_id(self) -> str | None:
         """The open turn's id, which every message about it carries."""
         return self._turn.record.turn_id if self._turn else None
+
+    async def fail(self, failure: TurnFailure) -> bool:
+        """Close the open turn as failed; False when no turn is open."""
+        if self._turn is None:
+            return False
+        self._turn.record.failure = failure
+        self._turn.record.error = f"{failure.stage} {failure.kind}: {failure.message}"
+        await self._close("failed")
+        return True
 
     async def finish(self) -> None:
         """The session is ending: an answer still in flight counts as interrupted."""

@@ -22,5 +22,8 @@ def create_websocket_transport(
             add_wav_header=False,
             serializer=CheckedProtobufSerializer(on_rejected=on_rejected),
             session_timeout=None,
+            # Origins are checked by the server before the socket is accepted (bot/auth.py),
+            # with the same-origin rule Pipecat's exact-match list lacks.
+            allowed_origins=[],
         ),
     )

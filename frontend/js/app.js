@@ -160,6 +160,12 @@ function handleRtvi(msg) {
   window.dispatchEvent(new CustomEvent("rtvi-message", { detail: msg }));
 }
 
+// The server ends a session that is idle or too long, or when it stops; say why.
+onServerMessage("session-ending", (data) => {
+  const why = { idle_timeout: "idle", max_duration: "time limit reached", server_shutdown: "server stopping" };
+  transcript.note(`Session ending (${why[data.reason] ?? data.reason})`, "warn");
+});
+
 session.addEventListener("state", (e) => renderState(e.detail.state));
 session.addEventListener("level", (e) => renderLevel(e.detail.rms));
 session.addEventListener("message", (e) => handleRtvi(e.detail.msg));

@@ -10,8 +10,9 @@
 
 import { MicCapture, PcmPlayer, openMicrophone } from "./audio.js";
 import { clientReady, isRtviMessage } from "./rtvi.js";
-import { WebSocketTransport } from "./ws-transport.js";
-import { WebRTCTransport } from "./webrtc-transport.js";
+import { WebSocketTransport, defaultWebSocketUrl } from "./ws-transport.js";
+import { WebRTCTransport, defaultOfferUrl } from "./webrtc-transport.js";
+import { sessionToken, withToken } from "./auth.js";
 
 export const STATES = ["disconnected", "connecting", "ready", "listening", "bot-speaking"];
 
@@ -74,12 +75,17 @@ export class VoiceSession extends EventTarget {
     let capture = null;
     let transport = null;
     try {
+      // One-use: a fresh token for every connection (null when the server has no API key).
+      const token = await sessionToken();
+      if (cancelled()) throw new Error("cancelled");
       mic = await openMicrophone();
       if (cancelled()) throw new Error("cancelled");
       if (kind === "webrtc") {
-        transport = new WebRTCTransport({ offerUrl: this.offerUrl, ...handlers });
+        const offerUrl = withToken(this.offerUrl ?? defaultOfferUrl(), token);
+        transport = new WebRTCTransport({ offerUrl, ...handlers });
       } else {
-        transport = new WebSocketTransport({ url: this.wsUrl, ...handlers });
+        const url = withToken(this.wsUrl ?? defaultWebSocketUrl(), token);
+        transport = new WebSocketTransport({ url, ...handlers });
         player = new PcmPlayer({ sampleRate: 24000 });
         await player.start();
         if (cancelled()) throw new Error("cancelled");

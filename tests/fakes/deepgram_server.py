@@ -24,6 +24,13 @@ so much voiced audio, then the scripted final transcript once the speaker has be
 `endpoint_silence_secs` (endpointing: `speech_final: true`; the `endpointing` query parameter
 overrides it when a client sends one, Pipecat does not) or when the client sends `Finalize`
 (`from_finalize: true`), whichever comes first.
+
+Failure modes, armed for the next utterance with `FakeDeepgram.inject(kind)`: `"error"` closes
+the stream with code 1011 and reason `NET-0000` when that utterance's final is due (how
+Deepgram reports an internal error, "Recovering from connection errors & timeouts":
+https://developers.deepgram.com/docs/recovering-from-connection-errors-and-timeouts);
+`"hang"` keeps the connection open but sends nothing more (no results, no Finalize answer)
+until the speaker starts the next utterance.
 """
 
 from __future__ import annotations
@@ -127,12 +134,16 @@ class _Session:
         self.interims_sent = 0
         self.last_word_end: float | None = None  # for UtteranceEnd
         self.utterance_end_sent = True
+        self.fault: str | None = None  # injected into the open utterance
+        self.hung = False  # a "hang" fault: everything sent is dropped until the next utterance
 
     def _utterance(self) -> Utterance:
         script = self.server.script
         return script[min(self.server.utterances_heard, len(script) - 1)]
 
     async def send(self, message: dict[str, Any]) -> None:
+        if self.hung:
+            return
         self.record.sent.append(message)
         await self.ws.send(json.dumps(message))
 
@@ -153,6 +164,8 @@ class _Session:
             if not self.in_speech:
                 self.in_speech, self.start = True, self.clock - FRAME_SECS
                 self.voiced, self.interims_sent = 0.0, 0
+                self.hung = False
+                self.fault = self.server.faults.pop(0) if self.server.faults else None
             self.voiced += FRAME_SECS
             self.silence = 0.0
         elif self.in_speech:
@@ -192,6 +205,12 @@ class _Session:
 
     async def _finish(self, *, speech_final: bool, from_finalize: bool) -> None:
         """Send the scripted final transcript of the open utterance."""
+        if self.fault == "error":
+            await self.ws.close(1011, "NET-0000")
+            return
+        if self.fault == "hang":
+            self.hung, self.in_speech = True, False
+            return
         utterance = self._utterance()
         self.server.utterances_heard += 1
         await self._send_results(
@@ -312,6 +331,13 @@ class FakeDeepgram(ThreadedWebSocketFake):
         self.script = script
         self.endpoint_silence_secs = endpoint_silence_secs
         self.utterances_heard = 0
+        self.faults: list[str] = []  # "error" / "hang", one per coming utterance
+
+    def inject(self, kind: str) -> None:
+        """Make the next utterance fail: `"error"` (stream closed) or `"hang"` (silence)."""
+        if kind not in ("error", "hang"):
+            raise ValueError(kind)
+        self.faults.append(kind)
 
     def _check_request(self, connection: ServerConnection, request):
         path = urlsplit(request.path).path

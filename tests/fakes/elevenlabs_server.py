@@ -19,6 +19,12 @@ The audio is a real spoken waveform of the text it was sent: the project's Piper
 (`client.speech.speech_pcm`) at the sample rate of the requested `pcm_<rate>` output format, so
 it is non-silent and as long as the words take to say. The character alignment is spread evenly
 over that audio; it is not the voice's real timing.
+
+Failure modes, armed for the next context that gets text with `FakeElevenLabs.inject(kind)`:
+`"error"` answers that text with an error message and closes the socket with code 1011 (an
+internal error; the message's shape, `{"error", "message", "code"}`, is this fake's, not a
+documented one); `"hang"` accepts the context's text and never answers it (no audio, no
+`isFinal`) while the socket stays open.
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ class _Session:
             record.query.get("authorization") == server.api_key
         )
         self.buffers: dict[str, str] = {}  # text waiting to be generated, per context
+        self.faulted: dict[str, str] = {}  # context -> the fault injected into it
 
     async def send(self, message: dict[str, Any]) -> None:
         logged = dict(message)
@@ -117,6 +124,8 @@ class _Session:
 
         if message.get("close_context"):
             # CloseContext: the context ends; FinalOutputMulti ("isFinal") is its last message.
+            if self.faulted.get(context_id) == "hang":
+                return True  # a hung context does not even confirm its end
             if context_id in self.record.contexts:
                 await self._generate(context_id)
                 await self._close(context_id)
@@ -137,6 +146,17 @@ class _Session:
         context = self.record.contexts[context_id]
         if context.closed:
             return True  # text for a closed context is dropped
+        if text and context_id not in self.faulted and self.server.faults:
+            self.faulted[context_id] = self.server.faults.pop(0)
+            if self.faulted[context_id] == "error":
+                await self.send(
+                    {"error": "internal_error", "message": "An internal error occurred.", "code": 1011}
+                )
+                await self.ws.close(1011, "internal error")
+                return False
+        if self.faulted.get(context_id) == "hang":
+            context.text += text or ""
+            return True  # taken, never spoken
         if text:
             # SendText: text is buffered and generated in chunks.
             context.text += text
@@ -205,6 +225,16 @@ class FakeElevenLabs(ThreadedWebSocketFake):
     """
 
     name = "fake-elevenlabs"
+
+    def __init__(self, *, api_key: str = "test-key"):
+        super().__init__(api_key=api_key)
+        self.faults: list[str] = []  # "error" / "hang", one per coming context
+
+    def inject(self, kind: str) -> None:
+        """Make the next context that gets text fail: `"error"` or `"hang"`."""
+        if kind not in ("error", "hang"):
+            raise ValueError(kind)
+        self.faults.append(kind)
 
     def _check_request(self, connection: ServerConnection, request):
         split = urlsplit(request.path)

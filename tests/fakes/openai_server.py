@@ -16,6 +16,11 @@ It speaks the wire format the OpenAI documentation specifies, so the product's r
 (The same pages are also served under https://developers.openai.com/api/docs/, where the
 `openai` SDK's docstrings point.)
 
+Failure modes, armed per request with `FakeOpenAI.inject(fault, times=n)`: the next n
+completions get `Failure` (an HTTP error status with the documented error body; the `openai`
+SDK retries 5xx twice, so a lasting outage is three) or `Stall` (a stream that starts and then
+stops sending without closing), whatever the rules say.
+
 A test scripts the replies with `Rule`s: the first rule whose `when(body)` is true answers,
 with `Text` (content deltas) or `ToolCall` (a streamed `tool_calls` delta). When the request
 asks for a JSON-schema `response_format` whose schema is an `anyOf` of reply branches (the
@@ -67,7 +72,25 @@ class ToolCall:
     fragments: int = 4
 
 
+@dataclass
+class Failure:
+    """Answer with an HTTP error status and the API's error body (a 5xx: the provider failed)."""
+
+    status: int = 500
+    message: str = "The server had an error while processing your request."
+
+
+@dataclass
+class Stall:
+    """Start streaming `text`, then stop sending without closing the stream (a hung provider).
+    The stream is held open until the client goes away or `hold_secs` pass."""
+
+    text: str = ""
+    hold_secs: float = 60.0
+
+
 Reply = Text | ToolCall
+Fault = Failure | Stall
 
 
 @dataclass
@@ -266,6 +289,7 @@ class FakeOpenAI:
         self.api_key = api_key
         self.rules: list[Rule] = list(rules or [])
         self.requests: list[Recorded] = []
+        self._faults: list[Fault] = []  # armed for the next requests, in order
         self.url = ""  # http://127.0.0.1:PORT once started; the API is under {url}/v1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -277,6 +301,10 @@ class FakeOpenAI:
         """Replace the rules and forget earlier requests."""
         self.rules = list(rules)
         self.requests.clear()
+
+    def inject(self, fault: Fault, times: int = 1) -> None:
+        """Answer the next `times` completion requests with `fault` instead of the rules."""
+        self._faults.extend([fault] * times)
 
     def completions(self) -> list[Recorded]:
         return [r for r in self.requests if r.path == "/v1/chat/completions"]
@@ -376,6 +404,8 @@ class FakeOpenAI:
             )
 
         body = record.body
+        if self._faults:
+            return await self._fault(request, record, self._faults.pop(0))
         rule = next((r for r in self.rules if r.when(body)), None)
         if rule is None:
             return self._refuse(record, 500, _error_body("no scripted rule matches this request", "server_error"))
@@ -445,6 +475,36 @@ class FakeOpenAI:
             },
         }
         return await self._stream(request, record, body["model"], deltas, finish_reason, usage if include_usage else None)
+
+    async def _fault(self, request: web.Request, record: Recorded, fault: Fault) -> web.StreamResponse:
+        record.rule = f"injected {type(fault).__name__}"
+        if isinstance(fault, Failure):
+            record.status = fault.status
+            return web.json_response(_error_body(fault.message, "server_error"), status=fault.status)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        chunk = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": record.body["model"],
+            "choices": [],
+        }
+        deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in _words(fault.text) if w]
+        try:
+            for delta in deltas:
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+                await response.write(f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n".encode())
+            # Then nothing: no finish_reason, no [DONE], the connection left open.
+            deadline = time.monotonic() + fault.hold_secs
+            while time.monotonic() < deadline and request.transport and not request.transport.is_closing():
+                await asyncio.sleep(0.05)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        record.usage = None
+        return response
 
     async def _stream(
         self,

@@ -1,0 +1,133 @@
+"""The benchmark providers through the real server: fixed delays, the fixed reply as a tone,
+no model loaded for them, and injected faults."""
+
+import asyncio
+import json
+import urllib.request
+
+import pytest
+
+from bot.services.benchmark import BENCHMARK_REPLY, SECONDS_PER_CHARACTER
+from client.server_process import start_server, stop_server
+from client.speech import speech_pcm
+from client.ws import VoiceClient
+
+TURN_TIMEOUT = 30
+DELAYS_MS = {"stt": 300, "llm": 500, "tts": 400}
+BENCHMARK_ENV = {
+    "AGENT_STT_PROVIDER": "benchmark",
+    "AGENT_LLM_PROVIDER": "benchmark",
+    "AGENT_TTS_PROVIDER": "benchmark",
+    **{f"AGENT_BENCHMARK_{stage.upper()}_DELAY_MS": str(ms) for stage, ms in DELAYS_MS.items()},
+}
+
+
+@pytest.fixture(scope="module")
+def benchmark_server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("benchmark") / "server.log"
+    process, url = start_server(log, **BENCHMARK_ENV, AGENT_BENCHMARK_FAULTS="llm:error@2,tts:hang@3")
+    yield url
+    stop_server(process)
+
+
+def _turn_metrics(m) -> bool:
+    return m.type == "server-message" and m.data.get("type") == "turn-metrics"
+
+
+async def _speak_turn(client: VoiceClient, text: str):
+    speech_end = await client.say(speech_pcm(text))
+    message = await client.wait_for(_turn_metrics, TURN_TIMEOUT, after=speech_end)
+    return speech_end, message.data["turn"]
+
+
+async def test_no_model_is_loaded_for_benchmark_stages(benchmark_server):
+    with urllib.request.urlopen(f"{benchmark_server}/health", timeout=10) as response:
+        health = json.load(response)
+    assert health["model_load_seconds"] == {}
+
+
+async def test_turns_get_the_benchmark_reply_delays_and_faults(benchmark_server):
+    ws_url = benchmark_server.replace("http://", "ws://") + "/ws"
+    async with VoiceClient(ws_url) as client:
+        await client.ready()
+        await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT)
+
+        # Turn 1: answered, each configured delay visible in the turn's milestones.
+        speech_end, turn = await _speak_turn(client, "What is the capital of France?")
+        assert turn["status"] == "completed", turn
+        assert turn["user_text"].startswith("Benchmark utterance 1, ")
+        assert turn["bot_text"] == BENCHMARK_REPLY
+        assert all(p.startswith("benchmark (fixed delays):") for p in turn["providers"].values())
+        milestones = turn["latency"]["milestones"]
+        assert milestones["turn_end"] - milestones["vad_stop"] >= DELAYS_MS["stt"] / 1000 - 0.05
+        assert milestones["llm_first_token"] - milestones["turn_end"] >= DELAYS_MS["llm"] / 1000
+        assert milestones["tts_first_audio"] - milestones["llm_first_token"] >= DELAYS_MS["tts"] / 1000
+        # Real-length audio for the reply, a tone loud enough to count as voiced.
+        expected_seconds = len(BENCHMARK_REPLY) * SECONDS_PER_CHARACTER
+        await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end)
+        assert client.voiced_audio_seconds(speech_end) >= expected_seconds - 0.2
+        assert client.audio[-1].sample_rate == 24000
+
+        # Turn 2: the LLM fails the way a provider does: an error, the turn marked failed
+        # (whatever the server then says about it, the benchmark reply is not spoken).
+        speech_end, turn = await _speak_turn(client, "Who wrote Romeo and Juliet?")
+        assert turn["status"] == "failed"
+        assert "benchmark fault: LLM error in turn 2" in turn["error"]
+        assert BENCHMARK_REPLY not in turn["bot_text"]
+
+        # Turn 3: the TTS never answers; the user speaks again and turn 4 is answered.
+        await client.say(speech_pcm("How many legs does a spider have?"))
+        await asyncio.sleep(2)
+        speech_end = await client.say(speech_pcm("Which ocean is the biggest?"))
+        turns = {}
+        for index in (3, 4):
+            message = await client.wait_for(
+                lambda m: _turn_metrics(m) and m.data["turn"]["index"] == index, TURN_TIMEOUT
+            )
+            turns[index] = message.data["turn"]
+        assert turns[3]["status"] == "interrupted"
+        assert "tts_first_audio" not in turns[3]["latency"]["milestones"]
+        assert turns[4]["status"] == "completed" and turns[4]["bot_text"] == BENCHMARK_REPLY
+        assert client.voiced_audio_seconds(speech_end) > 0
+
+
+def test_a_bad_fault_setting_stops_the_server_naming_it(tmp_path):
+    with pytest.raises(RuntimeError, match="AGENT_BENCHMARK_FAULTS"):
+        start_server(tmp_path / "server.log", **BENCHMARK_ENV, AGENT_BENCHMARK_FAULTS="llm:explode@1")
+
+
+def test_benchmark_is_chosen_only_by_name_and_named_as_such(monkeypatch, tmp_path):
+    from bot.engines.loader import EmbeddedEngines
+    from bot.service_factory import create_llm, create_stt, create_tts, describe_providers
+    from bot.services.benchmark import BenchmarkLLMService, BenchmarkSTTService, BenchmarkTTSService
+    from bot.settings import Provider, Settings
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    for stage in ("STT", "LLM", "TTS"):
+        monkeypatch.delenv(f"AGENT_{stage}_PROVIDER", raising=False)
+    assert Provider.BENCHMARK not in {Settings().resolved(s) for s in ("stt", "llm", "tts")}
+
+    monkeypatch.setenv("AGENT_LLM_PROVIDER", "benchmark")
+    monkeypatch.setenv("AGENT_BENCHMARK_LLM_DELAY_MS", "250")
+    settings = Settings()
+    assert type(create_llm(settings, EmbeddedEngines())) is BenchmarkLLMService
+    assert describe_providers(settings)["llm"] == "benchmark (fixed delays):250ms"
+    assert not describe_providers(settings)["stt"].startswith("benchmark")
+
+    for stage in ("STT", "TTS"):
+        monkeypatch.setenv(f"AGENT_{stage}_PROVIDER", "benchmark")
+    settings = Settings()
+    assert type(create_stt(settings, EmbeddedEngines())) is BenchmarkSTTService
+    assert type(create_tts(settings, EmbeddedEngines())) is BenchmarkTTSService
+
+
+def test_fault_list_parses_each_entry():
+    from bot.settings import BenchmarkFault, parse_benchmark_faults
+
+    assert parse_benchmark_faults(" llm:error@1, tts:hang@12 ,") == (
+        BenchmarkFault("llm", "error", 1),
+        BenchmarkFault("tts", "hang", 12),
+    )
+    for bad in ("llm:error", "llm@1", "asr:error@1", "llm:error@0", "llm:error@x"):
+        with pytest.raises(ValueError, match="AGENT_BENCHMARK_FAULTS"):
+            parse_benchmark_faults(bad)

@@ -1,0 +1,164 @@
+"""Session limits through the real server on loopback: one session over the maximum is refused
+(RTVI error and close 1013 on /ws, 503 on /api/offer) while the admitted one goes on; an idle
+session and one at its maximum duration each end with a goodbye and a record saying why.
+
+The server has an API key here (the limits hold with auth on) and serves /metrics openly,
+the setting for Prometheus scrapers."""
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+
+import aiohttp
+import pytest
+
+from client.server_process import start_server, stop_server
+from client.webrtc import WebRTCPeer, loopback_only_ice
+from client.ws import VoiceClient, session_token
+
+API_KEY = "limits-test-key"
+IDLE_SECS = 8
+MAX_SECS = 20
+IDLE_GOODBYE = "Nobody is talking, so I am leaving. Goodbye!"
+MAX_GOODBYE = "Our time is up for today. Goodbye!"
+SETTINGS = {
+    "AGENT_MAX_SESSIONS": "1",
+    "AGENT_IDLE_TIMEOUT_SECS": str(IDLE_SECS),
+    "AGENT_MAX_SESSION_SECS": str(MAX_SECS),
+    "AGENT_IDLE_GOODBYE": IDLE_GOODBYE,
+    "AGENT_MAX_SESSION_GOODBYE": MAX_GOODBYE,
+    "AGENT_API_KEY": API_KEY,
+    "AGENT_METRICS_PUBLIC": "true",
+}
+TURN_TIMEOUT = 30
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process, url = start_server(tmp_path_factory.mktemp("limits") / "server.log", **SETTINGS)
+    yield url
+    stop_server(process)
+
+
+def _get(url: str, *, key: str | None = API_KEY) -> dict:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+        return json.loads(response.read())
+
+
+async def _no_sessions_left(url: str) -> None:
+    for _ in range(150):  # bounded: 15 s
+        if _get(f"{url}/health", key=None)["active_sessions"] == 0:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("a session from an earlier test is still active")
+
+
+def _ws(url: str) -> VoiceClient:
+    token = session_token(url, API_KEY)
+    return VoiceClient(f"{url.replace('http://', 'ws://')}/ws?token={token}")
+
+
+async def _ending(client: VoiceClient, timeout: float):
+    return await client.wait_for(
+        lambda m: m.type == "server-message" and m.data.get("type") == "session-ending", timeout
+    )
+
+
+async def _closed(client: VoiceClient) -> int:
+    for _ in range(200):  # bounded: 20 s
+        if client.closed_code is not None:
+            return client.closed_code
+        await asyncio.sleep(0.1)
+    raise AssertionError("the server did not close the session")
+
+
+async def _record_of(url: str, session_id: str) -> dict:
+    for _ in range(100):  # bounded: 10 s
+        record = _get(f"{url}/api/sessions/{session_id}")
+        if record["state"] == "ended":
+            return record
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"session {session_id} never ended: {record}")
+
+
+async def test_one_session_over_the_limit_is_refused_and_the_first_goes_on(server):
+    loopback_only_ice()
+    await _no_sessions_left(server)
+    async with _ws(server) as first:
+        await first.ready()
+
+        async with _ws(server) as second:
+            error = await second.wait_for(lambda m: m.type == "error", 10)
+            assert "limit of 1 concurrent sessions" in error.data["error"], error.data
+            assert error.data["fatal"] is True
+            assert await _closed(second) == CLOSE_TRY_AGAIN_LATER
+
+        with pytest.raises(aiohttp.ClientResponseError) as refused:
+            async with WebRTCPeer(server, token=session_token(server, API_KEY)):
+                pass
+        assert refused.value.status == 503
+
+        # The admitted session is untouched: still open, and its pipeline still answers.
+        assert first.closed_code is None
+        await first.send_raw("a text frame")
+        await first.wait_for(lambda m: m.type == "error", 10)
+        assert first.closed_code is None
+        assert _get(f"{server}/health", key=None)["active_sessions"] == 1
+
+    # Its slot is free again once it has gone.
+    await _no_sessions_left(server)
+    async with _ws(server) as again:
+        await again.ready()
+
+
+async def test_an_idle_session_ends_with_a_goodbye_and_its_record_says_why(server):
+    await _no_sessions_left(server)
+    async with _ws(server) as client:
+        await client.ready()
+        greeted = await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT)
+        # Nobody speaks now; the microphone streams silence, which is not activity.
+        ending = await _ending(client, IDLE_SECS + 15)
+        assert ending.data["reason"] == "idle_timeout"
+        assert ending.data["message"] == IDLE_GOODBYE
+        assert ending.at - greeted.at >= IDLE_SECS - 0.5
+        await client.wait_for(lambda m: m.type == "bot-tts-text" and "Goodbye" in m.data.get("text", ""), 15)
+        assert await _closed(client) == 1000
+    record = await _record_of(server, ending.data["session_id"])
+    assert record["end_reason"] == "idle_timeout"
+
+
+async def test_a_session_ends_at_its_maximum_duration_however_active(server):
+    await _no_sessions_left(server)
+    async with _ws(server) as client:
+        started = time.monotonic()
+        await client.ready()
+        ending = None
+        # An RTVI message every second keeps the session from ever being idle.
+        for _ in range(MAX_SECS + 20):  # bounded
+            await client.send_rtvi("client-message", {"t": "still-here", "d": {}})
+            try:
+                ending = await _ending(client, 1.0)
+                break
+            except TimeoutError:
+                continue
+        assert ending is not None, "the session outlived its maximum duration"
+        assert ending.data["reason"] == "max_duration"
+        assert ending.data["message"] == MAX_GOODBYE
+        assert MAX_SECS - 1 <= ending.at - started <= MAX_SECS + 5
+        assert await _closed(client) == 1000
+    record = await _record_of(server, ending.data["session_id"])
+    assert record["end_reason"] == "max_duration"
+    assert record["ended_at"] - record["started_at"] >= MAX_SECS - 1
+
+
+def test_metrics_open_to_scrapers_when_the_setting_says_so(server):
+    with urllib.request.urlopen(f"{server}/metrics", timeout=10) as response:
+        assert b"voice_agent_sessions_total" in response.read()
+    # Only /metrics: the JSON API still needs the key.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _get(f"{server}/api/metrics", key=None)
+    assert refused.value.code == 401
