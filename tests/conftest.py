@@ -1,6 +1,7 @@
 """Shared fixtures: the real server, started once on loopback for the whole test session."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +21,29 @@ def live_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ws_url(live_server) -> str:
     return live_server.replace("http://", "ws://") + "/ws"
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `playwright install` is never used
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"
+)
+
+
+def launch_chromium(playwright, *extra_args: str):
+    """Headless Debian Chromium with a fake microphone (`extra_args` may name its WAV)."""
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            *extra_args,
+        ],
+    )

@@ -12,10 +12,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import aiohttp
 import pytest
+from conftest import launch_chromium, needs_chromium
 
 from client.server_process import ROOT, free_port, start_server, stop_server
 from client.webrtc import WebRTCPeer, loopback_only_ice
@@ -26,7 +26,6 @@ TOKEN_TTL_SECS = 3
 ALLOWED_ORIGIN = "http://allowed.example"
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN_ORIGIN = 4003
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -191,22 +190,12 @@ CONNECTED_JS = """() => ['ready', 'listening', 'bot-speaking']
   .includes(document.querySelector('#status').dataset.state)"""
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium")
+@needs_chromium
 def test_the_page_asks_for_the_key_once_and_connects_with_tokens(server):
     playwright_sync = pytest.importorskip("playwright.sync_api")
     asked: list[str] = []
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
+        browser = launch_chromium(p)
         try:
             page = browser.new_context().new_page()
             answers = iter(["a-wrong-key", API_KEY])

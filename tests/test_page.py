@@ -14,8 +14,8 @@ import wave
 from pathlib import Path
 
 import pytest
+from conftest import launch_chromium, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 QUESTION = "What is the capital of France?"
 # Chromium loops the file. The trailing silence has to cover STT + LLM + the first spoken
 # sentence of the reply, or the repeated question barges in before "Paris" is spoken.
@@ -23,7 +23,7 @@ LEAD_SILENCE_S = 1.0
 TRAIL_SILENCE_S = 8.0
 TURN_TIMEOUT_MS = 60_000
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium")
+pytestmark = needs_chromium
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -51,22 +51,7 @@ def question_wav(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser(question_wav):
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={question_wav}",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
+        browser = launch_chromium(p, f"--use-file-for-fake-audio-capture={question_wav}")
         yield browser
         browser.close()
 

@@ -68,7 +68,7 @@ async def test_sigterm_says_goodbye_and_loses_no_completed_turn(tmp_path, store_
         client, turn = await _one_turn(url)
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        goodbye = await client.wait_for(
+        await client.wait_for(
             lambda m: m.type == "bot-tts-text" and "goodbye" in m.data.get("text", "").lower(),
             15,
         )

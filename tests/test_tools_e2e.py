@@ -1,7 +1,6 @@
 """Tools that do real work, over `/ws` with spoken requests, and the pictures they produce
 arriving in step with the voice."""
 
-import asyncio
 import json
 import urllib.request
 

@@ -32,12 +32,13 @@ from pipecat.frames.frames import (
 from pipecat.metrics.metrics import LLMTokenUsage
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
-from pipecat.services.settings import LLMSettings, STTSettings, TTSSettings
+from pipecat.services.settings import STTSettings, TTSSettings
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
+from bot.services.local_llm import llm_settings
 from bot.settings import BenchmarkFault
 
 BENCHMARK_REPLY = "Sure, here is a short benchmark answer."
@@ -125,21 +126,7 @@ class BenchmarkLLMService(LLMService):
     """Streams `BENCHMARK_REPLY`, its first token `delay_secs` after each request."""
 
     def __init__(self, *, delay_secs: float, faults: tuple[BenchmarkFault, ...] = (), **kwargs):
-        settings = LLMSettings(
-            model="benchmark",
-            system_instruction=None,
-            temperature=None,
-            max_tokens=None,
-            top_p=None,
-            top_k=None,
-            frequency_penalty=None,
-            presence_penalty=None,
-            seed=None,
-            filter_incomplete_user_turns=False,
-            user_turn_completion_config=None,
-            use_provider_thinking_default=False,
-        )
-        super().__init__(settings=settings, **kwargs)
+        super().__init__(settings=llm_settings("benchmark"), **kwargs)
         self._delay_secs = delay_secs
         self._schedule = _FaultSchedule("llm", faults)
 

@@ -54,6 +54,31 @@ def build_request(
     }
 
 
+def llm_settings(
+    model: str,
+    *,
+    system_instruction: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> LLMSettings:
+    """Settings of an LLM service that runs here: every sampling knob it does not use is
+    declared unset (Pipecat's base class requires each one)."""
+    return LLMSettings(
+        model=model,
+        system_instruction=system_instruction,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        top_p=None,
+        top_k=None,
+        frequency_penalty=None,
+        presence_penalty=None,
+        seed=None,
+        filter_incomplete_user_turns=False,
+        user_turn_completion_config=None,
+        use_provider_thinking_default=False,
+    )
+
+
 class LocalLLMService(LLMService):
     def __init__(
         self,
@@ -64,19 +89,11 @@ class LocalLLMService(LLMService):
         max_answer_tokens: int = 80,
         **kwargs,
     ):
-        settings = LLMSettings(
-            model=engine.model_name,
+        settings = llm_settings(
+            engine.model_name,
             system_instruction=system_prompt,
             temperature=temperature,
             max_tokens=max_answer_tokens,
-            top_p=None,
-            top_k=None,
-            frequency_penalty=None,
-            presence_penalty=None,
-            seed=None,
-            filter_incomplete_user_turns=False,
-            user_turn_completion_config=None,
-            use_provider_thinking_default=False,
         )
         super().__init__(settings=settings, **kwargs)
         self._engine = engine
