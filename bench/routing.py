@@ -29,7 +29,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -187,8 +187,16 @@ def print_report(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     )
 
 
-async def run(items: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
-    engine = LocalLLMEngine(
+async def run(
+    items: list[dict[str, Any]],
+    settings: Settings,
+    *,
+    engine: LocalLLMEngine | None = None,
+    on_item: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Route every item; `engine` reuses a loaded model (the evals' own), `on_item(i, n, row)`
+    replaces the per-item line printed here."""
+    engine = engine or LocalLLMEngine(
         ensure_model_file(settings.llm_model, settings.data_dir),
         threads=settings.llm_threads,
         context_tokens_per_slot=settings.llm_context_tokens,
@@ -213,6 +221,9 @@ async def run(items: list[dict[str, Any]], settings: Settings) -> list[dict[str,
             **result,
         }
         rows.append(row)
+        if on_item is not None:
+            on_item(i, len(items), row)
+            continue
         mark = "ok " if row["correct"] and row["arguments_ok"] is not False else "MISS"
         print(f"{i:3d}/{len(items)} {mark} {item['id']:14s} -> {result['chosen']} {result['decision_s']:.2f}s", flush=True)
     return rows

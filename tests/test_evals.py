@@ -1,0 +1,115 @@
+"""The eval runner, through its CLI: verdicts, reasons and exit codes on scenarios whose outcome
+does not depend on the model, then the CI subset of `evals/` against the real stack."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCENARIOS = """
+name: runner
+scenarios:
+  - name: passing
+    turns:
+      - user: "Hello there."
+        expect:
+          - event: llm_started
+          - event: response
+  - name: deliberately_failing
+    turns:
+      - user: "Hello again."
+        expect:
+          # Every typed turn starts the LLM, so this absence fails as soon as it does.
+          - event: llm_started
+            absent: true
+            within_ms: 20000
+          - event: response
+"""
+
+
+def run_cli(*args: str, timeout: float = 600) -> tuple[int, str]:
+    process = subprocess.run(
+        [sys.executable, "-m", "evals", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return process.returncode, process.stdout + process.stderr
+
+
+@pytest.fixture(scope="module")
+def scenario_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("scenarios")
+    (folder / "runner.yaml").write_text(SCENARIOS)
+    return folder
+
+
+def test_failing_scenario_fails_the_run_with_its_reason(scenario_dir, tmp_path):
+    code, output = run_cli(
+        str(scenario_dir), "--no-routing", "--stack", "embedded", "--out", str(tmp_path), timeout=280
+    )
+    assert code == 1, output
+    report = json.loads((tmp_path / "report.json").read_text())
+    verdicts = {s["name"]: s for s in report["scenarios"]}
+    assert verdicts["runner/passing"]["passed"] is True
+    assert [e["status"] for e in verdicts["runner/passing"]["turns"][0]["expectations"]] == [
+        "passed",
+        "passed",
+    ]
+    failing = verdicts["runner/deliberately_failing"]
+    assert failing["passed"] is False
+    first, second = failing["turns"][0]["expectations"]
+    assert first["status"] == "failed" and first["kind"] == "unexpected_event", first
+    assert "expected no 'llm_started'" in first["reason"]
+    assert second["status"] == "passed"  # as in Pipecat, only a timeout ends a turn's matching
+    assert failing["debug_log"], "a failed scenario keeps its trace"
+    assert report["summary"] == {
+        "scenarios": 2, "passed": 1, "failed": 1, "expectations": 4, "expectations_passed": 3
+    }
+    assert report["routing"] is None
+    assert report["latency"]["text"]["first_output"]["n"] == 2
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| runner/deliberately_failing | text | **FAIL** |" in markdown
+    assert "expected no 'llm_started'" in markdown
+
+
+def test_passing_run_exits_zero(scenario_dir, tmp_path):
+    code, output = run_cli(
+        str(scenario_dir), "-k", "passing", "--stack", "embedded", "--out", str(tmp_path), timeout=280
+    )
+    assert code == 0, output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [s["name"] for s in report["scenarios"]] == ["runner/passing"]
+    assert report["summary"]["failed"] == 0
+
+
+def test_bad_scenario_file_exits_two(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nscenarios:\n  - name: no_turns\n    expect: []\n")
+    code, output = run_cli(str(bad), "--out", str(tmp_path / "out"), timeout=120)
+    assert code == 2, output
+    assert "turns" in output
+
+
+def test_scenario_set_covers_the_issue(tmp_path):
+    code, output = run_cli("evals/", "--list", timeout=120)
+    assert code == 0, output
+    names = [line.split()[0] for line in output.splitlines() if "/" in line and "(" in line]
+    assert len(names) >= 25, names
+    assert any("(audio)" in line for line in output.splitlines())
+
+
+@pytest.mark.timeout(900)
+def test_ci_subset_passes(tmp_path):
+    """The fast subset (typed scenarios and one spoken one) against the embedded stack."""
+    code, output = run_cli("evals/", "--tag", "ci", "--stack", "embedded", "--out", str(tmp_path), timeout=840)
+    report = json.loads((tmp_path / "report.json").read_text())
+    failed = [(s["name"], s["failures"]) for s in report["scenarios"] if not s["passed"]]
+    assert code == 0 and not failed, f"{failed}\n{output[-3000:]}"
+    assert {s["mode"] for s in report["scenarios"]} == {"text", "audio"}
+    assert report["latency"]["audio"]["voice_to_voice"]["n"] >= 1
