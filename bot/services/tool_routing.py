@@ -188,7 +188,6 @@ def reply_instructions(tools: list[RoutableTool]) -> str:
     plain = [
         ("What is the capital of Italy?", answer_json("The capital of Italy is Rome.")),
         ("What is a line chart good for?", answer_json("It shows how something changes over time.")),
-        ("Make a chart of my expenses.", answer_json("Sure, which numbers should I chart?")),
         ("Hello there!", answer_json("Hello! How can I help you today?")),
         ("When is the best season to visit Canada?", answer_json("Summer and early autumn are lovely there.")),
         ("Who painted the Mona Lisa?", answer_json("Leonardo da Vinci painted the Mona Lisa.")),
