@@ -123,7 +123,7 @@ class VoiceClient:
                     return received
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.closed_code is not None:
-                seen = [m.type for m in self.messages if m.at >= after]
+                seen = [_summary(m) for m in self.messages if m.at >= after]
                 raise TimeoutError(f"no matching message within {timeout}s; saw {seen}")
             self._changed.clear()
             try:
@@ -199,3 +199,16 @@ class VoiceClient:
                 # than sending a burst faster than real time, which would fool the VAD.
                 started, sent = time.monotonic(), 0
             await asyncio.sleep(max(0.0, delay))
+
+
+def _summary(m: Received) -> str:
+    """A message's type, with what a failing wait needs to explain itself: the words heard
+    and the tool called."""
+    data = m.data if isinstance(m.data, dict) else {}
+    if m.type in ("user-transcription", "user-llm-text") and data.get("text"):
+        return f"{m.type}({data['text']!r})"
+    if m.type.startswith("llm-function-call") and data.get("function_name"):
+        return f"{m.type}({data['function_name']})"
+    if m.type == "server-message" and data.get("type"):
+        return f"server-message({data['type']})"
+    return m.type

@@ -114,7 +114,10 @@ async def test_interrupting_a_tool_turn_leaves_nothing_stuck(ws_url):
     client = await _connected(ws_url)
     try:
         speech_end = await client.say(speech_pcm(request))
-        await client.wait_for(_is_call("generate_chart"), TURN_TIMEOUT, after=speech_end)
+        # Any tool: which one a recognised sentence routes to is the chart test's subject.
+        await client.wait_for(
+            lambda m: m.type == "llm-function-call-started", TURN_TIMEOUT, after=speech_end
+        )
         # Barge in while the tool's answer is being prepared.
         _, metrics = await _turn(client, follow_up)
         assert "paris" in metrics.data["turn"]["bot_text"].lower(), metrics.data["turn"]
