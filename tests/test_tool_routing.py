@@ -485,3 +485,52 @@ def test_sentiment_text_is_words_of_the_current_request():
     allowed = tool.parameters["properties"]["text"]["enum"]
     assert {"great coffee", "great coffee.", "Score this: great coffee"} <= set(allowed)
     assert "Hello" not in allowed and "coffee great" not in allowed
+
+
+def _offered(text: str) -> list[str]:
+    from bot.tools import ALL_TOOLS
+
+    context = LLMContext(
+        messages=[{"role": "user", "content": text}], tools=ToolsSchema(standard_tools=ALL_TOOLS)
+    )
+    return [tool.name for tool in route_conversation(context, None, budget_chars=50_000).tools]
+
+
+@pytest.mark.parametrize(
+    "request_, offered",
+    [
+        ("I'm so happy, I just got engaged!", False),
+        ("My boss was rude to me today.", False),
+        ("How many people are connected right now?", False),
+        ("Is this review good or bad: the soup was cold.", True),
+        ("Do you think my previous sentence sounded upset?", True),
+        ("What's the tone of what I just said?", True),
+    ],
+)
+def test_sentiment_is_offered_only_when_an_assessment_is_asked_for(request_, offered):
+    assert ("analyze_sentiment" in _offered(request_)) is offered
+
+
+@pytest.mark.parametrize(
+    "request_, offered",
+    [
+        ("What's the capital of Japan?", False),
+        ("How much memory is the server using?", False),
+        ("Is it morning yet in Seoul?", True),
+        ("What's the date today?", True),
+        ("What time is it in Lagos?", True),
+    ],
+)
+def test_the_clock_is_offered_only_for_questions_about_time(request_, offered):
+    assert ("get_current_time" in _offered(request_)) is offered
+
+
+def test_stacked_constraints_all_apply():
+    from bot.tools.analyze_sentiment import analyze_sentiment
+
+    context = LLMContext(
+        messages=[{"role": "user", "content": "Rate the sentiment of: nice day."}],
+        tools=ToolsSchema(standard_tools=[analyze_sentiment]),
+    )
+    (tool,) = route_conversation(context, None, budget_chars=50_000).tools
+    assert "nice day" in tool.parameters["properties"]["text"]["enum"]  # the quoted-text one

@@ -50,13 +50,27 @@ RoutingConstraint = Callable[[Messages, dict[str, Any]], dict[str, Any] | None]
 
 def routing_constraint(constraint: RoutingConstraint) -> Callable:
     """Narrow what the grammar allows for a tool from the conversation (e.g. only numbers the
-    user said). The prompt still shows the whole schema: it is the cached prefix."""
+    user said). The prompt still shows the whole schema: it is the cached prefix. Stacked
+    constraints all apply."""
 
     def decorate(fn: Callable) -> Callable:
-        fn.routing_constraint = constraint
+        fn.routing_constraints = (constraint, *getattr(fn, "routing_constraints", ()))
         return fn
 
     return decorate
+
+
+def requested_when(pattern: str) -> RoutingConstraint:
+    """A constraint offering the tool only when the current request matches `pattern` (a
+    case-insensitive regular expression): a small model otherwise reaches for a tool that a
+    word-level cue rules out, e.g. sentiment analysis for a user simply sharing a feeling."""
+    cue = re.compile(pattern, re.IGNORECASE)
+
+    def constraint(messages: Messages, parameters: dict[str, Any]) -> dict[str, Any] | None:
+        said = user_texts(messages)
+        return parameters if said and cue.search(said[-1]) else None
+
+    return constraint
 
 
 @dataclass(frozen=True)
@@ -65,14 +79,16 @@ class RoutableTool:
     description: str
     parameters: dict[str, Any]
     examples: list[tuple[str, dict[str, Any]]]
-    constraint: RoutingConstraint | None = None
+    constraints: tuple[RoutingConstraint, ...] = ()
 
     def constrained(self, messages: Messages) -> "RoutableTool | None":
         """This tool as it may be called in reply to `messages`; None when it cannot be."""
-        if self.constraint is None:
-            return self
-        parameters = self.constraint(messages, self.parameters)
-        return None if parameters is None else replace(self, parameters=parameters)
+        parameters: dict[str, Any] | None = self.parameters
+        for constraint in self.constraints:
+            parameters = constraint(messages, parameters)
+            if parameters is None:
+                return None
+        return self if parameters is self.parameters else replace(self, parameters=parameters)
 
 
 def user_texts(messages: Messages) -> list[str]:
@@ -112,7 +128,7 @@ def routable_tools(tools: ToolsSchema | Any) -> list[RoutableTool]:
                     "additionalProperties": False,
                 },
                 examples=getattr(function, "routing_examples", []),
-                constraint=getattr(function, "routing_constraint", None),
+                constraints=getattr(function, "routing_constraints", ()),
             )
         )
     return routable

@@ -26,6 +26,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from bot.services.tool_routing import (
     argument_choices,
+    requested_when,
     routing_constraint,
     routing_examples,
     user_texts,
@@ -213,8 +214,19 @@ def quoted_text_constraint(messages: list[dict], parameters: dict[str, Any]) -> 
     return {**parameters, "properties": properties}
 
 
+# A request for an assessment names it (sentiment, tone, positive, how it sounds, ...) or what
+# is to be judged (this review, my last message); "I'm so happy today!" shares a feeling, and
+# is answered, not analyzed.
+ASKS_FOR_SENTIMENT = (
+    r"\b(sentiments?|tone|mood|positive|negative|neutral|analy[sz]\w*|classify|score|rate|rating"
+    r"|good or bad|happy or sad|sound\w*|c[oa]me across|emotion\w*"
+    r"|review|comment|tweet|message|sentence)\b"
+)
+
+
 @tool_options(timeout_secs=4.0)
 @argument_choices(target=TARGETS)
+@routing_constraint(requested_when(ASKS_FOR_SENTIMENT))
 @routing_constraint(quoted_text_constraint)
 @routing_examples(
     ("How did my last message sound?", {"target": "last_turn"}),

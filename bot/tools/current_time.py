@@ -6,10 +6,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
-from bot.services.tool_routing import argument_choices, routing_examples
+from bot.services.tool_routing import (
+    argument_choices,
+    requested_when,
+    routing_constraint,
+    routing_examples,
+)
+
+
+# A question about the clock or the calendar names one of these; "How many minutes are in a
+# day?" does too and is left to the model, "What's the capital of Japan?" never reaches it.
+ASKS_FOR_TIME = (
+    r"\b(time|timezone|date|day|today|tonight|tomorrow|yesterday|clock|o'clock|hours?|minutes?"
+    r"|morning|afternoon|evening|night|midnight|noon|awake|asleep|late|early|year|month|week"
+    r"|weekday|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
+)
 
 
 @tool_options(timeout_secs=2.0)
+@routing_constraint(requested_when(ASKS_FOR_TIME))
 # Spelled as this machine's timezone database does ("Asia/Hong_Kong", not "Asia/Hong Kong"):
 # a small model knows the city but not always the exact key.
 @argument_choices(timezone=tuple(sorted(available_timezones())))

@@ -18,7 +18,12 @@ from typing import Any
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
-from bot.services.tool_routing import argument_choices, routing_examples
+from bot.services.tool_routing import (
+    argument_choices,
+    requested_when,
+    routing_constraint,
+    routing_examples,
+)
 from bot.session_resources import SessionResources
 from bot.telemetry import percentile
 from bot.tools.generate_chart import (
@@ -277,8 +282,19 @@ _BUILDERS = {
 }
 
 
+# What this tool can report is named by one of these; "Can you say that again more slowly?"
+# is answered without it.
+ASKS_FOR_LIVE_DATA = (
+    r"\b(cpu|processors?|load|memory|ram|servers?|sessions?|latency|latencies|respon\w*"
+    r"|repl(y|ies|ied|ying)|answers?|fast|slow|quick(ly)?|speed|users?|people|connected|online"
+    r"|turns?|messages?|words?|tool calls?|stats|statistics|live|real-?time|usage|busy|uptime"
+    r"|performance|telemetry|running)\b"
+)
+
+
 @tool_options(timeout_secs=3.0)
 @argument_choices(metric=METRICS)
+@routing_constraint(requested_when(ASKS_FOR_LIVE_DATA))
 @routing_examples(
     ("How fast have your replies been?", {"metric": "latency"}),
     ("What's the processor load right now?", {"metric": "cpu"}),
