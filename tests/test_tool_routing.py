@@ -16,6 +16,7 @@ from bot.services.tool_routing import (
     RoutableTool,
     answer_json,
     call_json,
+    current_request,
     reply_grammar,
     reply_instructions,
     routable_tools,
@@ -534,3 +535,25 @@ def test_stacked_constraints_all_apply():
     )
     (tool,) = route_conversation(context, None, budget_chars=50_000).tools
     assert "nice day" in tool.parameters["properties"]["text"]["enum"]  # the quoted-text one
+
+
+def test_a_request_split_by_a_pause_is_one_request():
+    """The turn ended at the colon and the bot had not answered: the words after it are still
+    what is to be analyzed."""
+    from bot.tools.analyze_sentiment import analyze_sentiment
+
+    messages = [
+        {"role": "user", "content": "Hi."},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Is this sentence positive or negative?"},
+        {"role": "user", "content": "I absolutely love my new job."},
+    ]
+    assert current_request(messages) == (
+        "Is this sentence positive or negative? I absolutely love my new job."
+    )
+    context = LLMContext(messages=messages, tools=ToolsSchema(standard_tools=[analyze_sentiment]))
+    (tool,) = route_conversation(context, None, budget_chars=50_000).tools
+    assert "I absolutely love my new job" in tool.parameters["properties"]["text"]["enum"]
+    # Once the bot has answered, the next message is a request of its own.
+    answered = [*messages[:3], {"role": "assistant", "content": "Which sentence?"}, messages[3]]
+    assert current_request(answered) == "I absolutely love my new job."

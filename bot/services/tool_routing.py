@@ -67,8 +67,7 @@ def requested_when(pattern: str) -> RoutingConstraint:
     cue = re.compile(pattern, re.IGNORECASE)
 
     def constraint(messages: Messages, parameters: dict[str, Any]) -> dict[str, Any] | None:
-        said = user_texts(messages)
-        return parameters if said and cue.search(said[-1]) else None
+        return parameters if cue.search(current_request(messages)) else None
 
     return constraint
 
@@ -91,18 +90,32 @@ class RoutableTool:
         return self if parameters is self.parameters else replace(self, parameters=parameters)
 
 
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # multi-part content: its text parts
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content.strip() if isinstance(content, str) else ""
+
+
 def user_texts(messages: Messages) -> list[str]:
     """The text of each user message, oldest first."""
-    texts = []
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, list):  # multi-part content: its text parts
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if isinstance(content, str) and content.strip():
-            texts.append(content.strip())
-    return texts
+    return [
+        text
+        for message in messages
+        if isinstance(message, dict) and message.get("role") == "user" and (text := _text(message))
+    ]
+
+
+def current_request(messages: Messages) -> str:
+    """What the user is asking now: their messages since the assistant last said or did
+    something. A pause mid-sentence ("Is this positive or negative: ... I love my job") can
+    end a turn before the bot answers; the words after it belong to the same request."""
+    since = 0
+    for i, message in enumerate(messages):
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            if _text(message) or message.get("tool_calls"):
+                since = i + 1
+    return " ".join(user_texts(messages[since:]))
 
 
 def routable_tools(tools: ToolsSchema | Any) -> list[RoutableTool]:

@@ -26,10 +26,10 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from bot.services.tool_routing import (
     argument_choices,
+    current_request,
     requested_when,
     routing_constraint,
     routing_examples,
-    user_texts,
 )
 from bot.tools.generate_chart import (
     MAX_POINTS,
@@ -197,8 +197,7 @@ MAX_QUOTED_WORDS = 60  # longer requests are not narrowed: the spans grow as wor
 def quoted_text_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[str, Any]:
     """The text to analyze is words of the current request, never words made up or taken
     from elsewhere (a small model otherwise copies an example's sentence)."""
-    said = user_texts(messages)
-    words = said[-1].split() if said else []
+    words = current_request(messages).split()
     if not words or len(words) > MAX_QUOTED_WORDS:
         return parameters
     spans = {
