@@ -18,7 +18,7 @@ from pipecat.transports.smallwebrtc.request_handler import (
 
 from bot.auth import Auth, warn_if_exposed
 from bot.engines.loader import load_engines
-from bot.limits import SessionSlots
+from bot.limits import LoopLoad, SessionSlots
 from bot.records import SessionRecord
 from bot.sessions import SessionManager, session_summary
 from bot.settings import Settings, get_settings
@@ -42,21 +42,24 @@ CLOSE_TRY_AGAIN_LATER = 1013
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     auth = Auth(settings)
-    slots = SessionSlots(settings.max_sessions)
+    loop_load = LoopLoad()
+    slots = SessionSlots(
+        settings.max_sessions,
+        load=loop_load,
+        max_busy=settings.max_loop_busy,
+        max_late_secs=settings.max_loop_lag_ms / 1000,
+    )
     # Every /api route checks the browser Origin; all but the session-opening ones need the key.
     keyed_api = APIRouter(
         prefix="/api", dependencies=[Depends(auth.require_origin), Depends(auth.require_key)]
     )
     session_api = APIRouter(prefix="/api", dependencies=[Depends(auth.require_origin)])
 
-    def full() -> str:
-        return f"the server is at its limit of {slots.limit} concurrent sessions; try again later"
-
     def take_slot() -> None:
-        """Count one more session, or answer 503 when the server is full."""
-        if not slots.acquire():
+        """Count one more session, or answer 503 when the server is full or overloaded."""
+        if problem := slots.acquire():
             app.state.telemetry.record_error("session_limit")
-            raise HTTPException(503, detail=full(), headers={"Retry-After": "30"})
+            raise HTTPException(503, detail=problem, headers={"Retry-After": "30"})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background = [
             asyncio.create_task(telemetry.sample_resources_forever()),
             asyncio.create_task(_prune_forever(store, settings.retention_days)),
+            asyncio.create_task(loop_load.run()),
         ]
         yield
         await app.state.sessions.drain(settings.shutdown_goodbye, settings.drain_timeout_secs)
@@ -96,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "models": app.state.engines.describe(),
             "model_load_seconds": app.state.engines.load_seconds,
             "active_sessions": len(sessions.active),
+            "loop_busy": round(loop_load.busy(), 3),
+            "loop_lag_ms": round(1000 * loop_load.late(), 1),
             "auth_required": auth.required,
             "total_sessions": app.state.telemetry.total_sessions,
         }
@@ -176,9 +182,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await refuse(websocket, problem, CLOSE_FORBIDDEN_ORIGIN)
         if problem := auth.token_problem(token):
             return await refuse(websocket, problem, CLOSE_UNAUTHORIZED)
-        if not slots.acquire():
+        if problem := slots.acquire():
             app.state.telemetry.record_error("session_limit")
-            return await refuse(websocket, full(), CLOSE_TRY_AGAIN_LATER)
+            return await refuse(websocket, problem, CLOSE_TRY_AGAIN_LATER)
         try:
             transport = create_websocket_transport(websocket, on_rejected=app.state.telemetry.record_error)
             await app.state.sessions.run(transport, "websocket")

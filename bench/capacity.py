@@ -42,6 +42,8 @@ from client.server_process import start_server, stop_server  # noqa: E402
 from client.speech import speech_pcm, trailing_silence_seconds  # noqa: E402
 from client.ws import CHUNK_BYTES, CHUNK_SECONDS, MIC_RATE, VoiceClient, audio_frame  # noqa: E402
 
+CLOSE_TRY_AGAIN_LATER = 1013  # the server refuses a session when full or overloaded
+
 # 2-4 s each when spoken by the embedded voice. No commas: the voice pauses at a comma long
 # enough for the VAD to stop and for Smart Turn to end some turns there, which would measure
 # the turn model's judgement rather than the server.
@@ -174,8 +176,9 @@ async def run_session(
 ) -> list[dict]:
     await asyncio.sleep(arrival)
     results: list[dict] = []
+    client = BenchClient(url, mic=mic)
     try:
-        async with BenchClient(url, mic=mic) as client:
+        async with client:
             await client.ready(timeout)
             await client.wait_for(lambda m: m.type == "bot-stopped-speaking", timeout)
             for _ in range(turns):
@@ -202,7 +205,8 @@ async def run_session(
                     turn["voice_to_voice"] = first_audio - speech_end
                 await asyncio.sleep(rng.uniform(1.0, 2.0))
     except Exception as e:  # a refused or dropped session: its turns count as unanswered
-        results.append({"answered": False, "error": f"session: {type(e).__name__}: {e}"})
+        refused = client.closed_code == CLOSE_TRY_AGAIN_LATER
+        results.append({"answered": False, "refused": refused, "error": f"session: {type(e).__name__}: {e}"})
     return results
 
 
@@ -224,12 +228,16 @@ def spread(values: list[float]) -> dict | None:
 
 
 class ServerSampler:
-    """CPU% (of one core) and RSS of the server process, sampled every half second."""
+    """CPU% (of one core) and RSS of the server process, and its event loop's lateness
+    (`/health`), sampled every half second."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, http_url: str) -> None:
         self._process = psutil.Process(pid)
+        self._http_url = http_url
         self.cpu: list[float] = []
         self.rss: list[int] = []
+        self.loop_lag_ms: list[float] = []
+        self.loop_busy: list[float] = []
 
     async def run(self) -> None:
         self._process.cpu_percent(None)
@@ -237,6 +245,12 @@ class ServerSampler:
             await asyncio.sleep(0.5)
             self.cpu.append(self._process.cpu_percent(None))
             self.rss.append(self._process.memory_info().rss)
+            try:
+                health = await asyncio.to_thread(_health, self._http_url)
+            except OSError:
+                continue
+            self.loop_lag_ms.append(health["loop_lag_ms"])
+            self.loop_busy.append(health["loop_busy"])
 
 
 def silence_fallback(turn: dict) -> bool:
@@ -260,10 +274,10 @@ def added_latency(turn: dict, delays: dict[str, float]) -> float | None:
     )
 
 
-async def run_load(url: str, pid: int, sessions: int, args, clips, delays) -> dict:
+async def run_load(url: str, http_url: str, pid: int, sessions: int, args, clips, delays) -> dict:
     rng = random.Random(args.seed + sessions)
     mic = SharedMicrophone()
-    sampler = ServerSampler(pid)
+    sampler = ServerSampler(pid, http_url)
     sampling = asyncio.create_task(sampler.run())
     me = psutil.Process()
     cpu_before, wall_before = me.cpu_times(), time.monotonic()
@@ -293,6 +307,7 @@ async def run_load(url: str, pid: int, sessions: int, args, clips, delays) -> di
     return {
         "sessions": sessions,
         "turns": len(turns),
+        "refused_sessions": sum(bool(t.get("refused")) for t in turns),
         "answered": len(answered),
         "answered_rate": round(len(answered) / len(turns), 4) if turns else 0.0,
         "voice_to_voice": spread(v2v),
@@ -304,10 +319,13 @@ async def run_load(url: str, pid: int, sessions: int, args, clips, delays) -> di
             "mean": round(statistics.fmean(sampler.cpu), 1) if sampler.cpu else None,
             "max": round(max(sampler.cpu), 1) if sampler.cpu else None,
         },
+        "loop_lag_ms": spread(sampler.loop_lag_ms),
+        "loop_busy": spread(sampler.loop_busy),
         "server_rss_mb_max": round(max(sampler.rss) / 2**20, 1) if sampler.rss else None,
         "loadgen_cpu_percent": round(100 * loadgen_cpu, 1),
         "wall_seconds": round(wall, 1),
         "errors": errors[:5],
+        "turn_rows": turns,  # each turn's milestones, turn model time and voice-to-voice
     }
 
 
@@ -379,9 +397,9 @@ async def bench(args) -> dict:
             report["idle"] = await idle_rss_per_session(url, http_url, process.pid, args.idle)
             print(json.dumps(report["idle"]), flush=True)
         for sessions in args.sessions:
-            run = await run_load(url, process.pid, sessions, args, clips, delays)
+            run = await run_load(url, http_url, process.pid, sessions, args, clips, delays)
             report["runs"].append(run)
-            print(json.dumps(run), flush=True)
+            print(json.dumps({k: v for k, v in run.items() if k != "turn_rows"}), flush=True)
             await wait_idle(http_url)
             if run["answered_rate"] < args.stop_below:
                 break
@@ -404,13 +422,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     report = asyncio.run(bench(args))
-    print("\nsessions  answered   v2v p50/p95/max (s)   added p95 (ms)  turn model p95  server CPU%  RSS MB  loadgen CPU%")
+    print("\nsessions  refused  answered   v2v p50/p95/max (s)   added p95 (ms)  turn model p95"
+          "  loop lag p95  loop busy p95  server CPU%  RSS MB  loadgen CPU%")
     for run in report["runs"]:
         v2v, added, model = run["voice_to_voice"] or {}, run["added_latency"] or {}, run["turn_model"] or {}
+        lag, busy = run["loop_lag_ms"] or {}, run["loop_busy"] or {}
         print(
-            f"{run['sessions']:8d}  {100 * run['answered_rate']:7.2f}%  "
+            f"{run['sessions']:8d}  {run['refused_sessions']:7d}  {100 * run['answered_rate']:7.2f}%  "
             f"{v2v.get('p50', float('nan')):.2f}/{v2v.get('p95', float('nan')):.2f}/{v2v.get('max', float('nan')):.2f}"
             f"        {1000 * added.get('p95', float('nan')):8.0f}  {1000 * model.get('p95', float('nan')):10.0f} ms"
+            f"  {lag.get('p95', float('nan')):9.0f} ms  {100 * busy.get('p95', float('nan')):11.0f}%"
             f"  {run['server_cpu_percent']['mean']:10}  {run['server_rss_mb_max']:6}  {run['loadgen_cpu_percent']:8}"
         )
     if args.json:

@@ -3,6 +3,7 @@ that end a session with a goodbye (README: Security and limits)."""
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from pipecat.frames.frames import (
@@ -30,19 +31,82 @@ _ACTIVITY = (
 )
 
 
-class SessionSlots:
-    """Counts sessions over every transport; `acquire` is synchronous, so two connections
-    arriving together can never both take the last slot."""
+class LoopLoad:
+    """How loaded the event loop is. Every session's frames, VAD windows and turn logic run on
+    this one thread: once it is busy nearly all the time, or wakes up late, each new session
+    makes every session slower (the benchmark providers saturate it near 16 sessions on two
+    cores, README: Capacity). Sampled every `interval_secs` over the last `window` samples."""
 
-    def __init__(self, limit: int):
+    def __init__(self, interval_secs: float = 0.1, window: int = 30):
+        self._interval = interval_secs
+        self._lateness: deque[float] = deque(maxlen=window)
+        self._busy: deque[tuple[float, float]] = deque(maxlen=window + 1)  # (wall, loop CPU)
+
+    async def run(self) -> None:
+        """Sample forever; runs on the loop it measures."""
+        self._busy.append((time.monotonic(), time.thread_time()))
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(self._interval)
+            now = time.monotonic()
+            self._lateness.append(max(0.0, now - started - self._interval))
+            self._busy.append((now, time.thread_time()))  # CPU time of the loop's own thread
+
+    def late(self) -> float:
+        """Seconds the loop wakes up late, at the 90th percentile (one pause, such as a
+        garbage collection, is not overload)."""
+        if not self._lateness:
+            return 0.0
+        ordered = sorted(self._lateness)
+        return ordered[int(0.9 * (len(ordered) - 1))]
+
+    def busy(self) -> float:
+        """Share of the window's wall time the loop's thread spent on the CPU (0-1)."""
+        if len(self._busy) < 2:
+            return 0.0
+        (wall0, cpu0), (wall1, cpu1) = self._busy[0], self._busy[-1]
+        return (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
+
+
+class SessionSlots:
+    """Counts sessions over every transport and admits a new one only below the limit and
+    while the event loop has room; `acquire` is synchronous, so two connections arriving
+    together can never both take the last slot."""
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        load: LoopLoad | None = None,
+        max_busy: float = 0.0,
+        max_late_secs: float = 0.0,
+    ):
         self.limit = limit  # 0: no limit
         self.in_use = 0
+        self._load, self._max_busy, self._max_late = load, max_busy, max_late_secs  # 0: unchecked
 
-    def acquire(self) -> bool:
+    def refusal(self) -> str | None:
+        """Why a new session would be refused now, or None. An idle server always admits one:
+        whatever loads its loop, it is not its sessions."""
         if self.limit and self.in_use >= self.limit:
-            return False
+            return f"the server is at its limit of {self.limit} concurrent sessions; try again later"
+        if self._load is None or not self.in_use:
+            return None
+        if self._max_busy and (busy := self._load.busy()) > self._max_busy:
+            return f"the server is overloaded (its event loop is {100 * busy:.0f}% busy); try again later"
+        if self._max_late and (late := self._load.late()) > self._max_late:
+            return (
+                f"the server is overloaded (its event loop runs {1000 * late:.0f} ms late); "
+                "try again later"
+            )
+        return None
+
+    def acquire(self) -> str | None:
+        """Take a slot; returns why not (see `refusal`), or None when taken."""
+        if problem := self.refusal():
+            return problem
         self.in_use += 1
-        return True
+        return None
 
     def release(self) -> None:
         self.in_use = max(0, self.in_use - 1)

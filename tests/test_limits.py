@@ -14,6 +14,7 @@ import urllib.request
 import aiohttp
 import pytest
 
+from bot.limits import LoopLoad, SessionSlots
 from client.server_process import start_server, stop_server
 from client.webrtc import WebRTCPeer, loopback_only_ice
 from client.ws import VoiceClient, session_token
@@ -162,3 +163,46 @@ def test_metrics_open_to_scrapers_when_the_setting_says_so(server):
     with pytest.raises(urllib.error.HTTPError) as refused:
         _get(f"{server}/api/metrics", key=None)
     assert refused.value.code == 401
+
+
+async def test_loop_load_measures_a_busy_and_a_late_loop():
+    load = LoopLoad(interval_secs=0.01, window=10)
+    monitor = asyncio.create_task(load.run())
+    try:
+        await asyncio.sleep(0.12)
+        assert load.late() < 0.05 and load.busy() < 0.5
+        for _ in range(6):  # what one session's blocking work does to every other one
+            spin_until = time.monotonic() + 0.1
+            while time.monotonic() < spin_until:
+                pass
+            await asyncio.sleep(0)
+        assert load.late() >= 0.08
+        assert load.busy() > 0.8
+    finally:
+        monitor.cancel()
+
+
+def test_an_overloaded_loop_refuses_new_sessions_but_not_the_first():
+    class Load:
+        busy_share, late_secs = 0.0, 0.0
+
+        def busy(self) -> float:
+            return self.busy_share
+
+        def late(self) -> float:
+            return self.late_secs
+
+    load = Load()
+    slots = SessionSlots(10, load=load, max_busy=0.85, max_late_secs=0.25)
+    load.busy_share = 0.99
+    assert slots.acquire() is None  # an idle server admits one whatever loads it
+    problem = slots.acquire()
+    assert problem and "overloaded" in problem and "99% busy" in problem
+    load.busy_share, load.late_secs = 0.5, 0.4
+    assert "400 ms late" in slots.acquire()
+    assert slots.in_use == 1
+    load.late_secs = 0.05
+    assert slots.acquire() is None and slots.in_use == 2
+    single = SessionSlots(1)
+    assert single.acquire() is None
+    assert "limit of 1 concurrent sessions" in single.acquire()
