@@ -286,22 +286,26 @@ async def test_routed_mode_answers_and_calls_tools(script, routed_ws):
     assert "tools" not in body and "tool_choice" not in body
     assert body["model"] == MODEL and body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
-    schema = body["response_format"]["json_schema"]["schema"]
     assert body["response_format"]["type"] == "json_schema"
-    branches = {b["properties"]["tool"]["const"]: b for b in schema["anyOf"]}
-    # No numbers said and no earlier result yet: nothing to chart, so no chart branch.
-    assert set(branches) == {"none"} | {t.__name__ for t in ALL_TOOLS} - {"generate_chart"}
-    assert '"tool": "generate_chart"' in body["messages"][0]["content"]  # still described
-    timezone = branches["get_current_time"]["properties"]["arguments"]["properties"]["timezone"]
-    assert "Asia/Tokyo" in timezone["enum"] and "Asia/Tokio" not in timezone["enum"]
-    arguments = branches["get_current_time"]["properties"]["arguments"]
-    assert arguments["required"] == ["timezone"] and arguments["properties"]["timezone"]["type"] == "string"
+    # A question naming no tool's subject (no numbers, no clock, no live figure, no
+    # assessment) is offered no tool, while the prompt still describes every one of them.
+    offered = body["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert [b["properties"]["tool"]["const"] for b in offered] == ["none"]
+    for tool in ALL_TOOLS:
+        assert f'"tool": "{tool.__name__}"' in body["messages"][0]["content"]
     assert body["messages"][0]["role"] == "system"
     assert body["messages"][0]["content"].startswith(SYSTEM_PROMPT)
     assert "capital of france" in last_user_text(body).lower()
 
     _, call, answered = fake.completions()
     assert [call.rule, answered.rule] == ["call get_current_time", "answer from the tool result"]
+    schema = call.body["response_format"]["json_schema"]["schema"]
+    branches = {b["properties"]["tool"]["const"]: b for b in schema["anyOf"]}
+    assert set(branches) == {"none", "get_current_time"}
+    timezone = branches["get_current_time"]["properties"]["arguments"]["properties"]["timezone"]
+    assert "Asia/Tokyo" in timezone["enum"] and "Asia/Tokio" not in timezone["enum"]
+    arguments = branches["get_current_time"]["properties"]["arguments"]
+    assert arguments["required"] == ["timezone"] and arguments["properties"]["timezone"]["type"] == "string"
     # The earlier answer is replayed in the JSON form the model was asked for.
     earlier = json.dumps({"tool": "none", "answer": "The capital of France is Paris."})
     assert {"role": "assistant", "content": earlier} in call.body["messages"]

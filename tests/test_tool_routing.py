@@ -557,3 +557,20 @@ def test_a_request_split_by_a_pause_is_one_request():
     # Once the bot has answered, the next message is a request of its own.
     answered = [*messages[:3], {"role": "assistant", "content": "Which sentence?"}, messages[3]]
     assert current_request(answered) == "I absolutely love my new job."
+
+
+def test_a_follow_up_leans_on_the_request_before_it():
+    from bot.tools.current_time import get_current_time
+
+    messages = [
+        {"role": "user", "content": "What time is it in Tokyo?"},
+        {"role": "assistant", "content": "It is 9:30 in Tokyo."},
+        {"role": "user", "content": "And in Paris?"},
+    ]
+    context = LLMContext(messages=messages, tools=ToolsSchema(standard_tools=[get_current_time]))
+    assert [t.name for t in route_conversation(context, None, budget_chars=50_000).tools] == [
+        "get_current_time"
+    ]
+    unrelated = [{"role": "user", "content": "And in Paris?"}]
+    context = LLMContext(messages=unrelated, tools=ToolsSchema(standard_tools=[get_current_time]))
+    assert route_conversation(context, None, budget_chars=50_000).tools == []

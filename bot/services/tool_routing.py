@@ -61,13 +61,16 @@ def routing_constraint(constraint: RoutingConstraint) -> Callable:
 
 
 def requested_when(pattern: str) -> RoutingConstraint:
-    """A constraint offering the tool only when the current request matches `pattern` (a
-    case-insensitive regular expression): a small model otherwise reaches for a tool that a
-    word-level cue rules out, e.g. sentiment analysis for a user simply sharing a feeling."""
+    """A constraint offering the tool only when the current request, or the user's message
+    before it, matches `pattern` (a case-insensitive regular expression): a small model
+    otherwise reaches for a tool that a word-level cue rules out, e.g. sentiment analysis for
+    a user simply sharing a feeling. The message before counts because a follow-up leans on
+    it ("What time is it in Tokyo?" ... "And in Paris?")."""
     cue = re.compile(pattern, re.IGNORECASE)
 
     def constraint(messages: Messages, parameters: dict[str, Any]) -> dict[str, Any] | None:
-        return parameters if cue.search(current_request(messages)) else None
+        said = " ".join([*user_texts(messages)[-2:], current_request(messages)])
+        return parameters if cue.search(said) else None
 
     return constraint
 
