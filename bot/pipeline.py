@@ -3,10 +3,11 @@
 from collections.abc import Awaitable, Callable
 
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
@@ -21,6 +22,7 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.engines.loader import EmbeddedEngines
+from bot.observers.lean_worker import LeanPipelineWorker
 from bot.observers.turn_recorder import EngineStage, TurnRecorder
 from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
 from bot.processors.visualization import VisualizationProcessor
@@ -40,6 +42,10 @@ from bot.turn_models import create_turn_stop_strategy, create_vad_analyzer
 # The browser client records at 16 kHz and plays at 24 kHz whatever rate a frame announces.
 AUDIO_IN_RATE = 16000
 AUDIO_OUT_RATE = 24000
+
+
+async def _is_not_microphone_audio(frame: Frame) -> bool:
+    return not isinstance(frame, InputAudioRawFrame)
 
 
 def turn_strategies(settings: Settings) -> UserTurnStrategies:
@@ -115,6 +121,9 @@ def build_worker(
             transport.input(),
             stt,
             user_aggregator,
+            # Past the turn detection nothing uses the microphone: without this, every 20 ms
+            # of it would still cross six more processors and their observers.
+            FunctionFilter(_is_not_microphone_audio, filter_system_frames=True),
             llm,
             tts,
             visualizer,
@@ -124,7 +133,7 @@ def build_worker(
         ]))
     )
 
-    worker = PipelineWorker(
+    worker = LeanPipelineWorker(
         pipeline,
         params=PipelineParams(
             audio_in_sample_rate=AUDIO_IN_RATE,
@@ -134,6 +143,7 @@ def build_worker(
         ),
         conversation_id=session_id,
         idle_timeout_secs=None,
+        enable_turn_tracking=False,  # TurnRecorder tracks turns; one observer fewer per frame
         observers=[recorder, fault_recovery.observer],
         app_resources=resources,  # what the tools may use (FunctionCallParams.app_resources)
         # The page shows which tool ran with which arguments: it is the user's own session.

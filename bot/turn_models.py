@@ -229,6 +229,13 @@ def smart_turn_model() -> SharedSmartTurnModel:
     return SharedSmartTurnModel()
 
 
+def load_turn_models(settings: Settings) -> None:
+    """Load the shared models now rather than when the first session starts."""
+    silero_batcher()
+    if settings.smart_turn:
+        smart_turn_model()
+
+
 def create_vad_analyzer(settings: Settings) -> SileroVADAnalyzer:
     return SharedSileroVADAnalyzer(
         batcher=silero_batcher(), params=VADParams(stop_secs=settings.vad_stop_secs)
