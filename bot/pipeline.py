@@ -7,6 +7,7 @@ from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
@@ -107,11 +108,15 @@ def build_worker(
         on_failure=recorder.fail,
     )
 
+    # Voice activity is judged in a processor of its own, ahead of the STT, rather than inside
+    # the user aggregator: waiting on the shared VAD model there, frame after frame, kept a
+    # busy server's aggregator behind on microphone audio, and a transcript (a data frame)
+    # waits until every queued audio frame (a system frame) has been handled.
+    vad = None if text_only else VADProcessor(vad_analyzer=create_vad_analyzer(settings))
     context = LLMContext(tools=ToolsSchema(standard_tools=ALL_TOOLS))
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=create_vad_analyzer(settings),
             user_turn_strategies=turn_strategies(settings),
         ),
     )
@@ -119,6 +124,7 @@ def build_worker(
     pipeline = Pipeline(
         list(filter(None, [  # a text-only pipeline has no STT or TTS
             transport.input(),
+            vad,
             stt,
             user_aggregator,
             # Past the turn detection nothing uses the microphone: without this, every 20 ms
