@@ -4,6 +4,7 @@ from functools import lru_cache
 
 import numpy as np
 import soxr
+from piper.config import SynthesisConfig
 
 from bot.engines.piper_voice import SharedPiperVoice
 
@@ -13,11 +14,16 @@ def _voice() -> SharedPiperVoice:
     return SharedPiperVoice("en_US-joe-medium", threads=1)
 
 
+# Piper draws random noise for each rendition, so the same sentence sounded (and transcribed)
+# differently from run to run; without the noise every run hears the same clip.
+REPEATABLE = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+
+
 @lru_cache(maxsize=64)
 def speech_pcm(text: str, sample_rate: int = 16000) -> bytes:
-    """16-bit mono PCM of `text` spoken at `sample_rate`."""
+    """16-bit mono PCM of `text` spoken at `sample_rate`, the same in every run."""
     voice = _voice()
-    pcm = np.frombuffer(b"".join(voice.synthesize(text)), dtype=np.int16)
+    pcm = np.frombuffer(b"".join(voice.synthesize(text, REPEATABLE)), dtype=np.int16)
     return soxr.resample(pcm, voice.sample_rate, sample_rate).astype(np.int16).tobytes()
 
 

