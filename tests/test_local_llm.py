@@ -212,6 +212,34 @@ async def test_concurrent_sessions_get_their_own_answers(engine):
     assert engine.active_requests == 0
 
 
+async def test_warm_up_puts_the_shared_prefix_in_every_slot():
+    """Sessions that arrive together each land on a slot that already holds the system
+    prompt and tools: none prefills them while the others wait on its batch."""
+    engine = LocalLLMEngine(
+        ensure_model_file("qwen2.5-coder-0.5b", Settings().data_dir),
+        threads=2,
+        context_tokens_per_slot=CONTEXT_TOKENS,
+        parallel_slots=3,
+    )
+    tools = ToolsSchema(standard_tools=[get_current_time])
+    restored = await engine.warm_up(_request("Hello!", tools=tools))
+    prefix = min(restored.values())
+    assert set(restored) == {1, 2} and prefix > 500, restored
+
+    async def prompt_timings(question: str) -> dict:
+        _, timings = await engine.complete(_request(question, max_tokens=8, tools=tools))
+        return timings
+
+    questions = ["What is the capital of Peru?", "How many legs does a spider have?",
+                 "Which ocean is the largest?"]
+    results = await asyncio.wait_for(
+        asyncio.gather(*(prompt_timings(q) for q in questions)), timeout=120
+    )
+    for question, timings in zip(questions, results):
+        assert timings["cache_n"] >= prefix - 20, (question, timings)
+        assert timings["prompt_n"] < 40, (question, timings)
+
+
 # --- build_request (no model) -----------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ request (barge-in, disconnect) stops decoding, within one token.
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,9 @@ from typing import Any
 
 import xllamacpp
 from loguru import logger
+
+
+PROMPT_CACHE_MIB = 256
 
 
 class LLMEngineError(RuntimeError):
@@ -38,8 +42,13 @@ class LocalLLMEngine:
         params.n_ctx = context_tokens_per_slot * parallel_slots
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
+        # The host-memory prompt cache (llama.cpp keeps idle slots' KV there and restores the
+        # best match into the slot a request lands on) is how every slot gets the shared
+        # prefix without prefilling it; bounded so it holds a few conversations, not 8 GiB.
+        params.cache_ram_mib = PROMPT_CACHE_MIB
         params.verbosity = -1
         self.context_tokens_per_slot = context_tokens_per_slot
+        self.parallel_slots = parallel_slots
         self.model_name = model_path.name
         self._server = xllamacpp.Server(params)
         # Each request holds a thread for its whole generation: give them their own pool so
@@ -93,15 +102,39 @@ class LocalLLMEngine:
             # before the next request of this session, without blocking on a cancelled task.
             await asyncio.shield(worker)
 
-    async def complete(self, request: dict[str, Any]) -> str:
-        """The whole text of a (non-interactive) completion, e.g. for warm-up."""
-        parts = []
+    async def complete(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The whole text of a (non-interactive) completion and llama.cpp's timings of it."""
+        parts, timings = [], {}
         async for chunk in self.stream_chat(request, threading.Event()):
             for choice in chunk.get("choices") or []:
                 parts.append((choice.get("delta") or {}).get("content") or "")
-        return "".join(parts)
+            timings = chunk.get("timings") or timings
+        return "".join(parts), timings
 
-    async def warm_up(self, request: dict[str, Any]) -> None:
-        """Decode once so the shared prompt prefix is cached before the first user turn."""
-        await self.complete({**request, "max_tokens": 1})
-        logger.info(f"LLM {self.model_name} warmed up")
+    async def warm_up(self, request: dict[str, Any]) -> dict[int, int]:
+        """Put the shared prompt prefix (system prompt, tools) in every slot's KV cache before
+        the first user turn; returns the tokens each slot took from the prompt cache.
+
+        A slot that is still empty when a session's request lands on it prefills the whole
+        prefix (1.4k tokens, ~8 s on 2 cores) in the batch every other session decodes in,
+        stalling all of them; warming only one slot left the second concurrent session to
+        do exactly that. Slot 0 prefills it once. llama.cpp saves idle slots to its prompt
+        cache when a task starts elsewhere, so a tiny request on each other slot gets slot
+        0's state saved, and each slot then restores the prefix from the cache (~40 ms)
+        instead of computing it.
+        """
+        started = time.monotonic()
+        await self.complete({**request, "max_tokens": 1, "id_slot": 0})
+        prefilled = time.monotonic() - started
+        tiny = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        for slot in range(1, self.parallel_slots):
+            await self.complete({**tiny, "id_slot": slot})
+        restored = {}
+        for slot in range(1, self.parallel_slots):
+            _, timings = await self.complete({**request, "max_tokens": 1, "id_slot": slot})
+            restored[slot] = timings.get("cache_n", 0)
+        logger.info(
+            f"LLM {self.model_name} warmed up: slot 0 prefilled in {prefilled:.1f}s, other"
+            f" slots' cached prefix tokens {restored}, {time.monotonic() - started:.1f}s in all"
+        )
+        return restored
