@@ -119,6 +119,8 @@ class SessionDeadlines(BaseObserver):
     """Watches one session's frames for activity; `watch` calls `end(reason, goodbye)` once the
     session has been idle for `idle_secs` or has lasted `max_secs` (0 disables either)."""
 
+    observes_microphone_audio = False  # see bot/observers/lean_worker.py
+
     def __init__(self, *, idle_secs: float, max_secs: float, idle_goodbye: str, max_goodbye: str):
         super().__init__(observe_every_push=False)
         self._idle_secs, self._max_secs = idle_secs, max_secs

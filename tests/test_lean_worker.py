@@ -72,3 +72,71 @@ async def test_microphone_audio_is_not_pushed_past_the_turn_detection():
     audio = InputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
     assert await _is_not_microphone_audio(audio) is False
     assert await _is_not_microphone_audio(TextFrame("hi")) is True
+
+
+class MicrophoneWatcher(BaseObserver):
+    def __init__(self, wants_audio: bool | None):
+        super().__init__()
+        if wants_audio is not None:
+            self.observes_microphone_audio = wants_audio
+        self.audio = self.texts = 0
+
+    async def on_push_frame(self, data: FramePushed):
+        self.audio += isinstance(data.frame, InputAudioRawFrame)
+        self.texts += isinstance(data.frame, TextFrame)
+
+
+async def _push_audio_and_text(observers: list[BaseObserver]) -> None:
+    # As the session pipeline runs it: no Pipecat turn-tracking or idle observers.
+    worker = LeanPipelineWorker(
+        Pipeline([IdentityFilter()]), observers=observers, enable_turn_tracking=False,
+        idle_timeout_secs=None,
+    )
+    audio = InputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
+    await worker.queue_frames([audio, TextFrame("hello"), EndFrame()])
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await runner.run()
+
+
+@pytest.mark.asyncio
+async def test_microphone_audio_reaches_observers_only_if_one_may_want_it():
+    declined, also_declined = MicrophoneWatcher(False), MicrophoneWatcher(False)
+    await _push_audio_and_text([declined, also_declined])
+    assert (declined.audio, also_declined.audio) == (0, 0)
+    assert declined.texts and also_declined.texts
+
+    # An observer that does not say what it reads gets microphone audio, as in Pipecat.
+    declined, silent = MicrophoneWatcher(False), MicrophoneWatcher(None)
+    await _push_audio_and_text([declined, silent])
+    assert silent.audio > 0 and silent.texts
+
+
+def test_no_session_observer_takes_microphone_audio():
+    """The real session pipeline (its RTVI observer included) queues no microphone audio to
+    its observers; the idle/duration watch is added later, the same way."""
+    from bot.engines.loader import EmbeddedEngines
+    from bot.limits import SessionDeadlines
+    from bot.observers.lean_worker import observes_microphone_audio
+    from bot.pipeline import build_worker
+    from bot.records import SessionRecord
+    from bot.session_resources import SessionResources
+    from bot.settings import Settings
+    from bot.telemetry import Telemetry
+    from evals.text_mode import TextTransport
+
+    async def ignore(*_):
+        pass
+
+    settings = Settings(stt_provider="benchmark", llm_provider="benchmark", tts_provider="benchmark")
+    worker, _ = build_worker(
+        TextTransport(ignore), settings, EmbeddedEngines(), session_id="s", on_turn=ignore,
+        resources=SessionResources(
+            record=SessionRecord(session_id="s", transport="test", started_at=0.0), telemetry=Telemetry()
+        ),
+    )
+    worker.add_observer(SessionDeadlines.from_settings(settings))
+    observers = worker._observer._observers
+    assert any(isinstance(o, RTVIObserver) for o in observers)
+    assert not any(map(observes_microphone_audio, observers)), observers
+    assert worker._observer._microphone_audio_wanted is False

@@ -5,11 +5,19 @@ that every processor handles (`on_process_frame`) to every observer, whether or 
 observer does anything with it. None of this project's observers, nor RTVI's, handles that
 event, yet it was most of the event loop's work per 20 ms of microphone audio: three
 processors see each frame, times four observers, each a queue put and a task wake-up. With
-dozens of sessions that fan-out alone kept the loop busy. `on_push_frame` (which they all
-use) and the lifecycle events are delivered exactly as before.
+dozens of sessions that fan-out alone kept the loop busy.
+
+Microphone audio is the other bulk: 50 frames a second per session, each pushed by four
+processors, and so queued to every observer on its first push and to RTVI's on the three
+repeats. No observer of a session reads it (RTVI's skips audio unless it reports audio
+levels), so it is not queued to them at all; an observer that wants it says so with
+`observes_microphone_audio = True`, and one that says nothing is assumed to. Every other
+push, and the lifecycle events, are delivered exactly as before.
 """
 
-from pipecat.observers.base_observer import BaseObserver, FrameProcessed
+from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed, FrameProcessed
+from pipecat.processors.frameworks.rtvi.observer import RTVIObserver
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.pipeline.worker_observer import WorkerObserver
 
@@ -19,7 +27,27 @@ def handles(observer: BaseObserver, event: str) -> bool:
     return getattr(type(observer), event) is not getattr(BaseObserver, event)
 
 
+def observes_microphone_audio(observer: BaseObserver) -> bool:
+    """Whether the observer may act on a pushed `InputAudioRawFrame`."""
+    if isinstance(observer, RTVIObserver):
+        return observer._params.user_audio_level_enabled
+    return getattr(observer, "observes_microphone_audio", True)
+
+
 class HandledEventsObserver(WorkerObserver):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._microphone_audio_wanted = any(map(observes_microphone_audio, self._observers))
+
+    def add_observer(self, observer: BaseObserver):
+        super().add_observer(observer)
+        self._microphone_audio_wanted = any(map(observes_microphone_audio, self._observers))
+
+    async def on_push_frame(self, data: FramePushed):
+        if isinstance(data.frame, InputAudioRawFrame) and not self._microphone_audio_wanted:
+            return
+        await super().on_push_frame(data)
+
     async def on_process_frame(self, data: FrameProcessed):
         for proxy in (self._proxies or {}).values():
             if handles(proxy.observer, "on_process_frame"):

@@ -66,6 +66,8 @@ class _OpenTurn:
 
 
 class TurnRecorder(BaseObserver):
+    observes_microphone_audio = False  # see bot/observers/lean_worker.py
+
     def __init__(
         self,
         *,

@@ -70,6 +70,8 @@ class StageTimeouts:
 class _Watch(BaseObserver):
     """Hands every frame, where it is first pushed, to the processor that owns it."""
 
+    observes_microphone_audio = False  # see bot/observers/lean_worker.py
+
     def __init__(self, owner: "FaultRecovery"):
         super().__init__(observe_every_push=False)
         self._owner = owner
