@@ -26,7 +26,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
 from bot.engines.llm_weights import ensure_model_file
-from bot.engines.local_llm import LocalLLMEngine
+from bot.engines.local_llm import LocalLLMEngine, SlotAffinity
 from bot.services.local_llm import LocalLLMService, build_request
 from bot.services.tool_routing import REPLY_PREFILL, ReplyDecoder, reply_grammar
 from bot.settings import Settings
@@ -212,32 +212,93 @@ async def test_concurrent_sessions_get_their_own_answers(engine):
     assert engine.active_requests == 0
 
 
-async def test_warm_up_puts_the_shared_prefix_in_every_slot():
-    """Sessions that arrive together each land on a slot that already holds the system
-    prompt and tools: none prefills them while the others wait on its batch."""
+TOOLS = ToolsSchema(standard_tools=[get_current_time])
+
+
+@pytest.fixture(scope="module")
+async def warm_engine() -> tuple[LocalLLMEngine, dict[int, int]]:
+    """An engine of three slots, warmed as the server warms it."""
     engine = LocalLLMEngine(
         ensure_model_file("qwen2.5-coder-0.5b", Settings().data_dir),
         threads=2,
         context_tokens_per_slot=CONTEXT_TOKENS,
         parallel_slots=3,
     )
-    tools = ToolsSchema(standard_tools=[get_current_time])
-    restored = await engine.warm_up(_request("Hello!", tools=tools))
+    restored = await engine.warm_up(_request("Hello!", tools=TOOLS))
+    return engine, restored
+
+
+async def _timings(
+    engine: LocalLLMEngine, messages: list[dict], session: str | None = None
+) -> tuple[str, dict]:
+    """(answer, llama.cpp's timings) of one request for a conversation."""
+    request = build_request(
+        LLMContext(messages=messages, tools=TOOLS), system_prompt=SYSTEM_PROMPT,
+        max_tokens=24, temperature=0.0, context_tokens=CONTEXT_TOKENS,
+    )
+    decoder, text, timings = ReplyDecoder(prefill=REPLY_PREFILL), [], {}
+    async for chunk in engine.stream_chat(request, threading.Event(), session=session):
+        for choice in chunk.get("choices") or []:
+            text.append(decoder.feed((choice.get("delta") or {}).get("content") or ""))
+        timings = chunk.get("timings") or timings
+    return "".join(text), timings
+
+
+async def test_warm_up_puts_the_shared_prefix_in_every_slot(warm_engine):
+    """Sessions that arrive together each land on a slot that already holds the system
+    prompt and tools: none prefills them while the others wait on its batch."""
+    engine, restored = warm_engine
     prefix = min(restored.values())
     assert set(restored) == {1, 2} and prefix > 500, restored
-
-    async def prompt_timings(question: str) -> dict:
-        _, timings = await engine.complete(_request(question, max_tokens=8, tools=tools))
-        return timings
 
     questions = ["What is the capital of Peru?", "How many legs does a spider have?",
                  "Which ocean is the largest?"]
     results = await asyncio.wait_for(
-        asyncio.gather(*(prompt_timings(q) for q in questions)), timeout=120
+        asyncio.gather(*(_timings(engine, [{"role": "user", "content": q}]) for q in questions)),
+        timeout=120,
     )
-    for question, timings in zip(questions, results):
+    for question, (_, timings) in zip(questions, results):
         assert timings["cache_n"] >= prefix - 20, (question, timings)
         assert timings["prompt_n"] < 40, (question, timings)
+
+
+async def test_each_session_keeps_its_conversation_cached(warm_engine):
+    """Three sessions taking turns: each one's second turn finds its first turn still in the
+    KV cache and prefills only the new question (plus the template's few tokens), though
+    the others' requests came in between and every slot held the same prefix."""
+    engine, _ = warm_engine
+    first = ["What is the capital of Peru?", "How many legs does a spider have?",
+             "Which ocean is the largest?"]
+    conversations = [[{"role": "user", "content": q}] for q in first]
+    before = []
+    for index, conversation in enumerate(conversations):
+        answer, timings = await _timings(engine, conversation, session=f"session-{index}")
+        conversation += [{"role": "assistant", "content": answer},
+                         {"role": "user", "content": "Can you say that again?"}]
+        before.append(timings)
+    for index, conversation in enumerate(conversations):
+        _, after = await _timings(engine, conversation, session=f"session-{index}")
+        first_turn = before[index]["prompt_n"] + before[index]["cache_n"]
+        assert after["cache_n"] >= first_turn, (first[index], before[index], after)
+        assert after["prompt_n"] < 40, (first[index], before[index], after)
+
+
+def test_slot_affinity_returns_a_session_to_its_own_slot():
+    slots = SlotAffinity(2)
+    a, b = slots.acquire("a"), slots.acquire("b")
+    assert {a, b} == {0, 1}
+    assert slots.acquire("c") is None  # every slot busy: llama.cpp queues the request
+    slots.release(b)
+    slots.release(a)
+    assert slots.acquire("b") == b and slots.acquire("a") == a
+    slots.release(a)
+    slots.release(b)
+    # A newcomer takes the slot released longest ago, and then owns it.
+    assert slots.acquire("c") == a
+    slots.release(a)
+    assert slots.acquire("c") == a  # c's own slot now
+    # a lost its slot to c: it takes the free one released longest ago.
+    assert slots.acquire("a") == b
 
 
 # --- build_request (no model) -----------------------------------------------------------------

@@ -99,6 +99,8 @@ class LocalLLMService(LLMService):
         self._engine = engine
         self._cancel_current = threading.Event()
         self._response_open = False
+        # Keeps this session on its own KV slot (a key, so the engine holds no reference).
+        self._session_key = uuid.uuid4().hex
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -139,7 +141,7 @@ class LocalLLMService(LLMService):
         self._cancel_current = cancelled = threading.Event()
         await self.start_ttfb_metrics()
         started = time.monotonic()
-        async for chunk in self._engine.stream_chat(request, cancelled):
+        async for chunk in self._engine.stream_chat(request, cancelled, session=self._session_key):
             for choice in chunk.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content")
                 if not piece:
