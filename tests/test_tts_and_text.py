@@ -205,3 +205,27 @@ def test_leading_silence_is_trimmed_to_a_short_lead_in():
     assert abs(lead - LEAD_IN_SECS) < 0.002
     assert abs(len(trimmed) - len(tone) - LEAD_IN_SECS * rate) <= 2
     assert trim_leading_silence(bytes(1000), rate) == bytes(1000)  # all silence: unchanged
+
+
+async def test_sessions_synthesize_side_by_side(voice):
+    """A short sentence is not held up by another session's long answer (only espeak-ng's
+    phonemizer is taken one at a time), and concurrent renditions are the ones each would
+    get alone."""
+    from client.speech import REPEATABLE
+
+    long_text = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 8)
+    short_text = "Hello there."
+    alone = voice.synthesize(short_text, REPEATABLE)
+    finished: list[str] = []
+
+    def synthesize(name: str, text: str) -> list[bytes]:
+        chunks = voice.synthesize(text, REPEATABLE)
+        finished.append(name)
+        return chunks
+
+    long_task = asyncio.create_task(asyncio.to_thread(synthesize, "long", long_text))
+    await asyncio.sleep(0.05)  # the long answer is being synthesized
+    short = await asyncio.to_thread(synthesize, "short", short_text)
+    await long_task
+    assert finished == ["short", "long"]
+    assert short == alone

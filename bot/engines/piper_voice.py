@@ -46,23 +46,26 @@ class SharedPiperVoice:
         self._voice.session = onnxruntime.InferenceSession(
             str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self._lock = threading.Lock()
+        # espeak-ng, which phonemizes, keeps global state and must not be entered by two
+        # sessions at once; the voice model itself (ONNX Runtime) may run in several threads.
+        # Only the phonemizer is serialized, so one session's short first sentence no longer
+        # waits for another's long answer to be synthesized.
+        lock, phonemize = threading.Lock(), self._voice.phonemize
+
+        def phonemize_alone(text: str) -> list[list[str]]:
+            with lock:
+                return phonemize(text)
+
+        self._voice.phonemize = phonemize_alone
 
     @property
     def sample_rate(self) -> int:
         return self._voice.config.sample_rate
 
     def synthesize(self, text: str, config: SynthesisConfig | None = None) -> list[bytes]:
-        """16-bit mono PCM at `sample_rate`, one chunk per sentence (blocking: use a thread).
-
-        The TTS service sends one sentence at a time, so holding the lock for the whole text
-        costs no streaming; espeak-ng, which phonemizes, keeps global state and must not be
-        entered by two sessions at once.
-        """
-        with self._lock:
-            chunks = [
-                chunk.audio_int16_bytes for chunk in self._voice.synthesize(text, syn_config=config)
-            ]
+        """16-bit mono PCM at `sample_rate`, one chunk per sentence (blocking: use a thread;
+        sessions may call it at the same time)."""
+        chunks = [chunk.audio_int16_bytes for chunk in self._voice.synthesize(text, syn_config=config)]
         if chunks:
             chunks[0] = trim_leading_silence(chunks[0], self.sample_rate)
         return chunks
