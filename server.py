@@ -333,7 +333,7 @@ def main() -> None:
         app,
         host=settings.host,
         port=settings.port,
-        log_level="info",
+        log_level=settings.log_level.lower(),
         ws_max_size=MAX_FRAME_BYTES,
         # Compressing PCM audio costs the server CPU on every frame and saves almost nothing.
         ws_per_message_deflate=False,

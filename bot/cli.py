@@ -4,6 +4,7 @@
 import argparse
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
         prepare_models(get_settings())
         logger.info(f"Embedded models ready in {time.monotonic() - started:.1f}s")
     elif args.command == "serve":
+        # Before the server's modules are imported: some of them log as they load.
+        logger.remove()
+        logger.add(sys.stderr, level=get_settings().log_level)
         from server import main as serve
 
         serve()

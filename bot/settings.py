@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # --- server ---
     host: str = Field("127.0.0.1", description="Interface the server binds to.")
     port: int = Field(7860, description="TCP port of the server.")
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO",
+        description="Server log level; DEBUG adds every transcript, reply and stage timing.",
+    )
     data_dir: Path = Field(
         Path.home() / ".cache" / "voice-agent",
         description="Where prepared model files (assembled LLM, converted STT) are cached.",

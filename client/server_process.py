@@ -31,6 +31,8 @@ def start_server(log_path: Path, **env_overrides: str) -> tuple[subprocess.Popen
         "AGENT_TTS_PROVIDER": "embedded",
         # Records of test and benchmark sessions stay beside the log, out of the user's store.
         "AGENT_STORE_PATH": str(log_path.parent / "records.sqlite3"),
+        # The log is what explains a failed test or an odd benchmark turn.
+        "AGENT_LOG_LEVEL": "DEBUG",
         **env_overrides,
     }
     log = log_path.open("wb")

@@ -131,3 +131,22 @@ def test_fault_list_parses_each_entry():
     for bad in ("llm:error", "llm@1", "asr:error@1", "llm:error@0", "llm:error@x"):
         with pytest.raises(ValueError, match="AGENT_BENCHMARK_FAULTS"):
             parse_benchmark_faults(bad)
+
+
+async def test_the_default_log_level_keeps_conversations_out_of_the_log(tmp_path):
+    """AGENT_LOG_LEVEL=INFO (the default): a whole turn leaves no DEBUG line in the server's
+    log, so neither what the user said nor the answer is written there."""
+    log = tmp_path / "server.log"
+    process, url = start_server(log, **BENCHMARK_ENV, AGENT_LOG_LEVEL="INFO")
+    try:
+        async with VoiceClient(url.replace("http://", "ws://") + "/ws") as client:
+            await client.ready()
+            await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT)
+            _, turn = await _speak_turn(client, "What is the capital of France?")
+            assert turn["status"] == "completed", turn
+    finally:
+        stop_server(process)
+    text = log.read_text(errors="replace")
+    assert "Uvicorn running" in text or "Application startup complete" in text, text[-2000:]
+    assert "| DEBUG" not in text, [line for line in text.splitlines() if "| DEBUG" in line][:5]
+    assert turn["user_text"] not in text and BENCHMARK_REPLY not in text
