@@ -17,7 +17,7 @@ from pipecat.transports.smallwebrtc.request_handler import (
     SmallWebRTCRequestHandler,
 )
 
-from bot.auth import Auth, warn_if_exposed
+from bot.auth import Auth, redact_tokens_in_server_log, warn_if_exposed
 from bot.engines.loader import load_engines
 from bot.limits import LoopLoad, SessionSlots
 from bot.records import SessionRecord
@@ -338,6 +338,7 @@ def main() -> None:
         # Compressing PCM audio costs the server CPU on every frame and saves almost nothing.
         ws_per_message_deflate=False,
     )
+    redact_tokens_in_server_log()  # after uvicorn.Config, which configures its loggers
     DrainingServer(config, app, settings).run()
 
 

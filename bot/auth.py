@@ -9,6 +9,8 @@ it is spent, and a restart voids every outstanding token.
 
 import hashlib
 import hmac
+import logging
+import re
 import secrets
 import time
 from urllib.parse import urlsplit
@@ -20,6 +22,25 @@ from loguru import logger
 from bot.settings import Settings
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+class RedactTokensInLog(logging.Filter):
+    """Uvicorn logs each request's path with its query string, so a `/ws?token=...` line
+    would put a live session token in the server log: the value is replaced there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = _TOKEN_IN_URL.sub(r"\1[redacted]", message), ()
+        return True
+
+
+def redact_tokens_in_server_log() -> None:
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(RedactTokensInLog())
+
 
 _bearer = HTTPBearer(auto_error=False, description="The AGENT_API_KEY value.")
 

@@ -29,15 +29,22 @@ CLOSE_FORBIDDEN_ORIGIN = 4003
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def auth_server(tmp_path_factory):
+    """(URL, log file) of a server with an API key."""
+    log = tmp_path_factory.mktemp("auth") / "server.log"
     process, url = start_server(
-        tmp_path_factory.mktemp("auth") / "server.log",
+        log,
         AGENT_API_KEY=API_KEY,
         AGENT_TOKEN_TTL_SECS=str(TOKEN_TTL_SECS),
         AGENT_ALLOWED_ORIGINS=ALLOWED_ORIGIN,
     )
-    yield url
+    yield url, log
     stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def server(auth_server):
+    return auth_server[0]
 
 
 def _request(url: str, method: str = "GET", headers: dict | None = None, body: dict | None = None):
@@ -100,6 +107,15 @@ async def test_websocket_needs_a_valid_token(server):
     code, error = await _refused(_ws_url(server, forged))
     assert code == CLOSE_UNAUTHORIZED and "invalid" in error
     await _admitted(_ws_url(server, session_token(server, API_KEY)))
+
+
+async def test_tokens_are_kept_out_of_the_server_log(auth_server):
+    server, log = auth_server
+    token = session_token(server, API_KEY)
+    await _admitted(_ws_url(server, token))
+    text = log.read_text(errors="replace")
+    assert "/ws?token=[redacted]" in text
+    assert token not in text and token.rsplit(".", 1)[-1] not in text
 
 
 async def test_a_token_is_refused_the_second_time(server):

@@ -44,6 +44,7 @@ async def test_no_model_is_loaded_for_benchmark_stages(benchmark_server):
     with urllib.request.urlopen(f"{benchmark_server}/health", timeout=10) as response:
         health = json.load(response)
     assert health["model_load_seconds"] == {}
+    assert health["models"] == {"stt": None, "llm": None, "tts": None}
 
 
 async def test_turns_get_the_benchmark_reply_delays_and_faults(benchmark_server):

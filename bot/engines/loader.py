@@ -22,11 +22,13 @@ class EmbeddedEngines:
     apology: bytes = b""
     apology_sample_rate: int = 0
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> dict[str, str | None]:
+        """The embedded model each stage loaded; None where a cloud or benchmark service
+        serves the stage and no model is loaded."""
         return {
-            "stt": "moonshine-base-en" if self.stt else "cloud",
-            "llm": self.llm.model_name if self.llm else "cloud",
-            "tts": self.tts.name if self.tts else "cloud",
+            "stt": "moonshine-base-en" if self.stt else None,
+            "llm": self.llm.model_name if self.llm else None,
+            "tts": self.tts.name if self.tts else None,
         }
 
 
