@@ -206,9 +206,14 @@ async def test_stt_stream_closed_with_an_error(cloud_server, fakes):
 
 
 async def test_stt_stream_that_hangs(cloud_server, fakes):
+    """The stream stays silent for good: the session replaces the connection after the
+    failed turn, and the next turn is transcribed over the new one."""
+    before = len(fakes.deepgram.connections)
     inject = partial(fakes.deepgram.inject, "hang")
     failed = await _session_fails_then_recovers(cloud_server, inject, "stt", "timeout")
     assert failed["failure"]["message"] == "no final transcript within 2.5s", failed
+    assert fakes.deepgram.connections[before].closed_at is not None
+    assert len(fakes.deepgram.connections) >= before + 2
 
 
 async def test_tts_socket_closed_with_an_error(cloud_server, fakes):

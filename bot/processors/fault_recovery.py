@@ -15,7 +15,8 @@ answer) fails that turn and nothing more: the turn is recorded as failed with it
 and message (`on_failure`); the client gets an RTVI `error` (Pipecat sends one for every
 error frame; a timeout is reported as one); an interruption cancels whatever is still
 waiting on the stuck stage, so the next user turn starts clean; and the pre-rendered apology
-goes straight to the output transport, so it plays even when the TTS is what failed.
+goes straight to the output transport, so it plays even when the TTS is what failed. A
+streaming STT that went silent stays silent, so its connection is replaced after such a turn.
 Pipecat reports errors outside a user turn (a greeting, a reconnect) as RTVI errors itself.
 """
 
@@ -45,6 +46,7 @@ from pipecat.frames.frames import (
 from pipecat.metrics.metrics import ProcessingMetricsData, TTFBMetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.stt_service import STTService
 from pipecat.utils.errors import ErrorCategory
 
 from bot.records import TurnFailure
@@ -248,3 +250,12 @@ class FaultRecovery(FrameProcessor):
             await self.push_frame(
                 SpeechOutputAudioRawFrame(self._apology, sample_rate=self._apology_rate, num_channels=1)
             )
+        if failure.stage == "stt" and failure.kind == "timeout":
+            await self._reconnect_stt()
+
+    async def _reconnect_stt(self) -> None:
+        """Pipecat's own reconnect (it buffers and replays the audio that arrives meanwhile),
+        for STT services that hold a connection; the embedded ones have none to replace."""
+        stt = next((s for s, stage in self._stage_of.items() if stage == "stt"), None)
+        if isinstance(stt, STTService) and type(stt)._do_reconnect is not STTService._do_reconnect:
+            await stt._request_reconnect()

@@ -29,8 +29,8 @@ Failure modes, armed for the next utterance with `FakeDeepgram.inject(kind)`: `"
 the stream with code 1011 and reason `NET-0000` when that utterance's final is due (how
 Deepgram reports an internal error, "Recovering from connection errors & timeouts":
 https://developers.deepgram.com/docs/recovering-from-connection-errors-and-timeouts);
-`"hang"` keeps the connection open but sends nothing more (no results, no Finalize answer)
-until the speaker starts the next utterance.
+`"hang"` keeps the connection open but sends nothing more on it (no results, no Finalize
+answer), as a stuck stream does: only a new connection is answered again.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class _Session:
         self.last_word_end: float | None = None  # for UtteranceEnd
         self.utterance_end_sent = True
         self.fault: str | None = None  # injected into the open utterance
-        self.hung = False  # a "hang" fault: everything sent is dropped until the next utterance
+        self.hung = False  # a "hang" fault: everything sent on this connection is dropped
 
     def _utterance(self) -> Utterance:
         script = self.server.script
@@ -164,7 +164,6 @@ class _Session:
             if not self.in_speech:
                 self.in_speech, self.start = True, self.clock - FRAME_SECS
                 self.voiced, self.interims_sent = 0.0, 0
-                self.hung = False
                 self.fault = self.server.faults.pop(0) if self.server.faults else None
             self.voiced += FRAME_SECS
             self.silence = 0.0
