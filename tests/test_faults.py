@@ -233,6 +233,17 @@ async def test_tts_that_never_answers(cloud_server, fakes):
     assert hung and "paris" in hung[-1].text.lower(), hung
 
 
+async def test_tts_socket_that_stalls(cloud_server, fakes):
+    """The socket stops answering anything: the session replaces it after the failed turn,
+    and the next answer is spoken over the new one."""
+    before = len(fakes.elevenlabs.connections)
+    inject = partial(fakes.elevenlabs.inject, "stall")
+    failed = await _session_fails_then_recovers(cloud_server, inject, "tts", "timeout")
+    assert failed["failure"]["message"] == "no audio within 2.5s", failed
+    assert fakes.elevenlabs.connections[before].closed_at is not None
+    assert len(fakes.elevenlabs.connections) >= before + 2
+
+
 # --- local models: the benchmark providers' injected exceptions and hangs ------------------------
 
 

@@ -16,7 +16,8 @@ and message (`on_failure`); the client gets an RTVI `error` (Pipecat sends one f
 error frame; a timeout is reported as one); an interruption cancels whatever is still
 waiting on the stuck stage, so the next user turn starts clean; and the pre-rendered apology
 goes straight to the output transport, so it plays even when the TTS is what failed. A
-streaming STT that went silent stays silent, so its connection is replaced after such a turn.
+streaming STT or TTS that went silent may stay silent, so its connection is replaced after
+such a turn.
 Pipecat reports errors outside a user turn (a greeting, a reconnect) as RTVI errors itself.
 """
 
@@ -47,6 +48,7 @@ from pipecat.metrics.metrics import ProcessingMetricsData, TTFBMetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import WebsocketTTSService
 from pipecat.utils.errors import ErrorCategory
 
 from bot.records import TurnFailure
@@ -250,12 +252,17 @@ class FaultRecovery(FrameProcessor):
             await self.push_frame(
                 SpeechOutputAudioRawFrame(self._apology, sample_rate=self._apology_rate, num_channels=1)
             )
-        if failure.stage == "stt" and failure.kind == "timeout":
-            await self._reconnect_stt()
+        if failure.kind == "timeout":
+            await self._reconnect(failure.stage)
 
-    async def _reconnect_stt(self) -> None:
-        """Pipecat's own reconnect (it buffers and replays the audio that arrives meanwhile),
-        for STT services that hold a connection; the embedded ones have none to replace."""
-        stt = next((s for s, stage in self._stage_of.items() if stage == "stt"), None)
-        if isinstance(stt, STTService) and type(stt)._do_reconnect is not STTService._do_reconnect:
-            await stt._request_reconnect()
+    async def _reconnect(self, stage: str) -> None:
+        """New connections for the services that hold one (the embedded ones have none)."""
+        service = next((s for s, named in self._stage_of.items() if named == stage), None)
+        if isinstance(service, STTService) and type(service)._do_reconnect is not STTService._do_reconnect:
+            # Pipecat's STT reconnect buffers and replays the audio that arrives meanwhile.
+            await service._request_reconnect()
+        elif isinstance(service, WebsocketTTSService) and service._websocket is not None:
+            # Closed from here, the socket is replaced by Pipecat's own receive loop, as when
+            # the server closes it (reconnecting from here would leave that loop on the old
+            # socket). In a task: a dead peer makes the close wait for its timeout.
+            self.create_task(service._websocket.close(), name="close_stuck_tts_socket")

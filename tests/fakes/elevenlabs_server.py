@@ -24,7 +24,9 @@ Failure modes, armed for the next context that gets text with `FakeElevenLabs.in
 `"error"` answers that text with an error message and closes the socket with code 1011 (an
 internal error; the message's shape, `{"error", "message", "code"}`, is this fake's, not a
 documented one); `"hang"` accepts the context's text and never answers it (no audio, no
-`isFinal`) while the socket stays open.
+`isFinal`) while the socket stays open; `"stall"` does the same for everything sent on that
+socket from then on, every later context included (a stuck connection: only a new one is
+answered again).
 """
 
 from __future__ import annotations
@@ -96,8 +98,11 @@ class _Session:
         )
         self.buffers: dict[str, str] = {}  # text waiting to be generated, per context
         self.faulted: dict[str, str] = {}  # context -> the fault injected into it
+        self.stalled = False  # a "stall" fault: nothing on this socket is answered any more
 
     async def send(self, message: dict[str, Any]) -> None:
+        if self.stalled:
+            return
         logged = dict(message)
         if "audio" in logged:
             logged["audio"] = f"<{len(base64.b64decode(message['audio']))} bytes>"
@@ -124,7 +129,7 @@ class _Session:
 
         if message.get("close_context"):
             # CloseContext: the context ends; FinalOutputMulti ("isFinal") is its last message.
-            if self.faulted.get(context_id) == "hang":
+            if self.faulted.get(context_id) == "hang" or self.stalled:
                 return True  # a hung context does not even confirm its end
             if context_id in self.record.contexts:
                 await self._generate(context_id)
@@ -154,7 +159,9 @@ class _Session:
                 )
                 await self.ws.close(1011, "internal error")
                 return False
-        if self.faulted.get(context_id) == "hang":
+        if self.faulted.get(context_id) == "stall":
+            self.stalled = True
+        if self.faulted.get(context_id) in ("hang", "stall") or self.stalled:
             context.text += text or ""
             return True  # taken, never spoken
         if text:
@@ -231,8 +238,8 @@ class FakeElevenLabs(ThreadedWebSocketFake):
         self.faults: list[str] = []  # "error" / "hang", one per coming context
 
     def inject(self, kind: str) -> None:
-        """Make the next context that gets text fail: `"error"` or `"hang"`."""
-        if kind not in ("error", "hang"):
+        """Make the next context that gets text fail: `"error"`, `"hang"` or `"stall"`."""
+        if kind not in ("error", "hang", "stall"):
             raise ValueError(kind)
         self.faults.append(kind)
 
