@@ -177,6 +177,13 @@ async def test_turns_stored_before_failures_were_classified_read_back(tmp_path):
 # --- cloud providers, faults injected into their fakes -------------------------------------------
 
 
+def _assert_replaced(connections: list, before: int) -> None:
+    """The session's first connection (opened after `before` others) was closed, and the
+    answer came over another."""
+    assert connections[before].closed_at is not None
+    assert len(connections) >= before + 2
+
+
 async def test_llm_http_500(cloud_server, fakes):
     fakes.openai.requests.clear()
     # The openai SDK retries a 5xx twice: a lasting outage fails three requests.
@@ -200,9 +207,7 @@ async def test_stt_stream_closed_with_an_error(cloud_server, fakes):
     inject = partial(fakes.deepgram.inject, "error")
     failed = await _session_fails_then_recovers(cloud_server, inject, "stt", "error")
     assert failed["user_text"] == ""
-    # Pipecat reconnected: the session's first connection closed, the answer came over another.
-    assert fakes.deepgram.connections[before].closed_at is not None
-    assert len(fakes.deepgram.connections) >= before + 2
+    _assert_replaced(fakes.deepgram.connections, before)
 
 
 async def test_stt_stream_that_hangs(cloud_server, fakes):
@@ -212,8 +217,7 @@ async def test_stt_stream_that_hangs(cloud_server, fakes):
     inject = partial(fakes.deepgram.inject, "hang")
     failed = await _session_fails_then_recovers(cloud_server, inject, "stt", "timeout")
     assert failed["failure"]["message"] == "no final transcript within 2.5s", failed
-    assert fakes.deepgram.connections[before].closed_at is not None
-    assert len(fakes.deepgram.connections) >= before + 2
+    _assert_replaced(fakes.deepgram.connections, before)
 
 
 async def test_tts_socket_closed_with_an_error(cloud_server, fakes):
@@ -240,8 +244,7 @@ async def test_tts_socket_that_stalls(cloud_server, fakes):
     inject = partial(fakes.elevenlabs.inject, "stall")
     failed = await _session_fails_then_recovers(cloud_server, inject, "tts", "timeout")
     assert failed["failure"]["message"] == "no audio within 2.5s", failed
-    assert fakes.elevenlabs.connections[before].closed_at is not None
-    assert len(fakes.elevenlabs.connections) >= before + 2
+    _assert_replaced(fakes.elevenlabs.connections, before)
 
 
 # --- local models: the benchmark providers' injected exceptions and hangs ------------------------
