@@ -26,6 +26,7 @@ from bot.engines.loader import EmbeddedEngines
 from bot.observers.lean_worker import LeanPipelineWorker
 from bot.observers.turn_recorder import EngineStage, TurnRecorder
 from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
+from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.processors.visualization import VisualizationProcessor
 from bot.records import TurnRecord
 from bot.session_resources import SessionResources
@@ -114,6 +115,12 @@ def build_worker(
     # waits until every queued audio frame (a system frame) has been handled.
     vad = None if text_only else VADProcessor(vad_analyzer=create_vad_analyzer(settings))
     context = LLMContext(tools=ToolsSchema(standard_tools=ALL_TOOLS))
+    # The embedded LLM computes the turn's prompt from the interim words while the user speaks.
+    prefill = (
+        SpeculativePrefill(llm, context)
+        if stt and settings.llm_speculative_prefill and hasattr(llm, "prefill_user_turn")
+        else None
+    )
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
@@ -126,6 +133,7 @@ def build_worker(
             transport.input(),
             vad,
             stt,
+            prefill,
             user_aggregator,
             # Past the turn detection nothing uses the microphone: without this, every 20 ms
             # of it would still cross six more processors and their observers.

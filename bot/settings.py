@@ -186,6 +186,10 @@ class Settings(BaseSettings):
     llm_max_answer_tokens: int = Field(
         80, description="Hard cap on tokens in one spoken answer (keeps answers short)."
     )
+    llm_speculative_prefill: bool = Field(
+        True,
+        description="Prefill the embedded LLM with the user's interim words while they speak.",
+    )
     llm_temperature: float = Field(
         0.0, description="Sampling temperature of the LLM (0: the most reliable tool routing)."
     )

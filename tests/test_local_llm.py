@@ -17,16 +17,22 @@ from pipecat.frames.frames import (
     FunctionCallInProgressFrame,
     FunctionCallResultFrame,
     FunctionCallsStartedFrame,
+    InterimTranscriptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
+    MetricsFrame,
 )
+from pipecat.metrics.metrics import LLMUsageMetricsData
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
 from bot.engines.llm_weights import ensure_model_file
 from bot.engines.local_llm import LocalLLMEngine, SlotAffinity
+from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.services.local_llm import LocalLLMService, build_request
 from bot.services.tool_routing import REPLY_PREFILL, ReplyDecoder, reply_grammar
 from bot.settings import Settings
@@ -281,6 +287,95 @@ async def test_each_session_keeps_its_conversation_cached(warm_engine):
         first_turn = before[index]["prompt_n"] + before[index]["cache_n"]
         assert after["cache_n"] >= first_turn, (first[index], before[index], after)
         assert after["prompt_n"] < 40, (first[index], before[index], after)
+
+
+def _turn_request(messages: list[dict]) -> dict:
+    return build_request(
+        LLMContext(messages=messages, tools=TOOLS), system_prompt=SYSTEM_PROMPT,
+        max_tokens=24, temperature=0.0, context_tokens=CONTEXT_TOKENS,
+    )
+
+
+async def test_prefill_from_interim_words_leaves_the_turn_little_to_compute(warm_engine):
+    """A session prefilled with the words heard so far ("What is the capital of")
+    computes only the rest of its prompt when the turn ends; one that was not computes the
+    whole question and the template around it."""
+    engine, _ = warm_engine
+    hello = [{"role": "user", "content": "Hello!"}]
+    for session in ("cold", "prefilled"):
+        greeting, _ = await _timings(engine, hello, session=session)  # each slot holds its turn
+    history = [*hello, {"role": "assistant", "content": greeting}]
+    question = {"role": "user", "content": "What is the capital of France?"}
+    engine.prefill(
+        _turn_request([*history, {"role": "user", "content": "What is the capital of"}]),
+        session="prefilled",
+    )
+    # The turn's request waits for the prefill still running on its slot, then reuses it.
+    answer, prefilled = await _timings(engine, [*history, question], session="prefilled")
+    _, cold = await _timings(engine, [*history, question], session="cold")
+    assert "paris" in answer.lower(), answer
+    assert prefilled["cache_n"] > cold["cache_n"], (prefilled, cold)
+    assert prefilled["prompt_n"] <= 12 and cold["prompt_n"] >= prefilled["prompt_n"] + 6, (prefilled, cold)
+
+
+async def test_interim_words_reach_the_engine_through_the_pipeline(warm_engine):
+    """SpeculativePrefill hands an interim transcript to the LLM service, which prefills it:
+    the answer that follows computes few new prompt tokens (its usage metrics say so), and
+    every frame still passes on."""
+    engine, _ = warm_engine
+
+    async def new_prompt_tokens(interim: str | None) -> int:
+        service = LocalLLMService(
+            engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=24
+        )
+        history = [{"role": "user", "content": "Hello!"},
+                   {"role": "assistant", "content": "Hi! How can I help?"}]
+        context = LLMContext(messages=history, tools=TOOLS)
+        final = LLMContext(
+            messages=[*history, {"role": "user", "content": "Which ocean is the largest?"}],
+            tools=TOOLS,
+        )
+        heard = [InterimTranscriptionFrame(interim, "user", "now")] if interim else []
+        down, _ = await run_test(
+            Pipeline([SpeculativePrefill(service, context), service]),
+            frames_to_send=[*heard, LLMContextFrame(final)],
+            pipeline_params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
+        )
+        assert [f for f in down if isinstance(f, InterimTranscriptionFrame)] == heard
+        usage = [
+            data.value for frame in down if isinstance(frame, MetricsFrame)
+            for data in frame.data if isinstance(data, LLMUsageMetricsData)
+        ]
+        return usage[-1].prompt_tokens - usage[-1].cache_read_input_tokens
+
+    prefilled = await new_prompt_tokens("Which ocean is the")
+    cold = await new_prompt_tokens(None)
+    assert prefilled <= 12 and cold >= prefilled + 6, (prefilled, cold)
+
+
+async def test_prefill_waits_for_an_idle_engine(warm_engine):
+    """llama.cpp decodes every running request in one batch: a prefill started beside another
+    session's answer would slow that answer, so none is started while one is decoding."""
+    engine, _ = warm_engine
+    hello = [{"role": "user", "content": "Hello!"}]
+    greeting, _ = await _timings(engine, hello, session="listener")
+    history = [*hello, {"role": "assistant", "content": greeting}]
+    busy = asyncio.create_task(_timings(engine, [{"role": "user", "content": "Count to forty."}]))
+    deadline = time.monotonic() + 30
+    while engine.active_requests == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert engine.active_requests == 1
+    engine.prefill(
+        _turn_request([*history, {"role": "user", "content": "How many legs does a"}]),
+        session="listener",
+    )
+    await busy
+    _, timings = await _timings(
+        engine,
+        [*history, {"role": "user", "content": "How many legs does a spider have?"}],
+        session="listener",
+    )
+    assert timings["prompt_n"] >= 15, timings  # nothing of the question was prefilled
 
 
 def test_slot_affinity_returns_a_session_to_its_own_slot():

@@ -43,11 +43,15 @@ class SlotAffinity:
         self._busy = [False] * slots
         self._released_at = [0.0] * slots
 
-    def acquire(self, session: Hashable) -> int | None:
+    def acquire(self, session: Hashable, *, own_only: bool = False) -> int | None:
+        """A free slot for `session`; with `own_only`, None rather than another session's
+        slot while its own is busy."""
         free = [slot for slot, busy in enumerate(self._busy) if not busy]
+        own = [slot for slot in free if self._owner[slot] == session]
+        if own_only and not own and session in self._owner:
+            return None
         if not free:
             return None
-        own = [slot for slot in free if self._owner[slot] == session]
         slot = own[0] if own else min(free, key=lambda s: self._released_at[s])
         self._owner[slot], self._busy[slot] = session, True
         return slot
@@ -88,6 +92,9 @@ class LocalLLMEngine:
         self._active = 0
         self._active_lock = threading.Lock()
         self._slots = SlotAffinity(parallel_slots)
+        # Per session: the prefill running on its slot, and the newest one asked for meanwhile.
+        self._prefills: dict[Hashable, asyncio.Task] = {}
+        self._next_prefill: dict[Hashable, dict[str, Any]] = {}
 
     @property
     def active_requests(self) -> int:
@@ -104,8 +111,69 @@ class LocalLLMEngine:
         Setting `cancelled` (or cancelling the consuming task) stops decoding at the next token.
         Requests of the same `session` go to the same KV slot when they can (`SlotAffinity`).
         """
+        if session is not None:
+            self._next_prefill.pop(session, None)
+            if (prefill := self._prefills.get(session)) is not None:
+                # It is computing this request's likely prefix on the session's slot: finishing
+                # it costs less than taking another slot and prefilling the conversation there.
+                await asyncio.shield(prefill)
+        async for chunk in self._stream(request, cancelled, session):
+            yield chunk
+
+    def prefill(self, request: dict[str, Any], session: Hashable) -> None:
+        """Compute `request`'s prompt into `session`'s KV slot ahead of the request that will
+        need it, in the background (speculative: a request whose prompt shares the prefix
+        reuses it, any other overwrites it).
+
+        While the user is still speaking, their interim words give most of the next prompt;
+        prefilled then, the final request computes only the rest: ~11 tokens (0.13 s on 2
+        cores) instead of ~35 (0.33 s). It runs only while the engine has nothing else to
+        do, one at a time; asked for while the session's own prefill runs, the newest request
+        waits for it and older waiting ones are dropped.
+        """
+        if session in self._prefills:
+            self._next_prefill[session] = request
+            return
+        if (slot := self._idle_slot(session)) is not None:
+            self._prefills[session] = asyncio.create_task(self._prefill(request, session, slot))
+
+    def _idle_slot(self, session: Hashable) -> int | None:
+        # Only on an idle engine: llama.cpp decodes every running request in one batch, so
+        # a guess computed beside another session's answer would slow that answer down (at 4
+        # sessions, prefilling on every interim raised p95 voice-to-voice from 3.1 to 5.9 s).
+        if self._active or self._prefills:
+            return None
+        return self._slots.acquire(session, own_only=True)
+
+    async def _prefill(self, request: dict[str, Any], session: Hashable, slot: int) -> None:
+        try:
+            while True:
+                # One token is the least llama.cpp decodes; max_tokens 0 also decodes one.
+                one_token = {**request, "max_tokens": 1, "id_slot": slot}
+                try:
+                    async for _ in self._stream(one_token, threading.Event(), None, slot=slot):
+                        pass
+                except LLMEngineError as e:  # only a guess failed; the real request will tell
+                    logger.debug(f"LLM prefill failed: {e}")
+                request = self._next_prefill.pop(session, None)
+                del self._prefills[session]
+                if request is None or (slot := self._idle_slot(session)) is None:
+                    return
+                self._prefills[session] = asyncio.current_task()
+        finally:
+            self._prefills.pop(session, None)
+
+    async def _stream(
+        self,
+        request: dict[str, Any],
+        cancelled: threading.Event,
+        session: Hashable | None,
+        *,
+        slot: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
         loop = asyncio.get_running_loop()
-        slot = self._slots.acquire(session) if session is not None else None
+        if slot is None and session is not None:
+            slot = self._slots.acquire(session)
         if slot is not None:
             request = {**request, "id_slot": slot}
         chunks: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
@@ -127,9 +195,16 @@ class LocalLLMEngine:
                 loop.call_soon_threadsafe(chunks.put_nowait, None)
 
         worker = loop.run_in_executor(self._threads, run)
-        if slot is not None:
-            # Freed when llama.cpp is done with it, even if this generator is abandoned.
-            worker.add_done_callback(lambda _: self._slots.release(slot))
+        released = False
+
+        def release(_: Any = None) -> None:
+            nonlocal released
+            if slot is not None and not released:
+                released = True
+                self._slots.release(slot)
+
+        # Freed when llama.cpp is done with it, even if this generator is abandoned.
+        worker.add_done_callback(release)
         try:
             while (item := await chunks.get()) is not None:
                 if isinstance(item, BaseException):
@@ -142,6 +217,9 @@ class LocalLLMEngine:
             # The worker returns within one token once cancelled; wait so the slot is free
             # before the next request of this session, without blocking on a cancelled task.
             await asyncio.shield(worker)
+            # A finished worker returns at once from that await, before its done callbacks
+            # have run: the caller's next request must already find the slot free.
+            release()
 
     async def complete(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The whole text of a (non-interactive) completion and llama.cpp's timings of it."""

@@ -126,14 +126,29 @@ class LocalLLMService(LLMService):
             await self.stop_processing_metrics()
             await self.push_frame(LLMFullResponseEndFrame())
 
-    async def _generate(self, context: LLMContext):
-        request = build_request(
+    def prefill_user_turn(self, context: LLMContext, words: str) -> None:
+        """Start computing the prompt of the turn the user is still speaking, from the words
+        heard so far, so that answering it later computes only what changed (the engine's
+        `prefill`). Not while this session's reply is being generated."""
+        if self._response_open or not words.strip():
+            return
+        spoken_so_far = LLMContext(
+            messages=[*context.get_messages(), {"role": "user", "content": words}],
+            tools=context.tools,
+        )
+        self._engine.prefill(self._request(spoken_so_far), self._session_key)
+
+    def _request(self, context: LLMContext) -> dict:
+        return build_request(
             context,
             system_prompt=self._settings.system_instruction,
             max_tokens=self._settings.max_tokens,
             temperature=self._settings.temperature,
             context_tokens=self._engine.context_tokens_per_slot,
         )
+
+    async def _generate(self, context: LLMContext):
+        request = self._request(context)
         decoder = ReplyDecoder(prefill=REPLY_PREFILL)
         usage = None
         # A new event per request: setting it stops exactly this generation, including
