@@ -85,7 +85,12 @@ async def test_service_streams_a_plain_answer(engine):
     )
     context = LLMContext(messages=[{"role": "user", "content": "What is the capital of France?"}])
     down, up = await asyncio.wait_for(
-        run_test(service, frames_to_send=[LLMContextFrame(context)]), timeout=120
+        run_test(
+            service,
+            frames_to_send=[LLMContextFrame(context)],
+            pipeline_params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
+        ),
+        timeout=120,
     )
     assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
     kinds = [type(f) for f in down]
@@ -101,6 +106,13 @@ async def test_service_streams_a_plain_answer(engine):
     assert '"answer"' not in answer and "none" not in answer.lower(), answer
     # No tool call for a plain question.
     assert not [f for f in down if isinstance(f, (FunctionCallsStartedFrame, FunctionCallInProgressFrame))]
+    # Decoded: the token that chose to answer, the answer's tokens and its closing `"}` + EOS.
+    # The JSON between (`", "answer": "`, ~6 tokens) was computed as prompt instead.
+    usage = [
+        data.value for frame in down if isinstance(frame, MetricsFrame)
+        for data in frame.data if isinstance(data, LLMUsageMetricsData)
+    ]
+    assert usage[-1].completion_tokens <= len(texts) + 3, (usage, [f.text for f in texts])
 
 
 async def test_service_calls_the_registered_tool(engine):
@@ -350,7 +362,9 @@ async def test_interim_words_reach_the_engine_through_the_pipeline(warm_engine):
 
     prefilled = await new_prompt_tokens("Which ocean is the")
     cold = await new_prompt_tokens(None)
-    assert prefilled <= 12 and cold >= prefilled + 6, (prefilled, cold)
+    # Either way the answer's JSON opening (~7 tokens) is computed as prompt after the first
+    # token chose to answer.
+    assert prefilled <= 20 and cold >= prefilled + 6, (prefilled, cold)
 
 
 async def test_prefill_waits_for_an_idle_engine(warm_engine):

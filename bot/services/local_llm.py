@@ -8,6 +8,7 @@ machinery (`run_function_calls`), so the tools registered for OpenAI serve this 
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -25,11 +26,40 @@ from pipecat.services.settings import LLMSettings
 
 from bot.engines.local_llm import LocalLLMEngine
 from bot.services.tool_routing import (
+    ANSWER_PREFILL,
+    NO_TOOL,
     REPLY_PREFILL,
+    answer_grammar,
     ReplyDecoder,
     reply_grammar,
     route_conversation,
 )
+
+
+@dataclass
+class _ComputedTokens:
+    """What the requests of one reply computed, from llama.cpp's timings."""
+
+    requests: int = 0
+    prompt_computed: int = 0  # prompt tokens evaluated, over every request
+    prompt_total: int = 0  # the last request's whole prompt
+    generated: int = 0
+
+    def add(self, timings: dict) -> None:
+        self.requests += 1
+        self.prompt_computed += timings.get("prompt_n", 0)
+        self.prompt_total = timings.get("prompt_n", 0) + timings.get("cache_n", 0)
+        self.generated += timings.get("predicted_n", 0)
+
+    def usage(self) -> LLMTokenUsage:
+        return LLMTokenUsage(
+            prompt_tokens=self.prompt_total,
+            completion_tokens=self.generated,
+            total_tokens=self.prompt_total + self.generated,
+            # The part of the prompt this reply did not compute: it was in the KV cache.
+            cache_read_input_tokens=max(0, self.prompt_total - self.prompt_computed),
+        )
+
 
 # Characters per token, a conservative estimate for English: used to trim old turns before a
 # conversation overflows the model's window.
@@ -149,44 +179,31 @@ class LocalLLMService(LLMService):
 
     async def _generate(self, context: LLMContext):
         request = self._request(context)
-        decoder = ReplyDecoder(prefill=REPLY_PREFILL)
-        usage = None
-        # A new event per request: setting it stops exactly this generation, including
-        # when this task is cancelled by an interruption.
-        self._cancel_current = cancelled = threading.Event()
+        computed = _ComputedTokens()
         await self.start_ttfb_metrics()
         started = time.monotonic()
-        async for chunk in self._engine.stream_chat(request, cancelled, session=self._session_key):
-            for choice in chunk.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content")
-                if not piece:
-                    continue
-                text = decoder.feed(piece)
-                if text:
-                    await self.stop_ttfb_metrics()
-                    await self._push_llm_text(text)
-                if decoder.answer_complete:
-                    # The answer's closing quote: end the response now, so the TTS speaks its
-                    # last sentence without waiting for the JSON's closing brace and EOS, which
-                    # are still drained for the usage figures that come with them.
-                    await self._end_response()
-            if timings := chunk.get("timings"):
-                logger.debug(
-                    f"{self}: prompt {timings.get('prompt_n')} new + {timings.get('cache_n')} cached"
-                    f" tokens in {timings.get('prompt_ms', 0):.0f} ms, {timings.get('predicted_n')}"
-                    f" generated in {timings.get('predicted_ms', 0):.0f} ms"
-                )
-                usage = LLMTokenUsage(
-                    prompt_tokens=timings.get("prompt_n", 0) + timings.get("cache_n", 0),
-                    completion_tokens=timings.get("predicted_n", 0),
-                    total_tokens=timings.get("prompt_n", 0)
-                    + timings.get("cache_n", 0)
-                    + timings.get("predicted_n", 0),
-                    cache_read_input_tokens=timings.get("cache_n", 0),
-                )
+        # A new event per request: setting it stops exactly that generation (an interruption
+        # sets the current one and cancels this task).
+        self._cancel_current = choice_made = threading.Event()
+        first_token = await self._decode({**request, "max_tokens": 1}, choice_made, computed)
+        decoder = ReplyDecoder(prefill=REPLY_PREFILL)
+        if first_token.startswith(NO_TOOL):
+            # The model chose to answer: the grammar allows only `ANSWER_PREFILL` up to the
+            # answer's first word, so the reply continues from there. Computed as prompt, in
+            # one batch, those 6 tokens take 0.06 s instead of 0.12 s decoded one at a time,
+            # and 0.4 s instead of 0.6 s beside three other sessions.
+            request = {
+                **request,
+                "messages": [*request["messages"][:-1], {"role": "assistant", "content": ANSWER_PREFILL}],
+                "grammar": answer_grammar(),
+            }
+            decoder = ReplyDecoder(prefill=ANSWER_PREFILL)
+        # Otherwise it is calling a tool, and decodes its reply (name, arguments) whole.
+        self._cancel_current = cancelled = threading.Event()
+        await self._decode(request, cancelled, computed, decoder)
         await self.stop_ttfb_metrics()
-        if usage is not None:
-            await self.start_llm_usage_metrics(usage)
+        if computed.requests:
+            await self.start_llm_usage_metrics(computed.usage())
 
         if decoder.is_tool_call:
             calls = decoder.tool_calls()
@@ -202,6 +219,42 @@ class LocalLLMService(LLMService):
                     for name, arguments in calls
                 ]
             )
+
+    async def _decode(
+        self,
+        request: dict,
+        cancelled: threading.Event,
+        computed: "_ComputedTokens",
+        decoder: ReplyDecoder | None = None,
+    ) -> str:
+        """Stream one request; speak its answer text as `decoder` finds it. Returns the raw
+        text generated."""
+        generated = []
+        async for chunk in self._engine.stream_chat(request, cancelled, session=self._session_key):
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content")
+                if not piece:
+                    continue
+                generated.append(piece)
+                if decoder is None:
+                    continue
+                text = decoder.feed(piece)
+                if text:
+                    await self.stop_ttfb_metrics()
+                    await self._push_llm_text(text)
+                if decoder.answer_complete:
+                    # The answer's closing quote: end the response now, so the TTS speaks its
+                    # last sentence without waiting for the JSON's closing brace and EOS, which
+                    # are still drained for the usage figures that come with them.
+                    await self._end_response()
+            if timings := chunk.get("timings"):
+                computed.add(timings)
+                logger.debug(
+                    f"{self}: prompt {timings.get('prompt_n')} new + {timings.get('cache_n')} cached"
+                    f" tokens in {timings.get('prompt_ms', 0):.0f} ms, {timings.get('predicted_n')}"
+                    f" generated in {timings.get('predicted_ms', 0):.0f} ms"
+                )
+        return "".join(generated)
 
     async def _handle_interruptions(self, frame):
         self._cancel_current.set()

@@ -173,13 +173,20 @@ def _chain(calls: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
 REPLY_PREFILL = '{"tool": "'
 
 
+# Once the model has chosen to answer, the grammar allows only this until the answer's text:
+# a reply continued from here (`answer_grammar`) computes these characters as prompt, in one
+# batch, instead of decoding them one token at a time.
+ANSWER_PREFILL = f'{REPLY_PREFILL}{NO_TOOL}", "answer": "'
+# The body of a JSON string: no raw quotes, backslashes or control characters.
+_ANSWER_TEXT_RULE = 'ANSWER_TEXT: /([^"\\\\\\x00-\\x1f]|\\\\.)*/'
+
+
 def reply_grammar(tools: list[RoutableTool], allow_tools: bool = True) -> str:
     """llguidance grammar for the rest of a reply after `REPLY_PREFILL`."""
     branches = ["answer"]
     rules = [
         f'answer: "{NO_TOOL}\\", \\"answer\\": \\"" ANSWER_TEXT "\\"}}"',
-        # The body of a JSON string: no raw quotes, backslashes or control characters.
-        'ANSWER_TEXT: /([^"\\\\\\x00-\\x1f]|\\\\.)*/',
+        _ANSWER_TEXT_RULE,
     ]
     if allow_tools and tools:
         calls = [f"call_{i}" for i in range(len(tools))]
@@ -192,6 +199,11 @@ def reply_grammar(tools: list[RoutableTool], allow_tools: bool = True) -> str:
         # Several tools in one reply: each call may name the next one, and they run in parallel.
         rules.append('then: ", \\"then\\": {\\"tool\\": \\"" (' + " | ".join(calls) + ")")
     return "\n".join(["%llguidance {}", "start: " + " | ".join(branches), *rules])
+
+
+def answer_grammar() -> str:
+    """llguidance grammar for the rest of an answer after `ANSWER_PREFILL`."""
+    return "\n".join(["%llguidance {}", 'start: ANSWER_TEXT "\\"}"', _ANSWER_TEXT_RULE])
 
 
 def reply_instructions(tools: list[RoutableTool]) -> str:
