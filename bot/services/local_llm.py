@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from loguru import logger
 from pipecat.frames.frames import (
     Frame,
-    FunctionCallFromLLM,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -30,6 +29,7 @@ from bot.services.tool_routing import (
     NO_TOOL,
     REPLY_PREFILL,
     answer_grammar,
+    function_calls,
     ReplyDecoder,
     reply_grammar,
     route_conversation,
@@ -208,17 +208,7 @@ class LocalLLMService(LLMService):
         if decoder.is_tool_call:
             calls = decoder.tool_calls()
             logger.debug(f"{self}: tool calls {calls} after {time.monotonic() - started:.2f}s")
-            await self.run_function_calls(
-                [
-                    FunctionCallFromLLM(
-                        context=context,
-                        tool_call_id=f"call_{uuid.uuid4().hex[:12]}",
-                        function_name=name,
-                        arguments=arguments,
-                    )
-                    for name, arguments in calls
-                ]
-            )
+            await self.run_function_calls(function_calls(context, calls))
 
     async def _decode(
         self,

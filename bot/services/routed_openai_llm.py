@@ -7,14 +7,17 @@ function-call machinery are the parent's.
 """
 
 import math
-import uuid
 
-from pipecat.frames.frames import FunctionCallFromLLM
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.utils.types import assert_given
 
-from bot.services.tool_routing import ReplyDecoder, reply_json_schema, route_conversation
+from bot.services.tool_routing import (
+    ReplyDecoder,
+    function_calls,
+    reply_json_schema,
+    route_conversation,
+)
 
 
 class RoutedOpenAILLMService(OpenAILLMService):
@@ -56,14 +59,4 @@ class RoutedOpenAILLMService(OpenAILLMService):
                 await self.start_llm_usage_metrics(usage)
 
         if decoder.is_tool_call:
-            await self.run_function_calls(
-                [
-                    FunctionCallFromLLM(
-                        context=context,
-                        tool_call_id=f"call_{uuid.uuid4().hex[:12]}",
-                        function_name=name,
-                        arguments=arguments,
-                    )
-                    for name, arguments in decoder.tool_calls()
-                ]
-            )
+            await self.run_function_calls(function_calls(context, decoder.tool_calls()))

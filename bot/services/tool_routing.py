@@ -12,11 +12,13 @@ turns a context's tools into the grammar and the instructions the model sees.
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.frames.frames import FunctionCallFromLLM
 
 NO_TOOL = "none"
 
@@ -456,3 +458,16 @@ def reply_json_schema(tools: list[RoutableTool], allow_tools: bool = True) -> di
             for t in tools
         ]
     return {"anyOf": branches}
+
+
+def function_calls(context: Any, calls: list[tuple[str, dict[str, Any]]]) -> list[FunctionCallFromLLM]:
+    """Pipecat's function calls for the (name, arguments) of a routed reply, with fresh ids."""
+    return [
+        FunctionCallFromLLM(
+            context=context,
+            tool_call_id=f"call_{uuid.uuid4().hex[:12]}",
+            function_name=name,
+            arguments=arguments,
+        )
+        for name, arguments in calls
+    ]
