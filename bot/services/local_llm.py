@@ -128,6 +128,7 @@ class LocalLLMService(LLMService):
         super().__init__(settings=settings, **kwargs)
         self._engine = engine
         self._cancel_current = threading.Event()
+        self._interrupted = False
         self._response_open = False
         # Keeps this session on its own KV slot (a key, so the engine holds no reference).
         self._session_key = uuid.uuid4().hex
@@ -185,7 +186,10 @@ class LocalLLMService(LLMService):
         # A new event per request: setting it stops exactly that generation (an interruption
         # sets the current one and cancels this task).
         self._cancel_current = choice_made = threading.Event()
+        self._interrupted = False
         first_token = await self._decode({**request, "max_tokens": 1}, choice_made, computed)
+        if self._interrupted:  # Pipecat normally cancels this task first; never go on
+            return
         decoder = ReplyDecoder(prefill=REPLY_PREFILL)
         if first_token.startswith(NO_TOOL):
             # The model chose to answer: the grammar allows only `ANSWER_PREFILL` up to the
@@ -248,6 +252,7 @@ class LocalLLMService(LLMService):
 
     async def _handle_interruptions(self, frame):
         self._cancel_current.set()
+        self._interrupted = True
         await super()._handle_interruptions(frame)
 
     async def cleanup(self):
