@@ -162,6 +162,7 @@ class LocalLLMEngine:
                 self._prefills[session] = asyncio.current_task()
         finally:
             self._prefills.pop(session, None)
+            self._next_prefill.pop(session, None)  # nothing kept for a session that ended
 
     async def _stream(
         self,
