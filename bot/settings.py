@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         True,
         description="Prefill the embedded LLM with the user's interim words while they speak.",
     )
+    llm_serial_replies: bool = Field(
+        True,
+        description="Embedded LLM: compute replies' first sentences one at a time, in turn order"
+        " (on a CPU, replies batched together all reach their first audio last).",
+    )
     llm_temperature: float = Field(
         0.0, description="Sampling temperature of the LLM (0: the most reliable tool routing)."
     )

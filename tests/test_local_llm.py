@@ -230,6 +230,66 @@ async def test_concurrent_sessions_get_their_own_answers(engine):
     assert engine.active_requests == 0
 
 
+async def _replies_side_by_side(engine: LocalLLMEngine, questions: list[str], max_tokens=40):
+    """Each question asked in its own session at once; returns the engine's events in order:
+    ("request", session, "") when a request starts, ("text", session, piece) for each piece
+    of reply generated."""
+    events, sessions = [], [
+        LocalLLMService(
+            engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0,
+            max_answer_tokens=max_tokens,
+        )
+        for _ in questions
+    ]
+    stream_chat = engine.stream_chat
+
+    async def recorded(request, cancelled, session=None):
+        events.append(("request", session, ""))
+        async for chunk in stream_chat(request, cancelled, session=session):
+            for choice in chunk.get("choices") or []:
+                if piece := (choice.get("delta") or {}).get("content"):
+                    events.append(("text", session, piece))
+            yield chunk
+
+    engine.stream_chat = recorded
+    try:
+        await asyncio.wait_for(asyncio.gather(*(
+            run_test(service, frames_to_send=[LLMContextFrame(
+                LLMContext(messages=[{"role": "user", "content": question}])
+            )])
+            for service, question in zip(sessions, questions)
+        )), timeout=180)
+    finally:
+        del engine.stream_chat
+    return events, [service._session_key for service in sessions]
+
+
+async def test_replies_compute_their_first_sentences_one_after_another(engine):
+    """On a CPU two replies batched together decode no faster than one after the other, so
+    the first turn's reply runs alone until its answer is out; then the second starts."""
+    events, (first, second) = await _replies_side_by_side(
+        engine, ["What is the capital of France?", "What is the capital of Japan?"]
+    )
+    second_starts = events.index(("request", second, ""))
+    assert "Paris" in "".join(e[2] for e in events[:second_starts] if e[1] == first), events
+    assert [e for e in events[:second_starts] if e[1] == second] == []
+    assert engine.active_requests == 0 and not engine.replies_pending
+
+
+async def test_a_long_reply_lets_the_next_start_after_its_first_sentence(engine):
+    events, (long, short) = await _replies_side_by_side(
+        engine,
+        ["Describe the moon in three sentences.", "What is the capital of Japan?"],
+        max_tokens=70,
+    )
+    short_starts = events.index(("request", short, ""))
+    before, after = ("".join(e[2] for e in part if e[1] == long) for part in (
+        events[:short_starts], events[short_starts:]
+    ))
+    assert re.search(r"[.!?] ", before), (before, after)  # its first sentence, at least
+    assert re.search(r"[a-z]{3}", after), (before, after)  # not its whole reply
+
+
 TOOLS = ToolsSchema(standard_tools=[get_current_time])
 
 

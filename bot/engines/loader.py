@@ -58,6 +58,7 @@ def _load_llm(settings: Settings):
         threads=settings.llm_threads,
         context_tokens_per_slot=settings.llm_context_tokens,
         parallel_slots=settings.llm_parallel_sessions,
+        serial_replies=settings.llm_serial_replies,
     )
 
 

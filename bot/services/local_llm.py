@@ -5,6 +5,7 @@ to the TTS as its JSON string is generated; a tool call goes to Pipecat's own fu
 machinery (`run_function_calls`), so the tools registered for OpenAI serve this model too.
 """
 
+import re
 import threading
 import time
 import uuid
@@ -60,6 +61,9 @@ class _ComputedTokens:
             cache_read_input_tokens=max(0, self.prompt_total - self.prompt_computed),
         )
 
+
+# Where an answer's first sentence has been streamed whole: the TTS can speak it.
+_SENTENCE_END = re.compile(r"[.!?]\s")
 
 # Characters per token, a conservative estimate for English: used to trim old turns before a
 # conversation overflows the model's window.
@@ -130,6 +134,7 @@ class LocalLLMService(LLMService):
         self._cancel_current = threading.Event()
         self._interrupted = False
         self._response_open = False
+        self._holds_first_sentence_lock = False
         # Keeps this session on its own KV slot (a key, so the engine holds no reference).
         self._session_key = uuid.uuid4().hex
 
@@ -183,6 +188,30 @@ class LocalLLMService(LLMService):
         computed = _ComputedTokens()
         await self.start_ttfb_metrics()
         started = time.monotonic()
+        try:
+            await self._wait_for_first_sentences_ahead()
+            await self._compute_reply(context, request, computed, started)
+        finally:
+            self._let_next_reply_start()
+
+    async def _wait_for_first_sentences_ahead(self) -> None:
+        """Replies compute their first sentence one after another, in the order their turns
+        ended. On this CPU a batch of N replies decodes no faster than N replies in a row
+        (3 at once: 72 ms a token each, against 20 ms alone), so computed side by side all
+        of them reached their first audio last. A reply whose first sentence is out lets the
+        next one start and finishes beside it."""
+        if (lock := self._engine.first_sentence_lock) is not None:
+            await lock.acquire()
+            self._holds_first_sentence_lock = True
+
+    def _let_next_reply_start(self) -> None:
+        if self._holds_first_sentence_lock:
+            self._holds_first_sentence_lock = False
+            self._engine.first_sentence_lock.release()
+
+    async def _compute_reply(
+        self, context: LLMContext, request: dict, computed: "_ComputedTokens", started: float
+    ):
         # A new event per request: setting it stops exactly that generation (an interruption
         # sets the current one and cancels this task).
         self._cancel_current = choice_made = threading.Event()
@@ -209,6 +238,7 @@ class LocalLLMService(LLMService):
         if computed.requests:
             await self.start_llm_usage_metrics(computed.usage())
 
+        self._let_next_reply_start()  # not held while the tools run
         if decoder.is_tool_call:
             calls = decoder.tool_calls()
             logger.debug(f"{self}: tool calls {calls} after {time.monotonic() - started:.2f}s")
@@ -223,7 +253,7 @@ class LocalLLMService(LLMService):
     ) -> str:
         """Stream one request; speak its answer text as `decoder` finds it. Returns the raw
         text generated."""
-        generated = []
+        generated, answer = [], ""
         async for chunk in self._engine.stream_chat(request, cancelled, session=self._session_key):
             for choice in chunk.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content")
@@ -236,7 +266,11 @@ class LocalLLMService(LLMService):
                 if text:
                     await self.stop_ttfb_metrics()
                     await self._push_llm_text(text)
+                    answer += text
+                    if _SENTENCE_END.search(answer):
+                        self._let_next_reply_start()
                 if decoder.answer_complete:
+                    self._let_next_reply_start()
                     # The answer's closing quote: end the response now, so the TTS speaks its
                     # last sentence without waiting for the JSON's closing brace and EOS, which
                     # are still drained for the usage figures that come with them.
