@@ -7,7 +7,6 @@ from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
@@ -27,6 +26,7 @@ from bot.observers.lean_worker import LeanPipelineWorker
 from bot.observers.turn_recorder import EngineStage, TurnRecorder
 from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
 from bot.processors.speculative_prefill import SpeculativePrefill
+from bot.processors.speech_pause import SpeechPauseVADProcessor
 from bot.processors.visualization import VisualizationProcessor
 from bot.records import TurnRecord
 from bot.session_resources import SessionResources
@@ -113,7 +113,8 @@ def build_worker(
     # the user aggregator: waiting on the shared VAD model there, frame after frame, kept a
     # busy server's aggregator behind on microphone audio, and a transcript (a data frame)
     # waits until every queued audio frame (a system frame) has been handled.
-    vad = None if text_only else VADProcessor(vad_analyzer=create_vad_analyzer(settings))
+    # It also tells the STT when the user first goes quiet, for an interim with every word.
+    vad = None if text_only else SpeechPauseVADProcessor(vad_analyzer=create_vad_analyzer(settings))
     context = LLMContext(tools=ToolsSchema(standard_tools=ALL_TOOLS))
     # The embedded LLM computes the turn's prompt from the interim words while the user speaks.
     prefill = (

@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib import resources
@@ -151,6 +152,9 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
         self._scores: deque[float] = deque()
+        # Called with each state the analysis returns, STARTING and STOPPING included (Pipecat's
+        # VAD controller only passes on SPEAKING and QUIET).
+        self.on_state: Callable[[VADState], Awaitable[None]] | None = None
 
     def set_sample_rate(self, sample_rate: int):
         if (self._init_sample_rate or sample_rate) != VAD_RATE:
@@ -168,7 +172,10 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         ]
         if windows:
             self._scores.extend(await self._batcher.score(self._model, windows))
-        return self._run_analyzer(buffer)
+        state = self._run_analyzer(buffer)
+        if self.on_state is not None:
+            await self.on_state(state)
+        return state
 
     def voice_confidence(self, buffer) -> float:
         confidence = self._scores.popleft()  # scored in analyze_audio, in window order

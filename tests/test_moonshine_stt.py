@@ -312,3 +312,39 @@ async def test_service_reports_errors_and_keeps_working(
     finals = [f for f in down if isinstance(f, TranscriptionFrame)]
     assert len(errors) == 1 and "simulated decoder failure" in errors[0].error
     assert len(finals) == 1 and _heard_question(finals[0].text), finals
+
+
+@pytest.mark.asyncio
+async def test_an_interim_with_every_word_arrives_when_the_user_goes_quiet(
+    engine: MoonshineEngine, question: np.ndarray
+) -> None:
+    """The real VAD reports the first quiet window; the STT then decodes the whole utterance,
+    so the LLM can prefill it before the VAD's stop delay has run out. The interval interims
+    are off here: the only interim is the one the pause asked for."""
+    from pipecat.pipeline.pipeline import Pipeline
+
+    from bot.processors.speech_pause import SpeechPauseVADProcessor
+    from bot.settings import Settings
+    from bot.turn_models import create_vad_analyzer
+
+    # A longer stop delay than the default 0.2 s leaves a slow machine time to decode.
+    vad = SpeechPauseVADProcessor(vad_analyzer=create_vad_analyzer(Settings(vad_stop_secs=0.6)))
+    stt = MoonshineSTTService(engine=engine, interim_interval_secs=60)
+    silence = np.zeros(int(1.0 * SAMPLE_RATE), dtype=np.float32)
+    down, _ = await asyncio.wait_for(
+        run_test(
+            Pipeline([vad, stt]),
+            # Paced chunk by chunk: the VAD stop must come its delay after the pause, as live.
+            frames_to_send=_paced(
+                _audio_frames(np.concatenate([silence, question, silence])), every=1
+            ),
+            pipeline_params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE),
+        ),
+        timeout=TEST_TIMEOUT_SECS,
+    )
+    interims = [f for f in down if isinstance(f, InterimTranscriptionFrame)]
+    finals = [f for f in down if isinstance(f, TranscriptionFrame)]
+    stops = [f for f in down if isinstance(f, VADUserStoppedSpeakingFrame)]
+    assert len(finals) == 1 and _heard_question(finals[0].text), finals
+    assert interims and interims[-1].text == finals[0].text, (interims, finals)
+    assert stops and down.index(interims[-1]) < down.index(stops[0]), "not before the VAD's stop"

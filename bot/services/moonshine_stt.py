@@ -7,7 +7,8 @@ Pipecat way: from the end of speech (VAD stop minus `stop_secs`) to the finalize
 `TranscriptionFrame`.
 
 On top of that, this service re-decodes the growing buffer every `interim_interval_secs` of new
-speech and pushes `InterimTranscriptionFrame`s. Moonshine decodes a few seconds of audio in tens
+speech, and when the user first goes quiet (`UserSpeechPausedFrame`), and pushes
+`InterimTranscriptionFrame`s. Moonshine decodes a few seconds of audio in tens
 of milliseconds, so this costs little CPU and gives the client live captions. A partial decode
 still running when the VAD reports the end of speech is cancelled, so the final decode has the
 CPU to itself.
@@ -39,6 +40,7 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 
 from bot.engines.moonshine import MODEL_NAME, SAMPLE_RATE, MoonshineEngine, TranscriptionCancelled
+from bot.processors.speech_pause import UserSpeechPausedFrame
 
 # Time from end of speech to the final transcript with VAD stop_secs=0.2 (Pipecat's TTFS), as
 # this service's TTFB metric reported it on 2 cores: 0.28-0.42 s for 1.7-6 s utterances, of which
@@ -119,6 +121,11 @@ class MoonshineSTTService(SegmentedSTTService):
             # The base class queues the final decode right after this; a partial still running
             # would only compete with it for the CPU, and its text would be stale.
             await self._cancel_interim()
+        elif isinstance(frame, UserSpeechPausedFrame) and self._user_speaking:
+            # The turn may be ending: an interim of every word heard replaces one still decoding
+            # older audio. Padded like the final segment, the last word decodes as it will then.
+            await self._cancel_interim()
+            self._start_interim(self._trailing_silence())
         await super().process_frame(frame, direction)
 
     async def process_audio_frame(
@@ -131,13 +138,18 @@ class MoonshineSTTService(SegmentedSTTService):
         interval_bytes = int(self._interim_interval_secs * self.sample_rate) * 2
         if len(self._audio_buffer) - self._interim_tick_bytes < interval_bytes:
             return
+        self._start_interim()
+
+    def _start_interim(self, padding: bytes = b"") -> None:
+        if self._interim_interval_secs <= 0 or self._interim_failed:
+            return
         self._interim_tick_bytes = len(self._audio_buffer)
         # At most one interim decode per session: when the previous one is still running,
         # this tick is skipped rather than queued, so interims never pile up behind each other.
         if self._interim_task is None or self._interim_task.done():
             self._interim_cancel = threading.Event()
             self._interim_task = self.create_task(
-                self._run_interim(bytes(self._audio_buffer), self._interim_cancel),
+                self._run_interim(bytes(self._audio_buffer) + padding, self._interim_cancel),
                 name="moonshine_interim",
             )
 
