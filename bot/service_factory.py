@@ -76,7 +76,11 @@ def create_stt(settings: Settings, engines: EmbeddedEngines) -> STTService:
     from bot.services.moonshine_stt import MoonshineSTTService
 
     return MoonshineSTTService(
-        engine=engines.stt, interim_interval_secs=settings.stt_interim_interval_secs
+        engine=engines.stt,
+        interim_interval_secs=settings.stt_interim_interval_secs,
+        # Interims are a guess the embedded LLM prefills from only while it is idle; beside a
+        # reply's first sentence they would only slow it down (they share the two cores).
+        cpu_busy=(lambda: engines.llm.replies_pending) if engines.llm else None,
     )
 
 

@@ -321,19 +321,11 @@ async def test_an_interim_with_every_word_arrives_when_the_user_goes_quiet(
     """The real VAD reports the first quiet window; the STT then decodes the whole utterance,
     so the LLM can prefill it before the VAD's stop delay has run out. The interval interims
     are off here: the only interim is the one the pause asked for."""
-    from pipecat.pipeline.pipeline import Pipeline
-
-    from bot.processors.speech_pause import SpeechPauseVADProcessor
-    from bot.settings import Settings
-    from bot.turn_models import create_vad_analyzer
-
-    # A longer stop delay than the default 0.2 s leaves a slow machine time to decode.
-    vad = SpeechPauseVADProcessor(vad_analyzer=create_vad_analyzer(Settings(vad_stop_secs=0.6)))
     stt = MoonshineSTTService(engine=engine, interim_interval_secs=60)
     silence = np.zeros(int(1.0 * SAMPLE_RATE), dtype=np.float32)
     down, _ = await asyncio.wait_for(
         run_test(
-            Pipeline([vad, stt]),
+            _vad_and_stt(stt),
             # Paced chunk by chunk: the VAD stop must come its delay after the pause, as live.
             frames_to_send=_paced(
                 _audio_frames(np.concatenate([silence, question, silence])), every=1
@@ -348,3 +340,126 @@ async def test_an_interim_with_every_word_arrives_when_the_user_goes_quiet(
     assert len(finals) == 1 and _heard_question(finals[0].text), finals
     assert interims and interims[-1].text == finals[0].text, (interims, finals)
     assert stops and down.index(interims[-1]) < down.index(stops[0]), "not before the VAD's stop"
+
+
+class _RecordingEngine:
+    """Delegates to the real engine and records how many seconds of audio each decode got."""
+
+    def __init__(self, engine: MoonshineEngine) -> None:
+        self._engine = engine
+        self.decoded_secs: list[float] = []
+
+    def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None) -> str:
+        self.decoded_secs.append(len(audio) / SAMPLE_RATE)
+        return self._engine.transcribe(audio, cancel)
+
+
+def _vad_and_stt(stt: MoonshineSTTService, stop_secs: float = 0.6):
+    from pipecat.pipeline.pipeline import Pipeline
+
+    from bot.processors.speech_pause import SpeechPauseVADProcessor
+    from bot.settings import Settings
+    from bot.turn_models import create_vad_analyzer
+
+    # A longer stop delay than the default 0.2 s leaves a slow machine time to decode.
+    vad = SpeechPauseVADProcessor(
+        vad_analyzer=create_vad_analyzer(Settings(vad_stop_secs=stop_secs))
+    )
+    return Pipeline([vad, stt])
+
+
+@pytest.mark.asyncio
+async def test_the_final_transcript_is_the_decode_started_when_the_user_went_quiet(
+    engine: MoonshineEngine, question: np.ndarray
+) -> None:
+    """Nothing was said between the pause and the VAD's stop, so the segment is not decoded
+    again: no decode gets the whole padded segment, only audio up to the pause."""
+    recording = _RecordingEngine(engine)
+    stt = MoonshineSTTService(engine=recording, interim_interval_secs=60)
+    silence = np.zeros(int(1.0 * SAMPLE_RATE), dtype=np.float32)
+    down, _ = await asyncio.wait_for(
+        run_test(
+            _vad_and_stt(stt),
+            frames_to_send=_paced(
+                _audio_frames(np.concatenate([silence, question, silence])), every=1
+            ),
+            pipeline_params=PipelineParams(
+                audio_in_sample_rate=SAMPLE_RATE, enable_metrics=True, enable_usage_metrics=True
+            ),
+        ),
+        timeout=TEST_TIMEOUT_SECS,
+    )
+    finals = [f for f in down if isinstance(f, TranscriptionFrame)]
+    assert len(finals) == 1 and _heard_question(finals[0].text), finals
+    usage = [
+        d.value.audio_seconds
+        for f in down
+        if isinstance(f, MetricsFrame)
+        for d in f.data
+        if isinstance(d, STTUsageMetricsData)
+    ]
+    assert len(usage) == 1, usage
+    # The segment ends 0.6 s (the stop delay) after the pause's audio.
+    assert recording.decoded_secs and max(recording.decoded_secs) < usage[0] - 0.3, (
+        recording.decoded_secs,
+        usage,
+    )
+
+
+@pytest.mark.asyncio
+async def test_interims_go_on_when_the_user_speaks_again_after_a_pause(
+    engine: MoonshineEngine, question: np.ndarray, request_audio: np.ndarray
+) -> None:
+    """A short pause between two sentences: the interims every 0.5 s stop at the pause (its
+    decode holds every word) and start again with the second sentence, whose words then
+    appear in interims before the one decoded at the final pause."""
+    stt = MoonshineSTTService(engine=engine, interim_interval_secs=0.5)
+    silence = np.zeros(int(1.0 * SAMPLE_RATE), dtype=np.float32)
+    gap = np.zeros(int(0.35 * SAMPLE_RATE), dtype=np.float32)
+    down, _ = await asyncio.wait_for(
+        run_test(
+            _vad_and_stt(stt),
+            frames_to_send=_paced(
+                _audio_frames(np.concatenate([silence, question, gap, request_audio, silence])),
+                every=1,
+            ),
+            pipeline_params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE),
+        ),
+        timeout=TEST_TIMEOUT_SECS,
+    )
+    from bot.processors.speech_pause import UserSpeechResumedFrame
+
+    finals = [f for f in down if isinstance(f, TranscriptionFrame)]
+    assert len(finals) == 1, finals
+    assert _heard_question(finals[0].text) and _heard_request(finals[0].text), finals
+    assert any(isinstance(f, UserSpeechResumedFrame) for f in down), "the VAD never resumed"
+    interims = [f.text for f in down if isinstance(f, InterimTranscriptionFrame)]
+    assert any("set" in _normalise(text).split() for text in interims[:-1]), interims
+
+
+@pytest.mark.asyncio
+async def test_interims_wait_while_the_cpu_computes_a_reply(
+    engine: MoonshineEngine, question: np.ndarray
+) -> None:
+    """The interval interims are a guess; while the shared CPU computes a reply someone is
+    waiting for they are skipped, and the final transcript still comes. (Not busy, the same
+    utterance gets interims: `test_service_streams_interims_then_one_final`.)"""
+    asked = []
+
+    def cpu_busy() -> bool:
+        asked.append(True)
+        return True
+
+    stt = MoonshineSTTService(engine=engine, interim_interval_secs=0.5, cpu_busy=cpu_busy)
+    down, _ = await asyncio.wait_for(
+        run_test(
+            stt,
+            frames_to_send=_stamp_vad_frames(_utterance(question)),
+            pipeline_params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE),
+        ),
+        timeout=TEST_TIMEOUT_SECS,
+    )
+    finals = [f for f in down if isinstance(f, TranscriptionFrame)]
+    assert len(finals) == 1 and _heard_question(finals[0].text), finals
+    assert asked, "the service never asked whether the CPU was busy"
+    assert not [f for f in down if isinstance(f, InterimTranscriptionFrame)]

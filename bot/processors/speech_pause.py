@@ -6,6 +6,10 @@ right then holds the whole utterance, and the LLM can prefill it during the stop
 final decode (~0.35 s), so the turn's request finds its prompt computed. The interims decoded
 every 0.5 s of speech had missed the last words in 6 turns of 10 under load, and the turn then
 computed 11-28 new prompt tokens (~0.25 s) instead of 1.
+
+The VAD reaches QUIET only through STOPPING, so the last pause before a stop marks where the
+user's last word ended: the STT's final transcript is the interim decoded at that pause, unless
+the user spoke again (`UserSpeechResumedFrame`).
 """
 
 from pipecat.audio.vad.vad_analyzer import VADState
@@ -21,6 +25,10 @@ class UserSpeechPausedFrame(SystemFrame):
     order with the microphone audio)."""
 
 
+class UserSpeechResumedFrame(SystemFrame):
+    """The user spoke again after `UserSpeechPausedFrame`, before the VAD reported a stop."""
+
+
 class SpeechPauseVADProcessor(VADProcessor):
     def __init__(self, *, vad_analyzer: SharedSileroVADAnalyzer, **kwargs):
         super().__init__(vad_analyzer=vad_analyzer, **kwargs)
@@ -30,4 +38,6 @@ class SpeechPauseVADProcessor(VADProcessor):
     async def _on_vad_state(self, state: VADState) -> None:
         if self._vad_state == VADState.SPEAKING and state == VADState.STOPPING:
             await self.push_frame(UserSpeechPausedFrame(), FrameDirection.DOWNSTREAM)
+        elif self._vad_state == VADState.STOPPING and state == VADState.SPEAKING:
+            await self.push_frame(UserSpeechResumedFrame(), FrameDirection.DOWNSTREAM)
         self._vad_state = state

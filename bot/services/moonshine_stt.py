@@ -12,11 +12,19 @@ speech, and when the user first goes quiet (`UserSpeechPausedFrame`), and pushes
 of milliseconds, so this costs little CPU and gives the client live captions. A partial decode
 still running when the VAD reports the end of speech is cancelled, so the final decode has the
 CPU to itself.
+
+The decode started at the pause is the final transcript too, when the user said nothing more
+before the VAD's stop: it holds every word, padded with the same silence as the final segment,
+and it started `stop_secs` earlier. The final segment differs only by those quiet windows, so
+decoding it again would repeat the work on the turn's critical path (0.15-0.27 s with four
+sessions on 2 cores).
 """
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,12 +48,27 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 
 from bot.engines.moonshine import MODEL_NAME, SAMPLE_RATE, MoonshineEngine, TranscriptionCancelled
-from bot.processors.speech_pause import UserSpeechPausedFrame
+from bot.processors.speech_pause import UserSpeechPausedFrame, UserSpeechResumedFrame
 
 # Time from end of speech to the final transcript with VAD stop_secs=0.2 (Pipecat's TTFS), as
 # this service's TTFB metric reported it on 2 cores: 0.28-0.42 s for 1.7-6 s utterances, of which
 # 0.2 s is the VAD's wait. The P99 allows for longer turns and a CPU shared with the LLM and TTS.
 MOONSHINE_TTFS_P99_SECS = 0.5
+
+# Audio a pause's decode may leave out and still stand for the final segment: the VAD's
+# `stop_secs` of quiet windows, plus this much for the windows' and frames' granularity. More
+# means the VAD heard speech again that the analyzer's states did not show (several windows in
+# one frame): the segment is then decoded.
+PAUSE_TO_STOP_SLACK_SECS = 0.1
+
+
+@dataclass
+class _PauseDecode:
+    """The decode of every word heard when the user went quiet."""
+
+    task: asyncio.Task  # -> the text, None when cancelled or failed
+    cancel: threading.Event
+    audio_bytes: int  # the buffer's length then, without the padding
 
 
 class MoonshineSTTService(SegmentedSTTService):
@@ -60,6 +83,7 @@ class MoonshineSTTService(SegmentedSTTService):
         *,
         engine: MoonshineEngine,
         interim_interval_secs: float = 0.5,
+        cpu_busy: Callable[[], bool] | None = None,
         ttfs_p99_latency: float = MOONSHINE_TTFS_P99_SECS,
         **kwargs: Any,
     ) -> None:
@@ -69,6 +93,9 @@ class MoonshineSTTService(SegmentedSTTService):
             engine: The process-wide Moonshine engine.
             interim_interval_secs: Seconds of new speech between interim decodes; 0 disables
                 interim transcripts.
+            cpu_busy: While it returns True, the interval interims are skipped: the CPU this
+                engine shares is computing a reply someone is waiting for. The decode at a
+                pause still runs (it is the final transcript).
             ttfs_p99_latency: P99 seconds from end of speech to final transcript, broadcast to
                 the turn strategies.
             **kwargs: Passed to `SegmentedSTTService` (e.g. `trailing_silence_secs`).
@@ -80,7 +107,11 @@ class MoonshineSTTService(SegmentedSTTService):
         )
         self._engine = engine
         self._interim_interval_secs = interim_interval_secs
+        self._cpu_busy = cpu_busy
         self._interim_task: asyncio.Task | None = None
+        self._pause: _PauseDecode | None = None
+        # For each segment queued at a VAD stop, in order: the pause decode that stands for it.
+        self._finals_from_pause: deque[_PauseDecode | None] = deque()
         # Set to make the worker thread of `_interim_task` stop at its next decoder step:
         # cancelling the asyncio task alone would leave the thread decoding.
         self._interim_cancel = threading.Event()
@@ -103,17 +134,23 @@ class MoonshineSTTService(SegmentedSTTService):
     async def stop(self, frame: EndFrame) -> None:
         """Drop any interim decode, then transcribe what is queued and stop."""
         await self._cancel_interim()
+        await self._drop_pause()
         await super().stop(frame)
 
     async def cancel(self, frame: CancelFrame) -> None:
         """Drop any interim decode and queued segment at once."""
         await self._cancel_interim()
+        await self._drop_pause()
+        for pause in self._finals_from_pause:
+            await self._drop_pause(pause)
+        self._finals_from_pause.clear()
         await super().cancel(frame)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Reset interim state per utterance and stop a partial as soon as speech ends."""
         if isinstance(frame, VADUserStartedSpeakingFrame):
             await self._cancel_interim()
+            await self._drop_pause()
             self._interim_tick_bytes = len(self._audio_buffer)
             self._last_interim_text = ""
             self._interim_failed = False
@@ -121,11 +158,16 @@ class MoonshineSTTService(SegmentedSTTService):
             # The base class queues the final decode right after this; a partial still running
             # would only compete with it for the CPU, and its text would be stale.
             await self._cancel_interim()
+            if self.is_usable:  # otherwise the base class queues no segment
+                self._finals_from_pause.append(await self._pause_for_final(frame.stop_secs))
         elif isinstance(frame, UserSpeechPausedFrame) and self._user_speaking:
             # The turn may be ending: an interim of every word heard replaces one still decoding
             # older audio. Padded like the final segment, the last word decodes as it will then.
             await self._cancel_interim()
-            self._start_interim(self._trailing_silence())
+            await self._drop_pause()
+            self._start_pause_decode()
+        elif isinstance(frame, UserSpeechResumedFrame):
+            await self._drop_pause()  # it misses the words now being spoken
         await super().process_frame(frame, direction)
 
     async def process_audio_frame(
@@ -133,14 +175,21 @@ class MoonshineSTTService(SegmentedSTTService):
     ) -> None:
         """Buffer audio (base class) and start an interim decode every interval of speech."""
         await super().process_audio_frame(frame, direction)
-        if not self._user_speaking or self._interim_interval_secs <= 0 or self._interim_failed:
+        if (
+            not self._user_speaking
+            or self._interim_interval_secs <= 0
+            or self._interim_failed
+            or self._pause is not None  # quiet since: that decode has every word
+        ):
             return
         interval_bytes = int(self._interim_interval_secs * self.sample_rate) * 2
         if len(self._audio_buffer) - self._interim_tick_bytes < interval_bytes:
             return
+        if self._cpu_busy is not None and self._cpu_busy():
+            return  # the next frame asks again: the interim starts once the CPU is free
         self._start_interim()
 
-    def _start_interim(self, padding: bytes = b"") -> None:
+    def _start_interim(self) -> None:
         if self._interim_interval_secs <= 0 or self._interim_failed:
             return
         self._interim_tick_bytes = len(self._audio_buffer)
@@ -149,15 +198,49 @@ class MoonshineSTTService(SegmentedSTTService):
         if self._interim_task is None or self._interim_task.done():
             self._interim_cancel = threading.Event()
             self._interim_task = self.create_task(
-                self._run_interim(bytes(self._audio_buffer) + padding, self._interim_cancel),
+                self._run_interim(bytes(self._audio_buffer), self._interim_cancel),
                 name="moonshine_interim",
             )
+
+    def _start_pause_decode(self) -> None:
+        if self._interim_interval_secs <= 0 or self._interim_failed:
+            return
+        audio_bytes = len(self._audio_buffer)
+        cancel = threading.Event()
+        task = self.create_task(
+            self._run_interim(bytes(self._audio_buffer) + self._trailing_silence(), cancel),
+            name="moonshine_pause",
+        )
+        self._pause = _PauseDecode(task, cancel, audio_bytes)
+
+    async def _pause_for_final(self, stop_secs: float) -> _PauseDecode | None:
+        """The current pause's decode, if it can stand for the segment the VAD just ended."""
+        pause, self._pause = self._pause, None
+        if pause is None:
+            return None
+        unheard_secs = (len(self._audio_buffer) - pause.audio_bytes) / (2 * self.sample_rate)
+        if unheard_secs > stop_secs + PAUSE_TO_STOP_SLACK_SECS:
+            await self._drop_pause(pause)
+            return None
+        return pause
+
+    async def _drop_pause(self, pause: _PauseDecode | None = None) -> None:
+        if pause is None:
+            pause, self._pause = self._pause, None
+        if pause is None:
+            return
+        pause.cancel.set()
+        if not pause.task.done():
+            await self.cancel_task(pause.task)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """Transcribe one finished segment (16-bit mono PCM at `self.sample_rate`)."""
         await self.start_processing_metrics()
+        pause = self._finals_from_pause.popleft() if self._finals_from_pause else None
         try:
-            text = await asyncio.to_thread(self._transcribe, audio, None)
+            text = await pause.task if pause is not None else None
+            if text is None:  # no pause decode, or it was cancelled or failed
+                text = await asyncio.to_thread(self._transcribe, audio, None)
         except Exception as e:
             await self.stop_processing_metrics()
             await self.push_error(f"{self}: transcription failed: {e}", exception=e)
@@ -176,20 +259,21 @@ class MoonshineSTTService(SegmentedSTTService):
     ) -> None:
         """Hook for Pipecat's OpenTelemetry tracing, which records the arguments when enabled."""
 
-    async def _run_interim(self, pcm: bytes, cancel: threading.Event) -> None:
+    async def _run_interim(self, pcm: bytes, cancel: threading.Event) -> str | None:
         try:
             text = await asyncio.to_thread(self._transcribe, pcm, cancel)
         except TranscriptionCancelled:
-            return
+            return None
         except Exception as e:
             self._interim_failed = True
             await self.push_error(f"{self}: interim transcription failed: {e}", exception=e)
-            return
+            return None
         if text and text != self._last_interim_text:
             self._last_interim_text = text
             await self.push_frame(
                 InterimTranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
             )
+        return text
 
     async def _cancel_interim(self) -> None:
         if self._interim_task is None:
