@@ -321,19 +321,7 @@ async def test_an_interim_with_every_word_arrives_when_the_user_goes_quiet(
     """The real VAD reports the first quiet window; the STT then decodes the whole utterance,
     so the LLM can prefill it before the VAD's stop delay has run out. The interval interims
     are off here: the only interim is the one the pause asked for."""
-    stt = MoonshineSTTService(engine=engine, interim_interval_secs=60)
-    silence = np.zeros(int(1.0 * SAMPLE_RATE), dtype=np.float32)
-    down, _ = await asyncio.wait_for(
-        run_test(
-            _vad_and_stt(stt),
-            # Paced chunk by chunk: the VAD stop must come its delay after the pause, as live.
-            frames_to_send=_paced(
-                _audio_frames(np.concatenate([silence, question, silence])), every=1
-            ),
-            pipeline_params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE),
-        ),
-        timeout=TEST_TIMEOUT_SECS,
-    )
+    down = await _spoken_live(MoonshineSTTService(engine=engine, interim_interval_secs=60), question)
     interims = [f for f in down if isinstance(f, InterimTranscriptionFrame)]
     finals = [f for f in down if isinstance(f, TranscriptionFrame)]
     stops = [f for f in down if isinstance(f, VADUserStoppedSpeakingFrame)]
@@ -354,7 +342,10 @@ class _RecordingEngine:
         return self._engine.transcribe(audio, cancel)
 
 
-def _vad_and_stt(stt: MoonshineSTTService, stop_secs: float = 0.6):
+async def _spoken_live(stt: MoonshineSTTService, *speech: np.ndarray) -> list[Frame]:
+    """Run the real VAD (1 s of silence before and after `speech`) and `stt`, paced chunk by
+    chunk: the VAD's stop must come its delay after the pause, as live. Returns the frames
+    that came out downstream (metrics included)."""
     from pipecat.pipeline.pipeline import Pipeline
 
     from bot.processors.speech_pause import SpeechPauseVADProcessor
@@ -362,10 +353,19 @@ def _vad_and_stt(stt: MoonshineSTTService, stop_secs: float = 0.6):
     from bot.turn_models import create_vad_analyzer
 
     # A longer stop delay than the default 0.2 s leaves a slow machine time to decode.
-    vad = SpeechPauseVADProcessor(
-        vad_analyzer=create_vad_analyzer(Settings(vad_stop_secs=stop_secs))
+    vad = SpeechPauseVADProcessor(vad_analyzer=create_vad_analyzer(Settings(vad_stop_secs=0.6)))
+    silence = np.zeros(int(1.0 * SAMPLE_RATE), dtype=np.float32)
+    down, _ = await asyncio.wait_for(
+        run_test(
+            Pipeline([vad, stt]),
+            frames_to_send=_paced(_audio_frames(np.concatenate([silence, *speech, silence])), every=1),
+            pipeline_params=PipelineParams(
+                audio_in_sample_rate=SAMPLE_RATE, enable_metrics=True, enable_usage_metrics=True
+            ),
+        ),
+        timeout=TEST_TIMEOUT_SECS,
     )
-    return Pipeline([vad, stt])
+    return down
 
 
 @pytest.mark.asyncio
@@ -375,19 +375,8 @@ async def test_the_final_transcript_is_the_decode_started_when_the_user_went_qui
     """Nothing was said between the pause and the VAD's stop, so the segment is not decoded
     again: no decode gets the whole padded segment, only audio up to the pause."""
     recording = _RecordingEngine(engine)
-    stt = MoonshineSTTService(engine=recording, interim_interval_secs=60)
-    silence = np.zeros(int(1.0 * SAMPLE_RATE), dtype=np.float32)
-    down, _ = await asyncio.wait_for(
-        run_test(
-            _vad_and_stt(stt),
-            frames_to_send=_paced(
-                _audio_frames(np.concatenate([silence, question, silence])), every=1
-            ),
-            pipeline_params=PipelineParams(
-                audio_in_sample_rate=SAMPLE_RATE, enable_metrics=True, enable_usage_metrics=True
-            ),
-        ),
-        timeout=TEST_TIMEOUT_SECS,
+    down = await _spoken_live(
+        MoonshineSTTService(engine=recording, interim_interval_secs=60), question
     )
     finals = [f for f in down if isinstance(f, TranscriptionFrame)]
     assert len(finals) == 1 and _heard_question(finals[0].text), finals
@@ -413,19 +402,9 @@ async def test_interims_go_on_when_the_user_speaks_again_after_a_pause(
     """A short pause between two sentences: the interims every 0.5 s stop at the pause (its
     decode holds every word) and start again with the second sentence, whose words then
     appear in interims before the one decoded at the final pause."""
-    stt = MoonshineSTTService(engine=engine, interim_interval_secs=0.5)
-    silence = np.zeros(int(1.0 * SAMPLE_RATE), dtype=np.float32)
     gap = np.zeros(int(0.35 * SAMPLE_RATE), dtype=np.float32)
-    down, _ = await asyncio.wait_for(
-        run_test(
-            _vad_and_stt(stt),
-            frames_to_send=_paced(
-                _audio_frames(np.concatenate([silence, question, gap, request_audio, silence])),
-                every=1,
-            ),
-            pipeline_params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE),
-        ),
-        timeout=TEST_TIMEOUT_SECS,
+    down = await _spoken_live(
+        MoonshineSTTService(engine=engine, interim_interval_secs=0.5), question, gap, request_audio
     )
     from bot.processors.speech_pause import UserSpeechResumedFrame
 
