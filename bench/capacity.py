@@ -207,6 +207,7 @@ async def run_session(
                 if first_audio is not None:
                     turn["voice_to_voice"] = first_audio - speech_end
                 await asyncio.sleep(rng.uniform(1.0, 2.0))
+                turn["playback_stall"] = client.playback_stall_seconds(speech_end)
     except Exception as e:  # a refused or dropped session: its turns count as unanswered
         refused = client.closed_code == CLOSE_TRY_AGAIN_LATER
         results.append({"answered": False, "refused": refused, "error": f"session: {type(e).__name__}: {e}"})
@@ -318,6 +319,8 @@ async def run_load(url: str, http_url: str, pid: int, sessions: int, args, clips
         "silence_fallback_turns": sum(silence_fallback(t) for t in answered),
         "vad_stop": spread([t["milestones"]["vad_stop"] for t in answered if "vad_stop" in t["milestones"]]),
         "turn_model": spread([t["turn_model"] for t in answered if t.get("turn_model") is not None]),
+        # Mid-reply silences a player without a jitter buffer would hear, per answered turn.
+        "playback_stall": spread([t["playback_stall"] for t in answered if "playback_stall" in t]),
         "server_cpu_percent": {
             "mean": round(statistics.fmean(sampler.cpu), 1) if sampler.cpu else None,
             "max": round(max(sampler.cpu), 1) if sampler.cpu else None,
@@ -426,16 +429,18 @@ def main() -> None:
     args = parser.parse_args()
     report = asyncio.run(bench(args))
     print("\nsessions  refused  answered   v2v p50/p95/max (s)   added p95 (ms)  turn model p95"
-          "  loop lag p95  loop busy p95  server CPU%  RSS MB  loadgen CPU%")
+          "  loop lag p95  loop busy p95  server CPU%  RSS MB  loadgen CPU%  stall p95/max (s)")
     for run in report["runs"]:
         v2v, added, model = run["voice_to_voice"] or {}, run["added_latency"] or {}, run["turn_model"] or {}
         lag, busy = run["loop_lag_ms"] or {}, run["loop_busy"] or {}
+        stall = run["playback_stall"] or {}
         print(
             f"{run['sessions']:8d}  {run['refused_sessions']:7d}  {100 * run['answered_rate']:7.2f}%  "
             f"{v2v.get('p50', float('nan')):.2f}/{v2v.get('p95', float('nan')):.2f}/{v2v.get('max', float('nan')):.2f}"
             f"        {1000 * added.get('p95', float('nan')):8.0f}  {1000 * model.get('p95', float('nan')):10.0f} ms"
             f"  {lag.get('p95', float('nan')):9.0f} ms  {100 * busy.get('p95', float('nan')):11.0f}%"
             f"  {run['server_cpu_percent']['mean']:10}  {run['server_rss_mb_max']:6}  {run['loadgen_cpu_percent']:8}"
+            f"  {stall.get('p95', float('nan')):.2f}/{stall.get('max', float('nan')):.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -142,6 +142,18 @@ class VoiceClient:
             if start <= a.at <= end and rms(a.pcm) > SILENCE_RMS
         )
 
+    def playback_stall_seconds(self, start: float, end: float = float("inf")) -> float:
+        """How long a player that starts each chunk of bot audio as it arrives (no jitter
+        buffer) would have gone silent mid-reply, for the audio received between two times:
+        the time chunks arrived after the audio before them had finished playing."""
+        chunks = [a for a in self.audio if start <= a.at <= end]
+        stalled, plays_until = 0.0, None
+        for chunk in chunks:
+            if plays_until is not None and chunk.at > plays_until:
+                stalled += chunk.at - plays_until
+            plays_until = max(plays_until or chunk.at, chunk.at) + len(chunk.pcm) / 2 / chunk.sample_rate
+        return stalled
+
     def final_transcripts(self) -> list[str]:
         return [m.data.get("text", "") for m in self.messages if m.type == "user-transcription" and m.data.get("final")]
 

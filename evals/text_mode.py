@@ -52,11 +52,11 @@ async def load_text_engines(settings: Settings) -> EmbeddedEngines:
     engines = EmbeddedEngines()
     if settings.resolved("llm") is Provider.EMBEDDED:
         # The loader's own steps, for the one stage text mode uses.
-        from bot.engines.loader import _load_llm, _warm_llm
+        from bot.engines.loader import load_llm, warm_llm
 
         started = time.monotonic()
-        engines.llm = await asyncio.to_thread(_load_llm, settings)
-        await _warm_llm(engines.llm, settings)
+        engines.llm = await asyncio.to_thread(load_llm, settings)
+        await warm_llm(engines.llm, settings)
         engines.load_seconds["llm"] = round(time.monotonic() - started, 2)
     return engines
 

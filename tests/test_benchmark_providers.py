@@ -10,7 +10,7 @@ import pytest
 from bot.services.benchmark import BENCHMARK_REPLY, SECONDS_PER_CHARACTER
 from client.server_process import start_server, stop_server
 from client.speech import speech_pcm
-from client.ws import VoiceClient
+from client.ws import BotAudio, VoiceClient
 
 TURN_TIMEOUT = 30
 DELAYS_MS = {"stt": 300, "llm": 500, "tts": 400}
@@ -67,6 +67,7 @@ async def test_turns_get_the_benchmark_reply_delays_and_faults(benchmark_server)
         expected_seconds = len(BENCHMARK_REPLY) * SECONDS_PER_CHARACTER
         await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end)
         assert client.voiced_audio_seconds(speech_end) >= expected_seconds - 0.2
+        assert client.playback_stall_seconds(speech_end) < 0.1  # it played without a gap
         assert client.audio[-1].sample_rate == 24000
 
         # Turn 2: the LLM fails the way a provider does: an error, the turn marked failed
@@ -90,6 +91,17 @@ async def test_turns_get_the_benchmark_reply_delays_and_faults(benchmark_server)
         assert "tts_first_audio" not in turns[3]["latency"]["milestones"]
         assert turns[4]["status"] == "completed" and turns[4]["bot_text"] == BENCHMARK_REPLY
         assert client.voiced_audio_seconds(speech_end) > 0
+
+
+def test_playback_stall_is_the_time_audio_arrived_after_the_audio_before_it_had_played():
+    client = VoiceClient("ws://unused")
+    tenth_of_a_second = bytes(2 * 2400)  # 24 kHz s16
+    # Sent ahead of real time, then a chunk 0.3 s late, then one 0.05 s late.
+    for at in (10.0, 10.05, 10.1, 10.6, 10.75):
+        client.audio.append(BotAudio(at, tenth_of_a_second, 24000))
+    assert client.playback_stall_seconds(10.0) == pytest.approx(0.3 + 0.05)
+    assert client.playback_stall_seconds(10.0, end=10.2) == 0.0
+    assert client.playback_stall_seconds(11.0) == 0.0
 
 
 def test_a_bad_fault_setting_stops_the_server_naming_it(tmp_path):

@@ -233,7 +233,8 @@ async def test_concurrent_sessions_get_their_own_answers(engine):
 async def _replies_side_by_side(engine: LocalLLMEngine, questions: list[str], max_tokens=40):
     """Each question asked in its own session at once; returns the engine's events in order:
     ("request", session, "") when a request starts, ("text", session, piece) for each piece
-    of reply generated."""
+    of reply generated, ("computed", session, "N") when a request ends having computed N
+    prompt tokens (the rest came from its KV cache)."""
     events, sessions = [], [
         LocalLLMService(
             engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0,
@@ -249,6 +250,8 @@ async def _replies_side_by_side(engine: LocalLLMEngine, questions: list[str], ma
             for choice in chunk.get("choices") or []:
                 if piece := (choice.get("delta") or {}).get("content"):
                     events.append(("text", session, piece))
+            if timings := chunk.get("timings"):
+                events.append(("computed", session, str(timings.get("prompt_n"))))
             yield chunk
 
     engine.stream_chat = recorded
@@ -288,6 +291,33 @@ async def test_a_long_reply_lets_the_next_start_after_its_first_sentence(engine)
     ))
     assert re.search(r"[.!?] ", before), (before, after)  # its first sentence, at least
     assert re.search(r"[a-z]{3}", after), (before, after)  # not its whole reply
+
+
+async def test_an_answer_pauses_while_the_next_reply_computes_its_first_sentence(engine):
+    """Past its first sentence a reply stops decoding while a later turn's reply computes
+    its first, then goes on from the word it had reached, its words still in its KV cache."""
+    events, (long, short) = await _replies_side_by_side(
+        engine, ["Describe the moon in three sentences.", "What is the capital of Japan?"],
+        max_tokens=70,
+    )
+    short_starts = events.index(("request", short, ""))
+    short_done = next(
+        i for i, e in enumerate(events) if e[1] == short and '"' in e[2] and i > short_starts
+    )
+
+    def text(part):
+        return "".join(e[2] for e in part if e[0] == "text" and e[1] == long)
+
+    assert len(text(events[short_starts:short_done]).split()) <= 2  # the token under way
+    before, after = text(events[:short_starts]), text(events[short_done:])
+    first_sentence = re.match(r"none(.+?[.!?]) ", before).group(1)
+    assert re.search(r"[a-z]{3}.*[.!?]", after), (before, after)  # it went on, to the end
+    assert (before + after).count(first_sentence) == 1, (before, after)  # not from the start
+    assert events.count(("request", long, "")) == 3  # route, answer, the answer resumed
+    resumed = events.index(("request", long, ""), short_starts)
+    computed = int(next(e[2] for e in events[resumed:] if e[0] == "computed" and e[1] == long))
+    assert computed <= 3, computed
+    assert engine.active_requests == 0 and not engine.replies_pending
 
 
 TOOLS = ToolsSchema(standard_tools=[get_current_time])

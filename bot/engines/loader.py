@@ -49,7 +49,7 @@ def _load_stt(settings: Settings):
     return engine
 
 
-def _load_llm(settings: Settings):
+def load_llm(settings: Settings):
     from bot.engines.llm_weights import ensure_model_file
     from bot.engines.local_llm import LocalLLMEngine
 
@@ -88,7 +88,7 @@ def render_apology(settings: Settings, voice, sample_rate: int) -> bytes:
     return pcm.tobytes()
 
 
-async def _warm_llm(engine, settings: Settings) -> None:
+async def warm_llm(engine, settings: Settings) -> None:
     """Cache the system prompt and tool instructions, the prefix of every request."""
     from bot.services.local_llm import build_request
     from bot.tools import ALL_TOOLS
@@ -109,7 +109,7 @@ async def _warm_llm(engine, settings: Settings) -> None:
 
 async def load_engines(settings: Settings) -> EmbeddedEngines:
     """Load (in worker threads, side by side) every engine an embedded stage uses."""
-    loaders = {"stt": _load_stt, "llm": _load_llm, "tts": _load_tts}
+    loaders = {"stt": _load_stt, "llm": load_llm, "tts": _load_tts}
     wanted = [s for s in loaders if settings.resolved(s) is Provider.EMBEDDED]
     engines = EmbeddedEngines()
 
@@ -117,7 +117,7 @@ async def load_engines(settings: Settings) -> EmbeddedEngines:
         started = time.monotonic()
         setattr(engines, stage, await asyncio.to_thread(loaders[stage], settings))
         if stage == "llm":
-            await _warm_llm(engines.llm, settings)
+            await warm_llm(engines.llm, settings)
         engines.load_seconds[stage] = round(time.monotonic() - started, 2)
 
     async def apology():

@@ -61,6 +61,43 @@ class SlotAffinity:
         self._released_at[slot] = time.monotonic()
 
 
+class FirstSentenceTurns:
+    """Replies take turns computing their first sentence, in the order their turns ended
+    (`LocalLLMService`). On this CPU a batch of N replies decodes no faster than N replies in
+    a row, so computed side by side every reply reached its first audio last."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._waiting = 0
+        self._none_pending = asyncio.Event()
+        self._none_pending.set()
+
+    @property
+    def pending(self) -> bool:
+        """Whether a reply is computing its first sentence or waiting to."""
+        return self._lock.locked() or self._waiting > 0
+
+    async def acquire(self) -> None:
+        self._waiting += 1
+        self._none_pending.clear()
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+            self._note_if_none_pending()
+
+    def release(self) -> None:
+        self._lock.release()
+        self._note_if_none_pending()
+
+    async def wait_until_none_pending(self) -> None:
+        await self._none_pending.wait()
+
+    def _note_if_none_pending(self) -> None:
+        if not self.pending:
+            self._none_pending.set()
+
+
 class LocalLLMEngine:
     def __init__(
         self,
@@ -97,8 +134,7 @@ class LocalLLMEngine:
         self._active = 0
         self._active_lock = threading.Lock()
         self._slots = SlotAffinity(parallel_slots)
-        # Held by the reply whose first sentence is being computed (`LocalLLMService`).
-        self.first_sentence_lock = asyncio.Lock() if serial_replies else None
+        self.first_sentence_turns = FirstSentenceTurns() if serial_replies else None
         # Per session: the prefill running on its slot, and the newest one asked for meanwhile.
         self._prefills: dict[Hashable, asyncio.Task] = {}
         self._next_prefill: dict[Hashable, dict[str, Any]] = {}
@@ -110,7 +146,7 @@ class LocalLLMEngine:
     @property
     def replies_pending(self) -> bool:
         """Whether a reply is computing its first sentence or waiting to."""
-        return self.first_sentence_lock is not None and self.first_sentence_lock.locked()
+        return self.first_sentence_turns is not None and self.first_sentence_turns.pending
 
     async def stream_chat(
         self,

@@ -5,10 +5,12 @@ to the TTS as its JSON string is generated; a tool call goes to Pipecat's own fu
 machinery (`run_function_calls`), so the tools registered for OpenAI serve this model too.
 """
 
+import asyncio
 import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from loguru import logger
@@ -64,6 +66,19 @@ class _ComputedTokens:
 
 # Where an answer's first sentence has been streamed whole: the TTS can speak it.
 _SENTENCE_END = re.compile(r"[.!?]\s")
+
+# The longest an answer whose first sentence is out pauses for later turns' first sentences:
+# less than its first sentence takes to speak, so its next one is ready when that ends (the
+# capacity benchmark's playback stalls stayed at 0).
+CONTINUATION_PAUSE_SECS = 0.8
+
+
+def _ends_between_characters(raw_json: str) -> bool:
+    """Whether JSON string text ends outside an escape sequence (a request can go on from it
+    under the answer grammar)."""
+    trailing = len(raw_json) - len(raw_json.rstrip("\\"))
+    return trailing % 2 == 0 and not re.search(r"\\u[0-9a-fA-F]{0,3}$", raw_json)
+
 
 # Characters per token, a conservative estimate for English: used to trim old turns before a
 # conversation overflows the model's window.
@@ -121,6 +136,7 @@ class LocalLLMService(LLMService):
         system_prompt: str,
         temperature: float = 0.0,
         max_answer_tokens: int = 80,
+        continuation_pause_secs: float = CONTINUATION_PAUSE_SECS,
         **kwargs,
     ):
         settings = llm_settings(
@@ -131,10 +147,11 @@ class LocalLLMService(LLMService):
         )
         super().__init__(settings=settings, **kwargs)
         self._engine = engine
+        self._continuation_pause_secs = continuation_pause_secs
         self._cancel_current = threading.Event()
         self._interrupted = False
         self._response_open = False
-        self._holds_first_sentence_lock = False
+        self._holds_first_sentence_turn = False
         # Keeps this session on its own KV slot (a key, so the engine holds no reference).
         self._session_key = uuid.uuid4().hex
 
@@ -196,18 +213,16 @@ class LocalLLMService(LLMService):
 
     async def _wait_for_first_sentences_ahead(self) -> None:
         """Replies compute their first sentence one after another, in the order their turns
-        ended. On this CPU a batch of N replies decodes no faster than N replies in a row
-        (3 at once: 72 ms a token each, against 20 ms alone), so computed side by side all
-        of them reached their first audio last. A reply whose first sentence is out lets the
-        next one start and finishes beside it."""
-        if (lock := self._engine.first_sentence_lock) is not None:
-            await lock.acquire()
-            self._holds_first_sentence_lock = True
+        ended (`FirstSentenceTurns`). A reply whose first sentence is out lets the next one
+        start, and pauses while later replies compute theirs (`_decode_reply`)."""
+        if (turns := self._engine.first_sentence_turns) is not None:
+            await turns.acquire()
+            self._holds_first_sentence_turn = True
 
     def _let_next_reply_start(self) -> None:
-        if self._holds_first_sentence_lock:
-            self._holds_first_sentence_lock = False
-            self._engine.first_sentence_lock.release()
+        if self._holds_first_sentence_turn:
+            self._holds_first_sentence_turn = False
+            self._engine.first_sentence_turns.release()
 
     async def _compute_reply(
         self, context: LLMContext, request: dict, computed: "_ComputedTokens", started: float
@@ -216,7 +231,7 @@ class LocalLLMService(LLMService):
         # sets the current one and cancels this task).
         self._cancel_current = choice_made = threading.Event()
         self._interrupted = False
-        first_token = await self._decode({**request, "max_tokens": 1}, choice_made, computed)
+        first_token, _ = await self._decode({**request, "max_tokens": 1}, choice_made, computed)
         if self._interrupted:  # Pipecat normally cancels this task first; never go on
             return
         decoder = ReplyDecoder(prefill=REPLY_PREFILL)
@@ -232,8 +247,7 @@ class LocalLLMService(LLMService):
             }
             decoder = ReplyDecoder(prefill=ANSWER_PREFILL)
         # Otherwise it is calling a tool, and decodes its reply (name, arguments) whole.
-        self._cancel_current = cancelled = threading.Event()
-        await self._decode(request, cancelled, computed, decoder)
+        await self._decode_reply(request, computed, decoder)
         await self.stop_ttfb_metrics()
         if computed.requests:
             await self.start_llm_usage_metrics(computed.usage())
@@ -244,16 +258,64 @@ class LocalLLMService(LLMService):
             logger.debug(f"{self}: tool calls {calls} after {time.monotonic() - started:.2f}s")
             await self.run_function_calls(function_calls(context, calls))
 
+    async def _decode_reply(
+        self, request: dict, computed: "_ComputedTokens", decoder: ReplyDecoder
+    ) -> None:
+        """Decode the rest of the reply (an answer, or a tool call held whole in its turn).
+        Once its first sentence is out, an answer stops for as long as a later turn's reply
+        computes its first sentence (up to `continuation_pause_secs` in all), then goes on
+        from the text it had reached, with what is left of its token budget.
+
+        llama.cpp decodes the running requests in one batch, and on this CPU a step of two
+        costs what both cost one after the other (52 ms against 20), so a continuation
+        decoded beside a first sentence made the waiting user wait longer for no gain: the
+        paused reply still has its first sentence's audio to play (seconds)."""
+        pause_left = self._continuation_pause_secs
+        *conversation, reply = request["messages"]  # the reply's start, prefilled as assistant
+        generated, tokens_before, reply_budget = "", computed.generated, request["max_tokens"]
+        while True:
+            self._cancel_current = cancelled = threading.Event()
+
+            def should_pause(raw: str) -> bool:
+                return (
+                    pause_left > 0
+                    and not self._holds_first_sentence_turn
+                    and self._engine.replies_pending
+                    and not decoder.answer_complete
+                    and _ends_between_characters(raw)
+                )
+
+            raw, paused = await self._decode(request, cancelled, computed, decoder, should_pause)
+            generated += raw
+            if not paused or self._interrupted:
+                return
+            began = time.monotonic()
+            try:
+                await asyncio.wait_for(
+                    self._engine.first_sentence_turns.wait_until_none_pending(), pause_left
+                )
+            except asyncio.TimeoutError:
+                pass
+            pause_left -= time.monotonic() - began
+            tokens_left = reply_budget - (computed.generated - tokens_before)
+            request = {
+                **request,
+                "messages": [*conversation, {**reply, "content": reply["content"] + generated}],
+                "max_tokens": max(1, tokens_left),
+            }
+
     async def _decode(
         self,
         request: dict,
         cancelled: threading.Event,
         computed: "_ComputedTokens",
         decoder: ReplyDecoder | None = None,
-    ) -> str:
+        should_pause: Callable[[str], bool] | None = None,
+    ) -> tuple[str, bool]:
         """Stream one request; speak its answer text as `decoder` finds it. Returns the raw
-        text generated."""
-        generated, answer = [], ""
+        text generated, and whether it stopped because `should_pause` (asked after each
+        piece, with the raw text so far) said so."""
+        generated, answer, timed, paused = [], "", False, False
         async for chunk in self._engine.stream_chat(request, cancelled, session=self._session_key):
             for choice in chunk.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content")
@@ -269,6 +331,10 @@ class LocalLLMService(LLMService):
                     answer += text
                     if _SENTENCE_END.search(answer):
                         self._let_next_reply_start()
+                if not paused and should_pause is not None and should_pause("".join(generated)):
+                    # Stops within a token; what llama.cpp sends until then is kept.
+                    cancelled.set()
+                    paused = True
                 if decoder.answer_complete:
                     self._let_next_reply_start()
                     # The answer's closing quote: end the response now, so the TTS speaks its
@@ -276,13 +342,16 @@ class LocalLLMService(LLMService):
                     # are still drained for the usage figures that come with them.
                     await self._end_response()
             if timings := chunk.get("timings"):
+                timed = True
                 computed.add(timings)
                 logger.debug(
                     f"{self}: prompt {timings.get('prompt_n')} new + {timings.get('cache_n')} cached"
                     f" tokens in {timings.get('prompt_ms', 0):.0f} ms, {timings.get('predicted_n')}"
                     f" generated in {timings.get('predicted_ms', 0):.0f} ms"
                 )
-        return "".join(generated)
+        if not timed and generated:  # a stopped request ends without its timings
+            computed.add({"predicted_n": len(generated)})
+        return "".join(generated), paused and not (decoder and decoder.answer_complete)
 
     async def _handle_interruptions(self, frame):
         self._cancel_current.set()
