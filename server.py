@@ -27,7 +27,7 @@ from bot.store import SessionStore
 from bot.telemetry import Telemetry
 from bot.transports.daily import create_daily_transport, create_room, nobody_left
 from bot.transports.serializer import MAX_FRAME_BYTES, encoded_rtvi_error
-from bot.transports.webrtc import create_webrtc_transport
+from bot.transports.webrtc import check_data_channel, create_webrtc_transport
 from bot.transports.websocket import create_websocket_transport
 from bot.turn_models import load_turn_models
 
@@ -217,6 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def start(connection: SmallWebRTCConnection):
             pc_id = connection.pc_id
+            check_data_channel(connection, on_rejected=app.state.telemetry.record_error)
             spawn_counted(create_webrtc_transport(connection), "webrtc", lambda: auth.forget_peer(pc_id))
             started.append(pc_id)
 

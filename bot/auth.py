@@ -23,7 +23,7 @@ from bot.settings import Settings
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
-_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]++")
 
 
 class RedactTokensInLog(logging.Filter):

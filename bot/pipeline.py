@@ -21,9 +21,11 @@ from pipecat.turns.user_start import VADUserTurnStartStrategy, TranscriptionUser
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from bot.audio_rates import AUDIO_IN_RATE, AUDIO_OUT_RATE
 from bot.engines.loader import EmbeddedEngines
 from bot.observers.lean_worker import LeanPipelineWorker
 from bot.observers.turn_recorder import EngineStage, TurnRecorder
+from bot.processors.client_message_check import CheckedRTVIProcessor
 from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
 from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.processors.speech_pause import SpeechPauseVADProcessor
@@ -40,11 +42,6 @@ from bot.service_factory import (
 from bot.settings import Settings
 from bot.tools import ALL_TOOLS
 from bot.turn_models import create_turn_stop_strategy, create_vad_analyzer
-
-# The browser client records at 16 kHz and plays at 24 kHz whatever rate a frame announces.
-AUDIO_IN_RATE = 16000
-AUDIO_OUT_RATE = 24000
-
 
 async def _is_not_microphone_audio(frame: Frame) -> bool:
     return not isinstance(frame, InputAudioRawFrame)
@@ -74,6 +71,7 @@ def build_worker(
     on_turn: Callable[[TurnRecord], Awaitable[None]],
     resources: SessionResources,
     on_visualization: Callable[[dict], Awaitable[None]] | None = None,
+    on_rejected: Callable[[str], None] | None = None,
     text_only: bool = False,
 ) -> tuple[PipelineWorker, TurnRecorder]:
     # text_only: the scripted text evals (evals/) type the user's turns and read the replies.
@@ -161,6 +159,8 @@ def build_worker(
         enable_turn_tracking=False,  # TurnRecorder tracks turns; one observer fewer per frame
         observers=[recorder, fault_recovery.observer],
         app_resources=resources,  # what the tools may use (FunctionCallParams.app_resources)
+        # Every client message, from any transport, is checked before RTVI acts on it.
+        rtvi_processor=CheckedRTVIProcessor(sample_rate=AUDIO_IN_RATE, on_rejected=on_rejected),
         # The page shows which tool ran with which arguments: it is the user's own session.
         rtvi_observer_params=RTVIObserverParams(
             function_call_report_level={"*": RTVIFunctionCallReportLevel.FULL}

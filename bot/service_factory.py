@@ -12,7 +12,7 @@ from bot.settings import Provider, Settings, ToolMode
 
 # Emoji and pictographs: a TTS either spells them out or chokes on them.
 _EMOJI = re.compile(
-    "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\u200d\ufe0f]+"
+    "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\u200d\ufe0f]++"
 )
 
 

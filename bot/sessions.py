@@ -103,6 +103,7 @@ class SessionManager:
             on_turn=turn_finished,
             resources=SessionResources(record=record, telemetry=self._telemetry),
             on_visualization=keep_visualization,
+            on_rejected=self._telemetry.record_error,
         )
         runner = WorkerRunner(handle_sigint=False)
 

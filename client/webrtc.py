@@ -118,6 +118,10 @@ class WebRTCPeer:
             except asyncio.TimeoutError:
                 pass
 
+    def send_raw(self, message: str) -> None:
+        """Send a data channel message as it is (for tests of bad input)."""
+        self._channel.send(message)
+
     def _on_track(self, track: MediaStreamTrack) -> None:
         async def drain() -> None:
             while True:

@@ -9,13 +9,18 @@ from client.server_process import start_server, stop_server
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    process, url = start_server(log_path)
+def live_server_log(tmp_path_factory) -> Path:
+    """The shared test server's log file."""
+    return tmp_path_factory.mktemp("server") / "server.log"
+
+
+@pytest.fixture(scope="session")
+def live_server(live_server_log):
+    process, url = start_server(live_server_log)
     yield url
     stop_server(process)
     if os.environ.get("CI"):
-        print(f"\n--- server log tail ---\n{log_path.read_text(errors='replace')[-4000:]}")
+        print(f"\n--- server log tail ---\n{live_server_log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest.fixture(scope="session")

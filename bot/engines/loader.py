@@ -121,7 +121,7 @@ async def load_engines(settings: Settings) -> EmbeddedEngines:
         engines.load_seconds[stage] = round(time.monotonic() - started, 2)
 
     async def apology():
-        from bot.pipeline import AUDIO_OUT_RATE
+        from bot.audio_rates import AUDIO_OUT_RATE
 
         started = time.monotonic()
         engines.apology_sample_rate = AUDIO_OUT_RATE

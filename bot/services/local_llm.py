@@ -77,7 +77,7 @@ def _ends_between_characters(raw_json: str) -> bool:
     """Whether JSON string text ends outside an escape sequence (a request can go on from it
     under the answer grammar)."""
     trailing = len(raw_json) - len(raw_json.rstrip("\\"))
-    return trailing % 2 == 0 and not re.search(r"\\u[0-9a-fA-F]{0,3}$", raw_json)
+    return trailing % 2 == 0 and not re.search(r"\\u[0-9a-fA-F]{0,3}+$", raw_json[-6:])
 
 
 # Characters per token, a conservative estimate for English: used to trim old turns before a

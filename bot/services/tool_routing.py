@@ -265,8 +265,8 @@ def _two_call_example(tools: list[RoutableTool]) -> tuple[str, str] | None:
     return said, call_json(name_a, args_a, (name_b, args_b))
 
 
-_ANSWER_PREFIX = re.compile(r'^\s*\{\s*"tool"\s*:\s*"none"\s*,\s*"answer"\s*:\s*"')
-_TOOL_NAME = re.compile(r'^\s*\{\s*"tool"\s*:\s*"(?P<name>[^"]*)"')
+_ANSWER_PREFIX = re.compile(r'^\s*+\{\s*+"tool"\s*+:\s*+"none"\s*+,\s*+"answer"\s*+:\s*+"')
+_TOOL_NAME = re.compile(r'^\s*+\{\s*+"tool"\s*+:\s*+"(?P<name>[^"]*+)"')
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 

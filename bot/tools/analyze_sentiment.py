@@ -98,7 +98,7 @@ _SPEAKS_OF_SELF = re.compile(r"\b(?:i|i'm|me|my|mine)\b", re.IGNORECASE)
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower().replace("\u2019", "'"))
+    return re.findall(r"[a-z0-9']++", text.lower().replace("\u2019", "'"))
 
 
 def quoted_by_user(text: str, messages: list[str]) -> bool:
@@ -106,11 +106,9 @@ def quoted_by_user(text: str, messages: list[str]) -> bool:
     words = _words(text)
     if not words:
         return False
-    for message in messages:
-        said = _words(message)
-        if any(said[i : i + len(words)] == words for i in range(len(said) - len(words) + 1)):
-            return True
-    return False
+    # Whole words as one string: a substring search, linear in what was said.
+    quoted = f" {' '.join(words)} "
+    return any(quoted in f" {' '.join(_words(message))} " for message in messages)
 
 
 def _excerpt(text: str, limit: int = 80) -> str:
@@ -217,8 +215,8 @@ def quoted_text_constraint(messages: list[dict], parameters: dict[str, Any]) -> 
 # is to be judged (this review, my last message); "I'm so happy today!" shares a feeling, and
 # is answered, not analyzed.
 ASKS_FOR_SENTIMENT = (
-    r"\b(sentiments?|tone|mood|positive|negative|neutral|analy[sz]\w*|classify|score|rate|rating"
-    r"|good or bad|happy or sad|sound\w*|c[oa]me across|emotion\w*"
+    r"\b(sentiments?+|tone|mood|positive|negative|neutral|analy[sz]\w*+|classify|score|rate|rating"
+    r"|good or bad|happy or sad|sound\w*+|c[oa]me across|emotion\w*+"
     r"|review|comment|tweet|message|sentence)\b"
 )
 

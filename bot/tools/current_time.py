@@ -17,7 +17,7 @@ from bot.services.tool_routing import (
 # A question about the clock or the calendar names one of these; "How many minutes are in a
 # day?" does too and is left to the model, "What's the capital of Japan?" never reaches it.
 ASKS_FOR_TIME = (
-    r"\b(time|timezone|date|day|today|tonight|tomorrow|yesterday|clock|o'clock|hours?|minutes?"
+    r"\b(time|timezone|date|day|today|tonight|tomorrow|yesterday|clock|o'clock|hours?+|minutes?+"
     r"|morning|afternoon|evening|night|midnight|noon|awake|asleep|late|early|year|month|week"
     r"|weekday|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
 )

@@ -314,17 +314,21 @@ _TENS = {
     for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
 }
 _SCALES = {"hundred": 100, "thousand": 1e3, "k": 1e3, "million": 1e6, "billion": 1e9}
-_DIGITS = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+"
-_TOKENS = re.compile(rf"{_DIGITS}|[a-z]+|[%,;.]")
-_PAIR = re.compile(
-    rf"^\s*(?P<label>[^:]*?[^\W\d_][^:]*?)\s*(?:[:=]|\bis\b|\bwas\b|\bat\b|\bwith\b)?\s*"
-    rf"(?P<sign>-|minus\s+)?[$€£]?(?P<number>{_DIGITS})\s*(?:%|percent)?\s*$",
-    re.IGNORECASE,
-)
-_BARE = re.compile(
-    rf"^\s*(?P<sign>-|minus\s+)?[$€£]?(?P<number>{_DIGITS})\s*(?:%|percent)?\s*$", re.I
-)
-_TITLE = re.compile(r"\b(?:chart|graph|plot)\s+(?:of|for|showing|with)\s+(?P<title>.+)$", re.I)
+# Every pattern that reads user or model text repeats only possessively (`*+`, `++`, `?+`) and
+# is used with `match`/`fullmatch` on a bounded piece: no input can make it backtrack, so its
+# cost is linear in what it reads (tests/test_tools.py checks the shapes). A chunk of a
+# dictated list is taken apart word by word from its end rather than by one regex.
+_DIGITS = r"\d{1,3}+(?:,\d{3})++(?:\.\d++)?+|\d++(?:\.\d++)?+|\.\d++"
+_TOKENS = re.compile(rf"{_DIGITS}|[a-z]++|[%,;.]")
+_AMOUNT = re.compile(rf"(?P<sign>-)?+[$€£]?+(?P<number>{_DIGITS})")
+_CHUNK_BREAK = re.compile(r",\s++|;|\band\b|\.\s")
+_TITLE = re.compile(r"\b(?:chart|graph|plot)\s++(?:of|for|showing|with)\s++(?P<title>.++)", re.I)
+_SEPARATORS = {"=", ":", "is", "was", "at", "with"}
+# The longest request read for dictated pairs: far above a spoken list of values (a six-value
+# chart request is ~120 characters); a longer one is not a dictation, and the model's typed
+# values are used, checked against the numbers said.
+MAX_DICTATION_CHARS = 1000
+PARSERS = (_TOKENS, _AMOUNT, _CHUNK_BREAK, _TITLE)  # for the shape test
 _REFERS_BACK = re.compile(
     r"\b(?:that|this|it|those|these|them|previous|last|latest|earlier|result|results|above|same)\b",
     re.I,
@@ -381,30 +385,54 @@ def was_said(value: float, numbers: set[float]) -> bool:
     return any(math.isclose(abs(value), abs(n), rel_tol=1e-9, abs_tol=1e-9) for n in numbers)
 
 
+def _label_and_amount(chunk: str) -> tuple[str, float] | None:
+    """("rent", 900.0) of "rent 900", "rent is $900", "rent = 900" or "rent 90 percent";
+    ("", -5.0) of a bare "minus 5"; None when `chunk` does not end in a number."""
+    words = chunk.replace("=", " = ").split()
+    if words and words[-1].lower() in ("%", "percent"):
+        words.pop()
+    elif words and words[-1].endswith("%"):
+        words[-1] = words[-1][:-1]
+    amount = _AMOUNT.fullmatch(words.pop()) if words else None
+    if amount is None:
+        return None
+    negative = bool(amount["sign"])
+    if words and words[-1].lower() == "minus" and not negative:
+        words.pop()
+        negative = True
+    if len(words) > 1 and words[-1].lower() in _SEPARATORS:
+        words.pop()
+    label = " ".join(words).strip(" ,")
+    if label and not any(c.isalpha() for c in label):
+        return None  # "12 7": a label names something
+    value = float(amount["number"].replace(",", ""))
+    return label, -value if negative else value
+
+
 def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
     """(title, labels, values) when `text` dictates two or more "label number" pairs, as in
     "a pie chart of my expenses: rent 900, food 300 and travel 150"; otherwise None."""
+    if len(text) > MAX_DICTATION_CHARS:
+        return None
     head, colon, data = text.rpartition(":")
     if not colon:
         head, data = "", text
-    chunks = [c for c in re.split(r",\s+|;|\band\b|\.\s", data.strip().rstrip(".!?")) if c.strip()]
+    chunks = [c for c in _CHUNK_BREAK.split(data.strip().rstrip(".!?")) if c.strip()]
     if len(chunks) < 2:
         return None
-    title = _TITLE.search(head)
+    title = _TITLE.search(" ".join(head.split()))
     title = title["title"].strip() if title else ""
-    bare = [_BARE.match(c) for c in chunks]
-    if colon and all(bare):  # "graph these numbers: 4, 8, 15"
-        values = [(-1 if m["sign"] else 1) * float(m["number"].replace(",", "")) for m in bare]
-        return title, [str(i + 1) for i in range(len(values))], values
-    matches = [_PAIR.match(c) for c in chunks]
-    if not all(matches):
+    parsed = [_label_and_amount(c) for c in chunks]
+    if not all(parsed):
         return None
-    labels = [m["label"].strip(" ,") for m in matches]
+    labels = [label for label, _ in parsed]
+    values = [value for _, value in parsed]
+    if not any(labels):  # "graph these numbers: 4, 8, 15"
+        return (title, [str(i + 1) for i in range(len(values))], values) if colon else None
+    if not all(labels):
+        return None
     if not colon and any(len(label.split()) > 3 for label in labels):
         return None  # without a colon, a long first "label" is the request itself
-    values = [
-        (-1 if m["sign"] else 1) * float(m["number"].replace(",", "")) for m in matches
-    ]
     return title, labels, values
 
 

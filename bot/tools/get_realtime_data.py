@@ -285,9 +285,9 @@ _BUILDERS = {
 # What this tool can report is named by one of these; "Can you say that again more slowly?"
 # is answered without it.
 ASKS_FOR_LIVE_DATA = (
-    r"\b(cpu|processors?|load|memory|ram|servers?|sessions?|latency|latencies|respon\w*"
-    r"|repl(y|ies|ied|ying)|answers?|fast|slow|quick(ly)?|speed|users?|people|connected|online"
-    r"|turns?|messages?|words?|tool calls?|stats|statistics|live|real-?time|usage|busy|uptime"
+    r"\b(cpu|processors?+|load|memory|ram|servers?+|sessions?+|latency|latencies|respon\w*+"
+    r"|repl(y|ies|ied|ying)|answers?+|fast|slow|quick(ly)?+|speed|users?+|people|connected|online"
+    r"|turns?+|messages?+|words?+|tool calls?+|stats|statistics|live|real-?+time|usage|busy|uptime"
     r"|performance|telemetry|running)\b"
 )
 
