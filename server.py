@@ -7,9 +7,10 @@ from pathlib import Path
 
 import plotly
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, WebSocket
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
+from pydantic import TypeAdapter, ValidationError
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.request_handler import (
     SmallWebRTCPatchRequest,
@@ -18,8 +19,9 @@ from pipecat.transports.smallwebrtc.request_handler import (
 )
 
 from bot.auth import Auth, redact_tokens_in_server_log, warn_if_exposed
+from bot.body_limit import BodySizeLimit
 from bot.engines.loader import load_engines
-from bot.limits import LoopLoad, SessionSlots
+from bot.limits import ClientAllowance, LoopLoad, SessionSlots
 from bot.records import SessionRecord
 from bot.sessions import SessionManager, session_summary
 from bot.settings import Settings, get_settings
@@ -27,7 +29,7 @@ from bot.store import SessionStore
 from bot.telemetry import Telemetry
 from bot.transports.daily import create_daily_transport, create_room, nobody_left
 from bot.transports.serializer import MAX_FRAME_BYTES, encoded_rtvi_error
-from bot.transports.webrtc import check_data_channel, create_webrtc_transport
+from bot.transports.webrtc import check_data_channel, create_webrtc_transport, disconnect_peer
 from bot.transports.websocket import create_websocket_transport
 from bot.turn_models import load_turn_models
 
@@ -39,6 +41,7 @@ PRUNE_INTERVAL_SECS = 6 * 3600
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN_ORIGIN = 4003
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_POLICY_VIOLATION = 1008  # sustained abuse (bot/limits.py ClientAllowance)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -192,9 +195,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if problem := slots.acquire():
             app.state.telemetry.record_error("session_limit")
             return await refuse(websocket, problem, CLOSE_TRY_AGAIN_LATER)
+        allowance = ClientAllowance(settings)
+        allowance.disconnect = lambda reason: refuse(websocket, reason, CLOSE_POLICY_VIOLATION)
         try:
-            transport = create_websocket_transport(websocket, on_rejected=app.state.telemetry.record_error)
-            await app.state.sessions.run(transport, "websocket")
+            transport = create_websocket_transport(
+                websocket, on_rejected=app.state.telemetry.record_error, allowance=allowance
+            )
+            await app.state.sessions.run(transport, "websocket", allowance=allowance)
         finally:
             slots.release()
 
@@ -207,18 +214,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.state.sessions.spawn(transport, kind, **options).add_done_callback(ended)
 
-    @session_api.post("/offer", tags=["webrtc"])
-    async def webrtc_offer(request: SmallWebRTCRequest, token: str | None = None):
-        """SDP offer -> answer. With an API key set it needs a token from POST /api/tokens."""
+    @session_api.post(
+        "/offer",
+        tags=["webrtc"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": OFFER_ADAPTER.json_schema()}},
+            }
+        },
+    )
+    async def webrtc_offer(http_request: Request, token: str | None = None):
+        """SDP offer -> answer. With an API key set it needs a token from POST /api/tokens,
+        checked before the body is read."""
         if problem := auth.token_problem(token):
             raise HTTPException(401, detail=problem)
+        request = await _offer_from(http_request)
         take_slot()
         started: list[str] = []
 
         async def start(connection: SmallWebRTCConnection):
             pc_id = connection.pc_id
             check_data_channel(connection, on_rejected=app.state.telemetry.record_error)
-            spawn_counted(create_webrtc_transport(connection), "webrtc", lambda: auth.forget_peer(pc_id))
+            allowance = ClientAllowance(settings)
+            allowance.disconnect = lambda reason: disconnect_peer(connection, reason)
+            spawn_counted(
+                create_webrtc_transport(connection),
+                "webrtc",
+                lambda: auth.forget_peer(pc_id),
+                allowance=allowance,
+            )
             started.append(pc_id)
 
         try:
@@ -259,6 +284,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.webrtc.handle_patch_request(request)
         return {"status": "success"}
 
+    # Outermost: no route reads a body past the cap.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(keyed_api)
     app.include_router(session_api)
 
@@ -266,6 +293,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/vendor", StaticFiles(directory=PLOTLY_JS_DIR), name="vendor")
     app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     return app
+
+
+OFFER_ADAPTER = TypeAdapter(SmallWebRTCRequest)
+
+
+async def _offer_from(request: Request) -> SmallWebRTCRequest:
+    """The SDP offer in the request body, or 422 naming what is wrong with it."""
+    try:
+        return OFFER_ADAPTER.validate_json(await request.body())
+    except ValidationError as e:
+        problems = [{"loc": list(p["loc"]), "msg": p["msg"], "type": p["type"]} for p in e.errors()]
+        raise HTTPException(422, detail=problems) from None
 
 
 def _session_view(record: SessionRecord, *, full: bool) -> dict:

@@ -1,34 +1,120 @@
-"""Session limits: a cap on concurrent sessions, and the idle and maximum-duration deadlines
-that end a session with a goodbye (README: Security and limits)."""
+"""Session limits: a cap on concurrent sessions, what one client may send, and the idle and
+maximum-duration deadlines that end a session with a goodbye (README: Security and limits)."""
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
-    InputTransportMessageFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frameworks.rtvi.frames import RTVISendTextFrame
 
 from bot.settings import Settings
 
 IDLE_TIMEOUT = "idle_timeout"
 MAX_DURATION = "max_duration"
 
-# Frames that show someone is taking part: the user speaking or sending a message, or the
-# bot starting or finishing an answer (a user listening to a long answer is not idle).
+# Frames that show someone is taking part: the user speaking or typing a message, or the bot
+# starting or finishing an answer (a user listening to a long answer is not idle). Other
+# client messages do not count: a client that only pings is idle.
 _ACTIVITY = (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
-    InputTransportMessageFrame,
+    RTVISendTextFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
 )
+
+
+ABUSE = "too many refused messages or too much audio: disconnected"
+
+
+class TokenBucket:
+    """Holds up to `capacity` units and refills at `rate` units a second."""
+
+    def __init__(self, rate: float, capacity: float, now: Callable[[], float] = time.monotonic):
+        self.rate, self.capacity = rate, capacity
+        self._now = now
+        self._tokens, self._at = capacity, now()
+
+    def take(self, amount: float) -> bool:
+        """Take `amount` if the bucket holds it; False (and nothing taken) if not."""
+        now = self._now()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if amount > self._tokens:
+            return False
+        self._tokens -= amount
+        return True
+
+
+@dataclass(frozen=True)
+class Refusal:
+    tell: bool  # answer the client with an RTVI error (the same problem at most once a second)
+    abusive: bool  # refused in enough separate seconds lately: disconnect the client
+
+
+class ClientAllowance:
+    """What one client may send, over every path its input takes (typed messages, WebSocket
+    audio, RTVI raw-audio), and how much refusing it takes before it is disconnected.
+
+    Audio is a token bucket of seconds: it refills at `audio_rate_limit` times real time and
+    holds `audio_rate_limit * audio_rate_window_secs + audio_burst_secs` (8.25 s by default),
+    so a client catching up after a network stall is not cut off, and a flood is. A client is
+    abusive once it has been refused in `abuse_refusals` different seconds within
+    `abuse_window_secs`: one burst of bad input is answered, a sustained one disconnected."""
+
+    # How many distinct problems are remembered for telling each once a second.
+    _TOLD_MEMORY = 64
+
+    def __init__(self, settings: Settings, now: Callable[[], float] = time.monotonic):
+        self.max_text_chars = settings.max_text_chars
+        self._now = now
+        self._text = TokenBucket(settings.max_text_per_sec, settings.text_burst, now)
+        self._audio = TokenBucket(
+            settings.audio_rate_limit,
+            settings.audio_rate_limit * settings.audio_rate_window_secs + settings.audio_burst_secs,
+            now,
+        )
+        self._abuse_refusals, self._abuse_window = settings.abuse_refusals, settings.abuse_window_secs
+        self._refused_seconds: deque[int] = deque()
+        self._abusive = False
+        self._told: dict[str, float] = {}
+        # How the transport tells and disconnects this client for abuse (WebSocket: an RTVI
+        # error, then close code 1008); without one the session is cancelled.
+        self.disconnect: Callable[[str], Awaitable[None]] | None = None
+
+    def text_allowed(self) -> bool:
+        return self._text.take(1)
+
+    def audio_allowed(self, seconds: float) -> bool:
+        return self._audio.take(seconds)
+
+    def refused(self, problem: str) -> Refusal:
+        """Note a refusal; `abusive` is True once, when the client is to be disconnected."""
+        now = self._now()
+        second = math.floor(now)
+        if not self._refused_seconds or self._refused_seconds[-1] != second:
+            self._refused_seconds.append(second)
+        while self._refused_seconds and self._refused_seconds[0] <= now - self._abuse_window:
+            self._refused_seconds.popleft()
+        tell = now - self._told.get(problem, -math.inf) >= 1.0
+        if tell:
+            if len(self._told) >= self._TOLD_MEMORY:
+                self._told = {p: t for p, t in self._told.items() if now - t < 1.0}
+            self._told[problem] = now
+        if self._abusive:
+            return Refusal(tell=False, abusive=False)  # being disconnected already
+        self._abusive = len(self._refused_seconds) >= self._abuse_refusals
+        return Refusal(tell=tell, abusive=self._abusive)
 
 
 class LoopLoad:

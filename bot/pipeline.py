@@ -23,9 +23,11 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.audio_rates import AUDIO_IN_RATE, AUDIO_OUT_RATE
 from bot.engines.loader import EmbeddedEngines
+from bot.limits import ClientAllowance
 from bot.observers.lean_worker import LeanPipelineWorker
 from bot.observers.turn_recorder import EngineStage, TurnRecorder
 from bot.processors.client_message_check import CheckedRTVIProcessor
+from bot.processors.context_window import ContextWindow
 from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
 from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.processors.speech_pause import SpeechPauseVADProcessor
@@ -72,6 +74,7 @@ def build_worker(
     resources: SessionResources,
     on_visualization: Callable[[dict], Awaitable[None]] | None = None,
     on_rejected: Callable[[str], None] | None = None,
+    allowance: ClientAllowance | None = None,
     text_only: bool = False,
 ) -> tuple[PipelineWorker, TurnRecorder]:
     # text_only: the scripted text evals (evals/) type the user's turns and read the replies.
@@ -134,6 +137,7 @@ def build_worker(
             stt,
             prefill,
             user_aggregator,
+            ContextWindow(settings.max_context_messages),
             # Past the turn detection nothing uses the microphone: without this, every 20 ms
             # of it would still cross six more processors and their observers.
             FunctionFilter(_is_not_microphone_audio, filter_system_frames=True),
@@ -160,7 +164,9 @@ def build_worker(
         observers=[recorder, fault_recovery.observer],
         app_resources=resources,  # what the tools may use (FunctionCallParams.app_resources)
         # Every client message, from any transport, is checked before RTVI acts on it.
-        rtvi_processor=CheckedRTVIProcessor(sample_rate=AUDIO_IN_RATE, on_rejected=on_rejected),
+        rtvi_processor=CheckedRTVIProcessor(
+            allowance=allowance or ClientAllowance(settings), on_rejected=on_rejected
+        ),
         # The page shows which tool ran with which arguments: it is the user's own session.
         rtvi_observer_params=RTVIObserverParams(
             function_call_report_level={"*": RTVIFunctionCallReportLevel.FULL}

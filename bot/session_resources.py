@@ -21,7 +21,17 @@ class SessionResources:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     # tool_call_id -> visualization a tool produced, until the visualization processor sends it
     pending_visualizations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_results: int = 50  # AGENT_MAX_RESULTS_PER_SESSION: each result has its picture
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def limit_problem(self) -> str | None:
+        """Why no further result can be kept in this session, or None."""
+        if len(self.results) >= self.max_results:
+            return (
+                f"this session has reached its limit of {self.max_results} results and pictures"
+                " (AGENT_MAX_RESULTS_PER_SESSION); start a new session for more"
+            )
+        return None
 
     def remember(self, kind: str, data: dict[str, Any]) -> str:
         """Keep a tool's full result; returns the id the LLM can refer to (e.g. "r3")."""

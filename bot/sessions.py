@@ -19,7 +19,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.costs import price_turn
 from bot.engines.loader import EmbeddedEngines
-from bot.limits import SessionDeadlines
+from bot.limits import ClientAllowance, SessionDeadlines
 from bot.pipeline import build_worker
 from bot.records import SessionRecord, TurnRecord
 from bot.service_factory import describe_providers
@@ -75,12 +75,14 @@ class SessionManager:
         *,
         ends_on_disconnect: Callable[[], bool] = lambda: True,
         join_timeout_secs: float | None = None,
+        allowance: ClientAllowance | None = None,
     ) -> SessionRecord:
         """Run one session's pipeline until the client leaves or the pipeline ends.
 
         `ends_on_disconnect` decides, when a client leaves, whether the session is over (in a
         Daily room only when the last participant has left). With `join_timeout_secs`, a session
-        nobody joins in time (or whose transport fails to join) ends instead of waiting forever."""
+        nobody joins in time (or whose transport fails to join) ends instead of waiting forever.
+        `allowance` is what the client may send (one is made from the settings if not given)."""
         record = SessionRecord(
             session_id=uuid.uuid4().hex,
             transport=kind,
@@ -101,9 +103,14 @@ class SessionManager:
             self._engines,
             session_id=record.session_id,
             on_turn=turn_finished,
-            resources=SessionResources(record=record, telemetry=self._telemetry),
+            resources=SessionResources(
+                record=record,
+                telemetry=self._telemetry,
+                max_results=self._settings.max_results_per_session,
+            ),
             on_visualization=keep_visualization,
             on_rejected=self._telemetry.record_error,
+            allowance=allowance,
         )
         runner = WorkerRunner(handle_sigint=False)
 

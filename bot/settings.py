@@ -118,6 +118,48 @@ class Settings(BaseSettings):
     max_session_secs: float = Field(
         3600.0, ge=0, description="A session ends once it has lasted this long (0: no limit)."
     )
+    max_text_chars: int = Field(
+        2000, ge=1, description="Longest typed message (RTVI send-text) in characters; a longer one is refused."
+    )
+    max_text_per_sec: float = Field(
+        1.0, gt=0, description="Typed messages a client may send per second, on average; more are refused."
+    )
+    text_burst: int = Field(
+        5, ge=1, description="Typed messages a client may send at once before AGENT_MAX_TEXT_PER_SEC applies."
+    )
+    audio_rate_limit: float = Field(
+        1.25,
+        ge=1,
+        description="Microphone audio a WebSocket client may send, as a multiple of real time averaged over AGENT_AUDIO_RATE_WINDOW_SECS; audio beyond it is dropped and refused.",
+    )
+    audio_rate_window_secs: float = Field(
+        5.0, gt=0, description="The window AGENT_AUDIO_RATE_LIMIT averages over."
+    )
+    audio_burst_secs: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds of audio a client may send at once on top of the averaged rate (a client catching up after a network stall).",
+    )
+    max_utterance_secs: float = Field(
+        30.0, gt=0, description="Longest the user may speak without a pause; the utterance then ends and is transcribed."
+    )
+    max_context_messages: int = Field(
+        60,
+        ge=4,
+        description="Most messages of the conversation kept for the LLM, for every provider; past it the oldest turns are dropped (down to three quarters, so a cached prompt stays valid for several turns).",
+    )
+    max_results_per_session: int = Field(
+        50, ge=1, description="Most tool results (each with its picture) a session keeps; a tool call past it is refused."
+    )
+    abuse_refusals: int = Field(
+        10,
+        ge=1,
+        description="A client refused this many times within AGENT_ABUSE_WINDOW_SECS (bad or over-limit messages, seconds of excess audio) is disconnected (WebSocket close 1008).",
+    )
+    abuse_window_secs: float = Field(10.0, gt=0, description="The window AGENT_ABUSE_REFUSALS counts over.")
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest HTTP request body any route accepts; a larger one gets 413."
+    )
     idle_goodbye: str = Field(
         "I haven't heard from you for a while, so I'm hanging up. Goodbye!",
         description="What a session hears when it ends for being idle.",

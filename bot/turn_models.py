@@ -30,6 +30,7 @@ from functools import cache
 from importlib import resources
 
 import numpy as np
+from loguru import logger
 import onnxruntime as ort
 from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
@@ -145,8 +146,16 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
     """Pipecat's Silero VAD (same thresholds, smoothing and state resets) on the shared
     batched model."""
 
-    def __init__(self, *, batcher: SileroBatcher, params: VADParams | None = None):
+    def __init__(
+        self,
+        *,
+        batcher: SileroBatcher,
+        params: VADParams | None = None,
+        max_utterance_secs: float = 30.0,
+    ):
         VADAnalyzer.__init__(self, params=params)  # not SileroVADAnalyzer's: it loads a model
+        self._max_utterance_secs = max_utterance_secs
+        self._utterance_bytes = 0
         self._batcher = batcher
         self._model = _SileroState()
         self._windows_since_reset = 0
@@ -172,10 +181,25 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         ]
         if windows:
             self._scores.extend(await self._batcher.score(self._model, windows))
-        state = self._run_analyzer(buffer)
+        state = self._utterance_capped(self._run_analyzer(buffer), len(buffer))
         if self.on_state is not None:
             await self.on_state(state)
         return state
+
+    def _utterance_capped(self, state: VADState, audio_bytes: int) -> VADState:
+        """QUIET once the user has spoken `max_utterance_secs` without stopping: the utterance
+        ends there and is transcribed (the STT buffers nothing longer), and speech that goes
+        on starts the next one."""
+        if state not in (VADState.SPEAKING, VADState.STOPPING):
+            self._utterance_bytes = 0
+            return state
+        self._utterance_bytes += audio_bytes
+        if self._utterance_bytes < self._max_utterance_secs * self.sample_rate * 2:
+            return state
+        logger.info(f"An utterance reached {self._max_utterance_secs:g} s (AGENT_MAX_UTTERANCE_SECS): ended")
+        self._vad_state, self._vad_starting_count, self._vad_stopping_count = VADState.QUIET, 0, 0
+        self._utterance_bytes = 0
+        return VADState.QUIET
 
     def voice_confidence(self, buffer) -> float:
         confidence = self._scores.popleft()  # scored in analyze_audio, in window order
@@ -245,7 +269,9 @@ def load_turn_models(settings: Settings) -> None:
 
 def create_vad_analyzer(settings: Settings) -> SileroVADAnalyzer:
     return SharedSileroVADAnalyzer(
-        batcher=silero_batcher(), params=VADParams(stop_secs=settings.vad_stop_secs)
+        batcher=silero_batcher(),
+        params=VADParams(stop_secs=settings.vad_stop_secs),
+        max_utterance_secs=settings.max_utterance_secs,
     )
 
 

@@ -154,6 +154,48 @@ async def test_webrtc_offer_spends_a_token_and_patch_needs_its_peer(server):
         assert replayed.value.status == 401
 
 
+def _raw_post(url: str, body: bytes, *, chunked: bool = False) -> tuple[int, dict]:
+    """(status, JSON body) of a POST with `body` as it is; `chunked` sends it without a length."""
+    chunks = (body[i : i + 8192] for i in range(0, len(body), 8192))
+    request = urllib.request.Request(
+        url, method="POST", data=chunks if chunked else body,
+        headers={"Content-Type": "application/json", **({"Transfer-Encoding": "chunked"} if chunked else {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_the_offer_checks_its_token_before_it_reads_the_body(server):
+    for body in (b"{not json", json.dumps({"sdp": 5}).encode(), b""):
+        status, answer = _raw_post(f"{server}/api/offer?token=1.a.b", body)
+        assert status == 401, (body, status, answer)
+    # With a good token a bad body is a 422 that says what is wrong.
+    status, answer = _raw_post(f"{server}/api/offer?token={session_token(server, API_KEY)}", b'{"sdp": 5}')
+    assert status == 422 and any("type" in p["loc"] for p in answer["detail"]), answer
+
+
+OVER_THE_CAP = b'{"sdp": "' + b"v" * (64 * 1024) + b'", "type": "offer"}'
+
+
+def test_a_body_over_the_cap_is_refused_unread_on_every_route(server):
+    for path in ("/api/offer", "/api/tokens", "/api/daily", "/api/sessions"):
+        status, answer = _raw_post(f"{server}{path}", OVER_THE_CAP)
+        assert status == 413, (path, status, answer)
+        assert "65536-byte limit (AGENT_MAX_BODY_BYTES)" in answer["detail"]
+
+
+def test_a_streamed_body_is_refused_once_it_passes_the_cap(server):
+    # No length to refuse it by: the route reading it is stopped at the cap.
+    url = f"{server}/api/offer?token={session_token(server, API_KEY)}"
+    status, answer = _raw_post(url, OVER_THE_CAP, chunked=True)
+    assert status == 413 and "AGENT_MAX_BODY_BYTES" in answer["detail"], (status, answer)
+    with urllib.request.urlopen(f"{server}/health", timeout=10) as response:
+        assert response.status == 200
+
+
 @pytest.mark.parametrize(
     "method, path",
     [

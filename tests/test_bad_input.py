@@ -16,6 +16,7 @@ from client.ws import VoiceClient, audio_frame
 
 ERROR_TIMEOUT = 10
 CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_POLICY_VIOLATION = 1008
 
 
 def _message_frame(data: str) -> bytes:
@@ -76,13 +77,22 @@ BAD_INPUTS = {
         _message_frame(_rtvi("send-text", {"content": "x" * (MAX_MESSAGE_BYTES + 1)})),
         f"exceeds the {MAX_MESSAGE_BYTES}-byte limit",
     ),
-    "raw-audio in stereo": (_message_frame(_raw_audio(bytes(640), 16000, 2)), "raw-audio: audio must be mono"),
-    "raw-audio at another rate": (_message_frame(_raw_audio(bytes(640), 8000, 1)), "sample rate 8000"),
-    "raw-audio of half a sample": (_message_frame(_raw_audio(bytes(641), 16000, 1)), "641 bytes"),
-    "raw-audio not base64": (
-        _message_frame(_rtvi("raw-audio", {"base64Audio": "**", "sampleRate": 16000, "numChannels": 1})),
-        "not valid base64",
+    "raw-audio (a microphone path past the audio checks)": (
+        _message_frame(_raw_audio(bytes(640), 16000, 1)), "'raw-audio' messages are not accepted"
     ),
+    "send-file": (
+        _message_frame(_rtvi("send-file", {"file": {"format": "image/png", "source": {"type": "url", "url": "http://x"}}})),
+        "'send-file' messages are not accepted",
+    ),
+    "a tool result injected by the client": (
+        _message_frame(_rtvi("llm-function-call-result", {"function_name": "f", "tool_call_id": "c1", "arguments": {}, "result": "x"})),
+        "'llm-function-call-result' messages are not accepted",
+    ),
+    "typed message over the limit": (
+        _message_frame(_rtvi("send-text", {"content": "x" * 2001})),
+        "2001 characters exceeds the 2000-character limit (agent_max_text_chars)",
+    ),
+    "typed message without text": (_message_frame(_rtvi("send-text", {"content": "  "})), "needs content"),
 }
 
 
@@ -111,11 +121,66 @@ async def test_refused_frames_are_counted_as_bad_input(ws_url, live_server):
         for payload, _ in BAD_INPUTS.values():
             await client.send_raw(payload)
         for _ in range(100):  # bounded: 10 s
-            if len([m for m in client.messages if m.type == "error"]) >= len(BAD_INPUTS):
+            if _errors(live_server)["bad_input"] - before >= len(BAD_INPUTS):
                 break
             await asyncio.sleep(0.1)
+        # One burst of bad input is answered (each problem once) and the session goes on.
         await client.ready()
+        assert client.closed_code is None
     assert _errors(live_server)["bad_input"] - before == len(BAD_INPUTS)
+
+
+def _typed(text: str) -> bytes:
+    # Kept in the conversation without a reply: only the limit is under test.
+    options = {"run_immediately": False, "audio_response": False}
+    return _message_frame(_rtvi("send-text", {"content": text, "options": options}))
+
+
+async def test_typed_messages_past_the_rate_are_refused(ws_url):
+    async with VoiceClient(ws_url) as client:
+        await client.ready()
+        for n in range(8):  # a burst of 5 is allowed, then about 1 a second
+            await client.send_raw(_typed(f"message {n}"))
+        error = await client.wait_for(lambda m: m.type == "error", ERROR_TIMEOUT)
+        assert "too many typed messages" in error.data["error"] and "AGENT_MAX_TEXT_PER_SEC" in error.data["error"]
+        await asyncio.sleep(1.5)
+        await client.send_raw(_typed("after a pause"))  # allowed again
+        await asyncio.sleep(0.5)
+        assert len([m for m in client.messages if m.type == "error"]) == 1
+        assert client.closed_code is None
+
+
+async def test_a_client_catching_up_after_a_stall_is_not_cut_off(ws_url):
+    async with VoiceClient(ws_url) as client:
+        await client.ready()
+        await asyncio.sleep(1.0)
+        # The microphone streams in real time; on top of it, 2 s of audio at once.
+        for _ in range(100):
+            await client.send_raw(audio_frame(bytes(640)))
+        await asyncio.sleep(1.0)
+        assert not [m for m in client.messages if m.type == "error"]
+
+
+async def test_audio_flooded_faster_than_real_time_is_refused_then_disconnected(ws_url, live_server):
+    async with VoiceClient(ws_url) as client:
+        await client.ready()
+        # 5x real time on top of the microphone, for at most 30 s.
+        for _ in range(300):
+            if client.closed_code is not None:
+                break
+            for _ in range(5):
+                await client.send_raw(audio_frame(bytes(3200)))
+            await asyncio.sleep(0.1)
+        errors = [m.data["error"] for m in client.messages if m.type == "error"]
+        assert any("faster than real time" in e and "AGENT_AUDIO_RATE_LIMIT" in e for e in errors), errors
+        assert client.closed_code == CLOSE_POLICY_VIOLATION, (client.closed_code, client.closed_reason)
+        assert "too many refused" in client.closed_reason
+        assert errors[-1].startswith("too many refused")
+    # Only that client was disconnected.
+    async with VoiceClient(ws_url) as client:
+        await client.ready()
+    with urllib.request.urlopen(f"{live_server}/health", timeout=5) as response:
+        assert json.loads(response.read())["status"] == "ok"
 
 
 async def test_oversized_frame_closes_with_1009_and_the_server_goes_on(ws_url, live_server):

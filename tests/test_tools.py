@@ -672,3 +672,20 @@ def test_said_numbers_reads_sentence_ends_as_punctuation():
 
     assert said_numbers("March thirty.") == {30.0}
     assert said_numbers("January 10th. February 20, March 30.") == {10.0, 20.0, 30.0}
+
+
+async def test_a_session_at_its_limit_of_results_is_told_so_by_every_data_tool():
+    resources = make_resources()
+    resources.max_results = 2
+    context = conversation(SALES_REQUEST)
+    for n in range(2):
+        result, _ = await call(generate_chart, resources, context, _id=f"c{n}", **SALES)
+        assert "result_id" in result
+    for n, (tool, arguments) in enumerate([
+        (generate_chart, SALES),
+        (analyze_sentiment, {"target": "text", "text": "I love it"}),
+        (get_realtime_data, {"metric": "latency"}),
+    ]):
+        refused, _ = await call(tool, resources, context, _id=f"over{n}", **arguments)
+        assert "limit of 2 results and pictures (AGENT_MAX_RESULTS_PER_SESSION)" in refused["error"]
+    assert len(resources.results) == 2 and len(resources.pending_visualizations) == 2

@@ -37,7 +37,8 @@ BAD_DATA_CHANNEL_MESSAGES = {
     json.dumps({
         "label": "rtvi-ai", "type": "raw-audio",
         "data": {"base64Audio": "AAAA", "sampleRate": 16000, "numChannels": 2},
-    }): "audio must be mono",
+    }): "'raw-audio' messages are not accepted",
+    json.dumps({"label": "rtvi-ai", "type": "send-text", "data": {"content": "x" * 2001}}): "2000-character limit",
 }
 
 

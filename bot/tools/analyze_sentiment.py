@@ -36,6 +36,7 @@ from bot.tools.generate_chart import (
     build_figure,
     keep_and_show,
     rounded,
+    resources_for_a_result,
     session_resources,
     spoken_number,
 )
@@ -240,11 +241,8 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
         target: last_turn (what the user said before this request), conversation (all the user said) or text (words given in this request).
         text: The words given in this request, when target is text.
     """
-    resources = session_resources(params)
+    resources = await resources_for_a_result(params, "sentiment analysis")
     if resources is None:
-        await params.result_callback(
-            {"error": "sentiment analysis is not available in this session"}
-        )
         return
     target = (target or "last_turn").strip().lower()
     text = (text or "").strip()

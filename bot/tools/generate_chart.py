@@ -47,6 +47,19 @@ def session_resources(params: FunctionCallParams) -> SessionResources | None:
     return resources if isinstance(resources, SessionResources) else None
 
 
+async def resources_for_a_result(params: FunctionCallParams, what: str) -> SessionResources | None:
+    """The session's resources for a tool that keeps a result; None, with the call answered
+    with why, when the session has none (`what` is not available) or is at its limit."""
+    resources = session_resources(params)
+    if resources is None:
+        await params.result_callback({"error": f"{what} is not available in this session"})
+        return None
+    if problem := resources.limit_problem():
+        await params.result_callback({"error": problem})
+        return None
+    return resources
+
+
 def spoken_number(value: float) -> str:
     """A number as a voice says it: 30, 1.25, 0.86, 1,234, minus 0.5."""
     value = float(value)
@@ -573,9 +586,8 @@ async def generate_chart(
         series2_name: Name of values2.
         from_result: Id of an earlier result (r2, or latest) to chart instead of values.
     """
-    resources = session_resources(params)
+    resources = await resources_for_a_result(params, "drawing charts")
     if resources is None:
-        await params.result_callback({"error": "charts are not available in this session"})
         return
     try:
         title, labels, raw_series, source = _chart_data(

@@ -31,7 +31,7 @@ from bot.tools.generate_chart import (
     build_figure,
     keep_and_show,
     rounded,
-    session_resources,
+    resources_for_a_result,
     spoken_number,
 )
 
@@ -308,9 +308,8 @@ async def get_realtime_data(params: FunctionCallParams, metric: str = "latency")
     Args:
         metric: latency, server_sessions, cpu, memory or this_session (its turns and words).
     """
-    resources = session_resources(params)
+    resources = await resources_for_a_result(params, "live data")
     if resources is None:
-        await params.result_callback({"error": "live data is not available in this session"})
         return
     metric = (metric or "latency").strip().lower()
     if metric not in METRICS:

@@ -8,8 +8,6 @@ then meets `message_problem` (bot/processors/client_message_check.py applies it 
 them). Each refusal is a sentence naming the problem, sent back as an RTVI error.
 """
 
-import base64
-import binascii
 import json
 from typing import Any
 
@@ -102,23 +100,14 @@ def audio_problem(sample_rate: Any, channels: Any, length: int, expected_rate: i
     return None
 
 
-def _raw_audio_problem(data: dict, expected_rate: int) -> str | None:
-    chunks = data.get("base64AudioBatch")
-    if chunks is None:
-        chunks = [data.get("base64Audio")]
-    if not isinstance(chunks, list) or not all(isinstance(c, str) for c in chunks):
-        return "raw-audio needs base64Audio (a string) or base64AudioBatch (a list of strings)"
-    for chunk in chunks:
-        try:
-            length = len(base64.b64decode(chunk, validate=True))
-        except (binascii.Error, ValueError):
-            return "raw-audio audio is not valid base64"
-        if problem := audio_problem(data.get("sampleRate"), data.get("numChannels"), length, expected_rate):
-            return f"raw-audio: {problem}"
-    return None
+# What the product's clients send (the bundled page and Pipecat's official client): the
+# handshake, typed text and a goodbye. Anything else RTVI would act on is refused: `send-file`
+# would hand the LLM a file or URL, `llm-function-call-result` would let a client answer any
+# tool call under any id, and `raw-audio` is a second microphone path past the audio checks.
+ALLOWED_MESSAGES = ("client-ready", "send-text", "disconnect-bot")
 
 
-def message_problem(message: Any, expected_rate: int) -> str | None:
+def message_problem(message: Any, max_text_chars: int) -> str | None:
     """What is wrong with a parsed client message, or None when it may enter the pipeline."""
     if (
         not isinstance(message, dict)
@@ -129,9 +118,18 @@ def message_problem(message: Any, expected_rate: int) -> str | None:
         return NOT_AN_ENVELOPE
     kind, data = message["type"], message.get("data")
     if not isinstance(data, (dict, type(None))):
-        return f"RTVI {kind!r} message: data must be an object"
+        return f"RTVI {kind[:40]!r} message: data must be an object"
     if nesting_depth(message) > MAX_JSON_DEPTH:
-        return f"RTVI {kind!r} message nests deeper than {MAX_JSON_DEPTH} levels"
-    if kind in ("raw-audio", "raw-audio-batch"):
-        return _raw_audio_problem(data or {}, expected_rate)
+        return f"RTVI {kind[:40]!r} message nests deeper than {MAX_JSON_DEPTH} levels"
+    if kind not in ALLOWED_MESSAGES:
+        return f"RTVI {kind[:40]!r} messages are not accepted; send one of {', '.join(ALLOWED_MESSAGES)}"
+    if kind == "send-text":
+        content = (data or {}).get("content")
+        if not isinstance(content, str) or not content.strip():
+            return "send-text needs content: the text, a non-empty string"
+        if len(content) > max_text_chars:
+            return (
+                f"typed message of {len(content)} characters exceeds the {max_text_chars}-character"
+                " limit (AGENT_MAX_TEXT_CHARS)"
+            )
     return None

@@ -8,6 +8,7 @@ client as an urgent transport message, and the session keeps working. A frame ov
 with code 1009 (see `server.main`).
 """
 
+import asyncio
 from collections.abc import Callable
 
 from google.protobuf.message import DecodeError
@@ -21,7 +22,14 @@ from pipecat.frames.protobufs import frames_pb2
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 
 from bot.audio_rates import AUDIO_IN_RATE
-from bot.transports.client_messages import audio_problem, decode_client_json, excerpt, rtvi_error
+from bot.limits import ABUSE, ClientAllowance
+from bot.transports.client_messages import (
+    SAMPLE_BYTES,
+    audio_problem,
+    decode_client_json,
+    excerpt,
+    rtvi_error,
+)
 
 MAX_FRAME_BYTES = 256 * 1024  # ~8 s of 16 kHz audio: far above any sane chunk
 
@@ -36,21 +44,33 @@ class CheckedProtobufSerializer(ProtobufFrameSerializer):
         self,
         on_rejected: Callable[[str], None] | None = None,
         sample_rate: int = AUDIO_IN_RATE,
+        allowance: ClientAllowance | None = None,
         **kwargs,
     ):
         """`on_rejected` hears of every refused frame (to count errors by kind); audio must
-        come at `sample_rate`, the pipeline's input rate (nothing resamples it). A message
-        frame's JSON is read once, here, within the bounds of `decode_client_json`; what it
-        says is checked with every other transport's messages (CheckedRTVIProcessor)."""
+        come at `sample_rate`, the pipeline's input rate (nothing resamples it), and within
+        the client's `allowance`. A message frame's JSON is read once, here, within the bounds
+        of `decode_client_json`; what it says is checked with every other transport's
+        messages (CheckedRTVIProcessor)."""
         super().__init__(**kwargs)
         self._on_rejected = on_rejected
         self._sample_rate = sample_rate
+        self._allowance = allowance
+        self._disconnecting: asyncio.Task | None = None
 
-    def _reject(self, problem: str, data: str | bytes) -> Frame:
+    def _reject(self, problem: str, data: str | bytes) -> Frame | None:
         logger.debug(f"Refused a client frame ({problem}): {excerpt(data)}")
         if self._on_rejected:
             self._on_rejected("bad_input")
-        return rtvi_error(problem)
+        if self._allowance is None:
+            return rtvi_error(problem)
+        refusal = self._allowance.refused(problem)
+        if refusal.abusive and self._allowance.disconnect is not None:
+            logger.warning(f"Disconnecting a client: {ABUSE}")
+            # Not awaited here: it closes the socket this frame came from.
+            self._disconnecting = asyncio.create_task(self._allowance.disconnect(ABUSE))
+            return None
+        return rtvi_error(problem) if refusal.tell else None
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
         if isinstance(data, str):
@@ -75,6 +95,13 @@ class CheckedProtobufSerializer(ProtobufFrameSerializer):
                 return self._reject(problem, data)
             if not audio.audio:
                 return None
+            seconds = len(audio.audio) / (SAMPLE_BYTES * audio.sample_rate)
+            if self._allowance is not None and not self._allowance.audio_allowed(seconds):
+                return self._reject(
+                    "audio is arriving faster than real time allows (AGENT_AUDIO_RATE_LIMIT);"
+                    " the excess is dropped",
+                    b"",
+                )
             return InputAudioRawFrame(
                 audio=audio.audio, sample_rate=audio.sample_rate, num_channels=audio.num_channels
             )

@@ -56,3 +56,9 @@ def check_data_channel(
                     return
             for listener in listeners:
                 await listener(message)
+
+
+async def disconnect_peer(connection: SmallWebRTCConnection, reason: str) -> None:
+    """Tell the peer why in a fatal RTVI error, then close its connection."""
+    connection.send_app_message(rtvi_error_message(reason, fatal=True))
+    await connection.disconnect()
