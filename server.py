@@ -7,7 +7,7 @@ from pathlib import Path
 
 import plotly
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
 from pydantic import TypeAdapter, ValidationError
@@ -19,7 +19,7 @@ from pipecat.transports.smallwebrtc.request_handler import (
 )
 
 from bot.auth import Auth, redact_tokens_in_server_log, warn_if_exposed
-from bot.body_limit import BodySizeLimit
+from bot.request_guards import AllowedHosts, BodySizeLimit, allowed_hosts
 from bot.engines.loader import load_engines
 from bot.limits import ClientAllowance, LoopLoad, SessionSlots
 from bot.records import SessionRecord
@@ -42,6 +42,8 @@ CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN_ORIGIN = 4003
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008  # sustained abuse (bot/limits.py ClientAllowance)
+MAX_PAGE = 500  # sessions listed per request
+MAX_OFFSET = 10**9  # far past any store, well inside SQLite's integers
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -133,7 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.state.telemetry.snapshot()
 
     @keyed_api.get("/sessions", tags=["sessions"])
-    async def list_sessions(limit: int = 50, offset: int = 0) -> dict:
+    async def list_sessions(
+        limit: int = Query(50, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0, le=MAX_OFFSET)
+    ) -> dict:
         """Active sessions, then recorded ones (newest first)."""
         active = [_session_view(r, full=False) for r in app.state.sessions.active.values()]
         recent = await app.state.store.list_sessions(limit=limit, offset=offset)
@@ -248,6 +252,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         try:
             answer = await app.state.webrtc.handle_web_request(request, start)
+        except SDP_PARSE_ERRORS as e:  # aiortc's parser on an SDP it cannot use
+            raise HTTPException(400, detail=f"the SDP offer cannot be used: {str(e)[:200]}") from None
         finally:
             if not started:  # a renegotiation, or a failed offer: no new session
                 slots.release()
@@ -284,8 +290,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.webrtc.handle_patch_request(request)
         return {"status": "success"}
 
-    # Outermost: no route reads a body past the cap.
+    # Every request and handshake meets these before any route: the Host first (outermost,
+    # added last), then the body's size.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AllowedHosts, hosts=allowed_hosts(settings.host, settings.allowed_hosts))
     app.include_router(keyed_api)
     app.include_router(session_api)
 
@@ -296,15 +304,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 OFFER_ADAPTER = TypeAdapter(SmallWebRTCRequest)
+# What aiortc's SDP parser raises on an offer it cannot read (an AssertionError on an empty
+# media line, a ValueError on missing ICE credentials, ...).
+SDP_PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError)
 
 
 async def _offer_from(request: Request) -> SmallWebRTCRequest:
-    """The SDP offer in the request body, or 422 naming what is wrong with it."""
+    """The SDP offer in the request body: 422 when it is not the documented JSON, 400 when it
+    is no usable offer (aiortc would raise deep inside Pipecat's handler)."""
     try:
-        return OFFER_ADAPTER.validate_json(await request.body())
+        offer = OFFER_ADAPTER.validate_json(await request.body())
     except ValidationError as e:
         problems = [{"loc": list(p["loc"]), "msg": p["msg"], "type": p["type"]} for p in e.errors()]
         raise HTTPException(422, detail=problems) from None
+    if offer.type != "offer":
+        raise HTTPException(400, detail=f"type must be 'offer', not {offer.type[:40]!r}")
+    if not offer.sdp.startswith("v=0") or "\nm=" not in offer.sdp:
+        raise HTTPException(400, detail="sdp is not an SDP offer (it starts with v=0 and has media lines)")
+    return offer
 
 
 def _session_view(record: SessionRecord, *, full: bool) -> dict:

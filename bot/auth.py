@@ -19,21 +19,31 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from loguru import logger
 
+from bot.request_guards import LOOPBACK_HOSTS
 from bot.settings import Settings
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 _TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]++")
 
 
+def _redacted(value):
+    if isinstance(value, str) and "token=" in value:
+        return _TOKEN_IN_URL.sub(r"\1[redacted]", value)
+    return value
+
+
 class RedactTokensInLog(logging.Filter):
     """Uvicorn logs each request's path with its query string, so a `/ws?token=...` line
-    would put a live session token in the server log: the value is replaced there."""
+    would put a live session token in the server log: the value is replaced there, in the
+    message and in each of its arguments (uvicorn's access formatter reads the arguments one
+    by one, so they must stay as many as they were)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "token=" in message:
-            record.msg, record.args = _TOKEN_IN_URL.sub(r"\1[redacted]", message), ()
+        record.msg = _redacted(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redacted(arg) for key, arg in record.args.items()}
         return True
 
 
@@ -65,9 +75,9 @@ class TokenIssuer:
             return "a session token is required (POST /api/tokens with the API key)"
         payload, _, signature = token.rpartition(".")
         expires_ms, _, nonce = payload.partition(".")
-        if not (nonce and expires_ms.isdigit()) or not hmac.compare_digest(
-            self._sign(payload), signature
-        ):
+        well_formed = token.isascii() and nonce and expires_ms.isdigit() and len(expires_ms) < 16
+        # Bytes: compare_digest refuses a str with anything but ASCII in it.
+        if not well_formed or not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
             return "invalid session token"
         now = time.time()
         if int(expires_ms) / 1000 <= now:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from loguru import logger
+from pydantic import ValidationError
 
 from bot.settings import get_settings
 
@@ -23,6 +24,12 @@ def main(argv: list[str] | None = None) -> None:
     report.add_argument("--out", type=Path, help="write the report to this file, not stdout")
     report.add_argument("--days", type=float, help="only the sessions of the last N days")
     args = parser.parse_args(argv)
+    try:
+        get_settings()
+    except ValidationError as e:  # say what is wrong with the configuration, not a traceback
+        problems = "\n".join(f"  {error['msg']}" for error in e.errors())
+        print(f"Invalid configuration:\n{problems}", file=sys.stderr)
+        sys.exit(2)
 
     if args.command == "setup":
         from bot.engines.loader import prepare_models

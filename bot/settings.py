@@ -54,6 +54,8 @@ def parse_benchmark_faults(value: str) -> tuple[BenchmarkFault, ...]:
     return tuple(faults)
 
 
+MIN_API_KEY_CHARS = 16
+
 # Each stage's cloud provider and the setting that holds its key.
 CLOUD_PROVIDERS = {
     "stt": (Provider.DEEPGRAM, "deepgram_api_key"),
@@ -185,11 +187,38 @@ class Settings(BaseSettings):
         " server's own; * allows any.",
     )
 
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma list of host names the server answers to (the Host header, on HTTP"
+        " and WebSocket alike), besides 127.0.0.1, localhost, ::1 and AGENT_HOST when it is a"
+        " concrete address; a deployment behind a proxy lists its public name. Any other Host"
+        " is refused (a DNS-rebinding page cannot reach a local server).",
+    )
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value):
         if isinstance(value, str):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value):
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr | None):
+        if value is not None and len(value.get_secret_value().strip()) < MIN_API_KEY_CHARS:
+            raise ValueError(
+                f"AGENT_API_KEY is {len(value.get_secret_value().strip())} characters; an empty or"
+                f" short key would leave the server open, so use at least {MIN_API_KEY_CHARS}"
+                " (for example: python -c 'import secrets; print(secrets.token_urlsafe(32))'),"
+                " or unset it to serve without auth on loopback"
+            )
         return value
 
     # --- provider per stage: auto = cloud when its key is set, embedded otherwise ---

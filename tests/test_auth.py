@@ -310,3 +310,93 @@ def test_a_public_interface_without_a_key_is_warned_about_at_startup(tmp_path):
     text = log_path.read_text()
     assert "SERVING ON 0.0.0.0 WITHOUT AN API KEY" in text, text[-2000:]
     assert "WARNING" in text
+
+
+# --- hostile requests: each refused with a status that names the problem ------------------
+
+
+def test_a_dns_rebinding_page_is_refused_on_http_and_websocket(live_server):
+    # A page on rebound.example whose name now points at 127.0.0.1: its Origin matches its Host.
+    port = live_server.rsplit(":", 1)[1]
+    rebound = {"Host": f"rebound.example:{port}", "Origin": f"http://rebound.example:{port}"}
+    for path in ("/api/sessions", "/health", "/"):
+        status, answer, _ = _request(f"{live_server}{path}", headers=rebound)
+        assert status == 400, (path, status, answer)
+        assert "'rebound.example' is not served here; list it in AGENT_ALLOWED_HOSTS" in answer["detail"]
+    # A raw handshake: a WebSocket client library sets Host from the URL it dials.
+    async def rebound_handshake() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
+        writer.write(
+            f"GET /ws HTTP/1.1\r\nHost: rebound.example:{port}\r\nOrigin: {rebound['Origin']}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+        )
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        return int(status_line.split()[1])
+
+    assert asyncio.run(rebound_handshake()) == 400
+    # The server's own names still work.
+    assert _request(f"{live_server}/health")[0] == 200
+    assert _request(f"{live_server.replace('127.0.0.1', 'localhost')}/health")[0] == 200
+
+
+def test_allowed_hosts_are_the_loopback_names_the_bound_address_and_the_listed_ones():
+    from bot.request_guards import allowed_hosts
+
+    assert allowed_hosts("0.0.0.0", []) == {"127.0.0.1", "localhost", "::1", "[::1]"}
+    assert "10.0.0.5" in allowed_hosts("10.0.0.5", [])
+    assert "voice.example.com" in allowed_hosts("0.0.0.0", ["Voice.Example.com"])
+
+
+@pytest.mark.parametrize("key", ["", "   ", "short-key"])
+def test_an_empty_or_short_api_key_stops_the_server_at_startup(tmp_path, key):
+    env = {**os.environ, "AGENT_API_KEY": key, "AGENT_PORT": str(free_port()),
+           "AGENT_STORE_PATH": str(tmp_path / "records.sqlite3")}
+    done = subprocess.run([sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"AGENT_API_KEY is {len(key.strip())} characters" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_a_malformed_token_is_refused_not_an_error(server, auth_server):
+    _, log = auth_server
+    for token in ("1.a.%C3%A9", "%C3%A9", "1.%00.x", "9" * 40 + ".a.b"):
+        status, answer, _ = _request(f"{server}/api/offer?token={token}", "POST", body={"sdp": "v=0", "type": "offer"})
+        assert status == 401 and "invalid session token" in answer["detail"], (token, status, answer)
+        code, error = await _refused(_ws_url(server, token))
+        assert code == CLOSE_UNAUTHORIZED and "invalid" in error, (token, code, error)
+    assert "Traceback" not in log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("query", ["limit=100000000000000000000", "limit=-1", "limit=0", "offset=-1", "limit=x"])
+def test_paging_out_of_range_is_refused(server, query):
+    status, answer, _ = _request(f"{server}/api/sessions?{query}", headers=_bearer(API_KEY))
+    assert status == 422, (query, status, answer)
+
+
+@pytest.mark.parametrize(
+    ("offer", "expected"),
+    [
+        ({"sdp": "", "type": ""}, "type must be 'offer'"),
+        ({"sdp": "", "type": "answer"}, "type must be 'offer'"),
+        ({"sdp": "", "type": "offer"}, "not an SDP offer"),
+        ({"sdp": "v=0\r\nm=\r\n", "type": "offer"}, "cannot be used"),
+        ({"sdp": "v=0\r\nm=audio 9 UDP 0\r\n", "type": "offer"}, "cannot be used"),
+    ],
+)
+def test_a_bad_sdp_offer_is_a_400_naming_the_problem(server, offer, expected):
+    status, answer, _ = _request(f"{server}/api/offer?token={session_token(server, API_KEY)}", "POST", body=offer)
+    assert status == 400 and expected in answer["detail"], (status, answer)
+    assert _request(f"{server}/health")[0] == 200
+
+
+async def test_access_log_lines_of_tokenized_requests_are_kept_redacted(auth_server):
+    server, log = auth_server
+    token = session_token(server, API_KEY)
+    _request(f"{server}/api/offer?token={token}", "POST", body={"sdp": "", "type": "offer"})
+    text = log.read_text(errors="replace")
+    assert "POST /api/offer?token=[redacted] HTTP/1.1" in text  # uvicorn's access line, whole
+    assert "not enough values to unpack" not in text
+    assert token not in text

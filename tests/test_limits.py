@@ -19,7 +19,7 @@ from client.server_process import start_server, stop_server
 from client.webrtc import WebRTCPeer, loopback_only_ice
 from client.ws import VoiceClient, session_token
 
-API_KEY = "limits-test-key"
+API_KEY = "limits-test-key-0123456789"
 IDLE_SECS = 8
 MAX_SECS = 20
 IDLE_GOODBYE = "Nobody is talking, so I am leaving. Goodbye!"
