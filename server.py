@@ -27,7 +27,7 @@ from bot.sessions import SessionManager, session_summary
 from bot.settings import Settings, get_settings
 from bot.store import SessionStore
 from bot.telemetry import Telemetry
-from bot.transports.daily import create_daily_transport, create_room, nobody_left
+from bot.transports.daily import create_daily_transport, create_room, delete_room, nobody_left
 from bot.transports.serializer import MAX_FRAME_BYTES, encoded_rtvi_error
 from bot.transports.webrtc import check_data_channel, create_webrtc_transport, disconnect_peer
 from bot.transports.websocket import create_websocket_transport
@@ -42,6 +42,7 @@ CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN_ORIGIN = 4003
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008  # sustained abuse (bot/limits.py ClientAllowance)
+SHUTTING_DOWN = "the server is shutting down; try again later"
 MAX_PAGE = 500  # sessions listed per request
 MAX_OFFSET = 10**9  # far past any store, well inside SQLite's integers
 
@@ -74,9 +75,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # waits on a cold model.
         engines = await load_engines(settings)
         await asyncio.to_thread(load_turn_models, settings)
-        store = SessionStore(settings.records_path)
-        await store.open()
         telemetry = Telemetry(prices=settings.prices)
+        store = SessionStore(
+            settings.records_path,
+            spool_writes=settings.store_spool_writes,
+            on_error=telemetry.record_error,
+            server_id=settings.server_name,
+        )
+        await store.open()
+        if crashed := await store.close_crashed_sessions():
+            logger.warning(f"Closed {crashed} session(s) this server left unfinished as crashed")
         app.state.engines, app.state.store, app.state.telemetry = engines, store, telemetry
         app.state.sessions = SessionManager(settings, engines, store=store, telemetry=telemetry)
         app.state.webrtc = SmallWebRTCRequestHandler()
@@ -90,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # for 140-190 ms, the worst lateness every session's audio saw.
         gc.freeze()
         yield
+        slots.stop_admitting(SHUTTING_DOWN)
         await app.state.sessions.drain(settings.shutdown_goodbye, settings.drain_timeout_secs)
         await app.state.webrtc.close()
         await app.state.sessions.shutdown()
@@ -104,11 +113,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.get("/health", tags=["operations"])
-    async def health() -> dict:
+    app.state.slots = slots
+    app.state.room_deletions = set()  # Daily rooms being deleted after their sessions
+
+    @app.get("/health", tags=["operations"], responses={503: {"description": "The server is draining."}})
+    async def health(response: Response) -> dict:
+        """"ok", or "draining" with 503 once the server is stopping (no new sessions)."""
         sessions: SessionManager = app.state.sessions
+        if slots.refusing is not None:
+            response.status_code = 503
         return {
-            "status": "ok",
+            "status": "ok" if slots.refusing is None else "draining",
             "models": app.state.engines.describe(),
             "model_load_seconds": app.state.engines.load_seconds,
             "active_sessions": len(sessions.active),
@@ -274,9 +289,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning(f"Daily room creation failed: {e}")
             raise HTTPException(502, detail=f"Daily room creation failed: {e}") from e
         transport = create_daily_transport(room, settings)
+
+        def ended() -> None:
+            app.state.room_deletions.add(deletion := asyncio.create_task(delete_room(settings, room)))
+            deletion.add_done_callback(app.state.room_deletions.discard)
+
         spawn_counted(
             transport,
             "daily",
+            ended,
             ends_on_disconnect=lambda: nobody_left(transport),
             join_timeout_secs=settings.daily_join_timeout_secs,
         )
@@ -373,6 +394,8 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain_then_exit(self, sig, frame) -> None:
         try:
+            if slots := getattr(self._app.state, "slots", None):
+                slots.stop_admitting(SHUTTING_DOWN)
             sessions = getattr(self._app.state, "sessions", None)
             if sessions is not None:
                 await sessions.drain(self._settings.shutdown_goodbye, self._settings.drain_timeout_secs)

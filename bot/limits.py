@@ -63,8 +63,8 @@ class Refusal:
 
 
 class ClientAllowance:
-    """What one client may send, over every path its input takes (typed messages, WebSocket
-    audio, RTVI raw-audio), and how much refusing it takes before it is disconnected.
+    """What one client may send (typed messages on every transport, WebSocket audio), and how
+    much refusing it takes before it is disconnected.
 
     Audio is a token bucket of seconds: it refills at `audio_rate_limit` times real time and
     holds `audio_rate_limit * audio_rate_window_secs + audio_burst_secs` (8.25 s by default),
@@ -169,11 +169,14 @@ class SessionSlots:
     ):
         self.limit = limit  # 0: no limit
         self.in_use = 0
+        self.refusing: str | None = None  # why every new session is refused (a drain), or None
         self._load, self._max_busy, self._max_late = load, max_busy, max_late_secs  # 0: unchecked
 
     def refusal(self) -> str | None:
         """Why a new session would be refused now, or None. An idle server always admits one:
         whatever loads its loop, it is not its sessions."""
+        if self.refusing is not None:
+            return self.refusing
         if self.limit and self.in_use >= self.limit:
             return f"the server is at its limit of {self.limit} concurrent sessions; try again later"
         if self._load is None or not self.in_use:
@@ -186,6 +189,10 @@ class SessionSlots:
                 "try again later"
             )
         return None
+
+    def stop_admitting(self, reason: str) -> None:
+        """Refuse every session from now on (the server is draining), saying `reason`."""
+        self.refusing = reason
 
     def acquire(self) -> str | None:
         """Take a slot; returns why not (see `refusal`), or None when taken."""

@@ -73,7 +73,7 @@ def build_worker(
     on_turn: Callable[[TurnRecord], Awaitable[None]],
     resources: SessionResources,
     on_visualization: Callable[[dict], Awaitable[None]] | None = None,
-    on_rejected: Callable[[str], None] | None = None,
+    on_error: Callable[[str], None] | None = None,
     allowance: ClientAllowance | None = None,
     text_only: bool = False,
 ) -> tuple[PipelineWorker, TurnRecorder]:
@@ -91,6 +91,7 @@ def build_worker(
             if service
         },
         on_turn=on_turn,
+        on_error=on_error,
     )
     # Sends what a tool produced just before the audio of the sentence that presents it.
     visualizer = VisualizationProcessor(
@@ -108,6 +109,7 @@ def build_worker(
         apology=engines.apology if tts else b"",  # a text-only session plays no audio
         apology_sample_rate=engines.apology_sample_rate,
         on_failure=recorder.fail,
+        on_error=on_error,
     )
 
     # Voice activity is judged in a processor of its own, ahead of the STT, rather than inside
@@ -165,7 +167,7 @@ def build_worker(
         app_resources=resources,  # what the tools may use (FunctionCallParams.app_resources)
         # Every client message, from any transport, is checked before RTVI acts on it.
         rtvi_processor=CheckedRTVIProcessor(
-            allowance=allowance or ClientAllowance(settings), on_rejected=on_rejected
+            allowance=allowance or ClientAllowance(settings), on_rejected=on_error
         ),
         # The page shows which tool ran with which arguments: it is the user's own session.
         rtvi_observer_params=RTVIObserverParams(

@@ -109,7 +109,7 @@ class SessionManager:
                 max_results=self._settings.max_results_per_session,
             ),
             on_visualization=keep_visualization,
-            on_rejected=self._telemetry.record_error,
+            on_error=self._telemetry.record_error,
             allowance=allowance,
         )
         runner = WorkerRunner(handle_sigint=False)
@@ -159,9 +159,9 @@ class SessionManager:
         self._workers[record.session_id] = worker
         self._telemetry.session_started(kind)
         self._telemetry.track_peaks(record.session_id)
-        await self._store.save_session(record)
-        logger.info(f"Session {record.session_id} started over {kind}")
-        try:
+        try:  # from here on, whatever fails, the session is ended and its slot freed
+            await self._store.save_session(record)
+            logger.info(f"Session {record.session_id} started over {kind}")
             await runner.add_workers(worker)
             await runner.run()
         finally:

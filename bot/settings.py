@@ -4,6 +4,7 @@ Every field is documented in the README's configuration table. Non-secret settin
 `AGENT_` prefix; provider keys keep the names their providers document (`OPENAI_API_KEY`, ...).
 """
 
+import socket
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
@@ -159,6 +160,15 @@ class Settings(BaseSettings):
         description="A client refused this many times within AGENT_ABUSE_WINDOW_SECS (bad or over-limit messages, seconds of excess audio) is disconnected (WebSocket close 1008).",
     )
     abuse_window_secs: float = Field(10.0, gt=0, description="The window AGENT_ABUSE_REFUSALS counts over.")
+    server_id: str = Field(
+        "",
+        description="This server's name on the session rows it writes, so that at start it closes only its own unfinished sessions as crashed (several servers may share a database); empty: <hostname>:<AGENT_PORT>.",
+    )
+    store_spool_writes: int = Field(
+        1000,
+        ge=1,
+        description="Writes of session records kept in memory while the database refuses them (locked, full disk), retried in order until it takes them; past this, writes are dropped and logged.",
+    )
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest HTTP request body any route accepts; a larger one gets 413."
     )
@@ -382,6 +392,10 @@ class Settings(BaseSettings):
                     f"AGENT_{stage.upper()}_PROVIDER={cloud.value} needs {key_name.upper()}"
                 )
         return self
+
+    @property
+    def server_name(self) -> str:
+        return self.server_id or f"{socket.gethostname()}:{self.port}"
 
     @property
     def records_path(self) -> Path:

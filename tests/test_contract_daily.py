@@ -127,7 +127,7 @@ def test_post_daily_creates_a_room_and_two_tokens(room, fake_daily):
     assert fake_daily.tokens[body["token"]]["is_owner"] is False
 
 
-def test_bot_failing_to_join_offline_ends_its_session(room, daily_server, server_without_daily_key):
+def test_bot_failing_to_join_offline_ends_its_session(room, daily_server, server_without_daily_key, fake_daily):
     """The bot's DailyTransport cannot reach fake.daily.co: the server keeps serving, the
     session is listed as a Daily one, and it ends (recorded as "ended") soon after the join
     has failed. (`server_without_daily_key` only starts loading meanwhile.)"""
@@ -168,6 +168,14 @@ def test_bot_failing_to_join_offline_ends_its_session(room, daily_server, server
         time.sleep(0.5)
     assert _get(url, f"/api/sessions/{session_id}")["state"] == "ended"
     assert health["active_sessions"] == 0
+    # The session's room is deleted, not left for its token holders (and the bill).
+    room_name = room_url.rstrip("/").rsplit("/", 1)[-1]
+    for _ in range(50):  # bounded: 5 s
+        if room_name not in fake_daily.rooms:
+            break
+        time.sleep(0.1)
+    assert room_name not in fake_daily.rooms
+    assert [r.status for r in fake_daily.requests_to("delete_room")][-1] == 200
     log = log_path.read_text(errors="replace")
     assert not [m for m in UNHANDLED if m in log], _log_excerpt(log_path, r".", 40)
 

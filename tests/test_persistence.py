@@ -4,6 +4,7 @@ import asyncio
 import json
 import signal
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -68,6 +69,18 @@ async def test_sigterm_says_goodbye_and_loses_no_completed_turn(tmp_path, store_
         client, turn = await _one_turn(url)
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        # While the server drains, a newcomer is refused and told why; /health says so.
+        async with VoiceClient(url.replace("http://", "ws://") + "/ws") as newcomer:
+            refusal = await newcomer.wait_for(lambda m: m.type == "error", 10)
+            for _ in range(50):  # bounded: 5 s
+                if newcomer.closed_code is not None:
+                    break
+                await asyncio.sleep(0.1)
+        assert "shutting down" in refusal.data["error"] and newcomer.closed_code == 1013
+        with pytest.raises(urllib.error.HTTPError) as health:
+            urllib.request.urlopen(f"{url}/health", timeout=10)
+        assert health.value.code == 503 and json.loads(health.value.read())["status"] == "draining"
         await client.wait_for(
             lambda m: m.type == "bot-tts-text" and "goodbye" in m.data.get("text", "").lower(),
             15,
@@ -94,3 +107,23 @@ async def test_sigterm_says_goodbye_and_loses_no_completed_turn(tmp_path, store_
         stop_server(process)
     assert record["state"] == "ended"
     assert [t["turn_id"] for t in record["turns"]] == [turn["turn_id"]]
+
+
+async def test_a_killed_servers_unfinished_sessions_are_closed_as_crashed_at_its_restart(tmp_path, store_env):
+    env = {**store_env, "AGENT_SERVER_ID": "server-a"}
+    process, url = start_server(tmp_path / "first.log", **env)
+    try:
+        client, turn = await _one_turn(url)
+        process.kill()  # no drain, no goodbye: the row stays "active"
+        await asyncio.to_thread(process.wait, 30)
+        await client.__aexit__(None, None, None)
+    finally:
+        if process.poll() is None:
+            stop_server(process)
+    process, url = start_server(tmp_path / "second.log", **env)
+    try:
+        record = _session(url, turn["session_id"])
+    finally:
+        stop_server(process)
+    assert record["state"] == "ended" and record["end_reason"] == "crashed"
+    assert record["ended_at"] >= turn["ended_at"] - 1e-6

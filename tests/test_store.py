@@ -2,6 +2,7 @@
 concurrent writers and durability of a write when the process dies without closing."""
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -221,3 +222,81 @@ async def test_closed_store_refuses_calls(tmp_path):
     await store.close()
     with pytest.raises(RuntimeError):
         await store.append_turn(make_turn("s1", 0))
+
+
+async def test_writes_the_database_refuses_wait_in_order_until_it_is_back(tmp_path):
+    path = tmp_path / "records.sqlite3"
+    errors: list[str] = []
+    store = SessionStore(path, on_error=errors.append, busy_timeout_ms=50)
+    await store.open()
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holds the file: every write fails
+    try:
+        await store.save_session(make_session("s1", 1000.0))  # returns: the session goes on
+        for index in range(3):
+            await store.append_turn(make_turn("s1", index))
+        assert store.spooled == 4
+        assert errors and set(errors) == {"store_write"}
+    finally:
+        blocker.rollback()
+        blocker.close()
+    for _ in range(100):  # bounded: 10 s; the spool is retried every second
+        if not store.spooled:
+            break
+        await asyncio.sleep(0.1)
+    assert store.spooled == 0
+    stored = await store.get_session("s1")
+    assert [t.index for t in stored.turns] == [0, 1, 2]
+    await store.close()
+
+
+async def test_a_full_spool_drops_a_write_and_says_so(tmp_path):
+    path = tmp_path / "records.sqlite3"
+    errors: list[str] = []
+    store = SessionStore(path, spool_writes=2, on_error=errors.append, busy_timeout_ms=50)
+    await store.open()
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        for index in range(3):
+            await store.append_turn(make_turn("s1", index))
+        assert store.spooled == 2 and "store_spool_full" in errors
+    finally:
+        blocker.rollback()
+        blocker.close()
+    await store.close()  # writes what it kept
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT idx FROM turns ORDER BY idx").fetchall() == [(0,), (1,)]
+
+
+async def test_only_this_servers_unfinished_sessions_are_closed_as_crashed(tmp_path):
+    path = tmp_path / "records.sqlite3"
+    for server, session_id in (("a", "mine"), ("b", "theirs")):
+        store = SessionStore(path, server_id=server)
+        await store.open()
+        await store.save_session(make_session(session_id, 1000.0))
+        await store.append_turn(make_turn(session_id, 0))
+        await store.close()
+    store = SessionStore(path, server_id="a")
+    await store.open()
+    assert await store.close_crashed_sessions() == 1
+    mine, theirs = await store.get_session("mine"), await store.get_session("theirs")
+    assert (mine.state, mine.end_reason, mine.ended_at) == ("ended", "crashed", 1001.0)
+    assert (theirs.state, theirs.end_reason) == ("active", None)
+    assert await store.close_crashed_sessions() == 0
+    await store.close()
+
+
+async def test_records_are_readable_by_their_owner_only(tmp_path):
+    import stat
+
+    path = tmp_path / "data" / "sessions.sqlite3"
+    store = SessionStore(path)
+    await store.open()
+    await store.save_session(make_session("s1", 1000.0))
+    await store.append_turn(make_turn("s1", 0))
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files if p.exists()}
+    await store.close()
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert len(modes) == 3 and set(modes.values()) == {0o600}, modes

@@ -689,3 +689,16 @@ async def test_a_session_at_its_limit_of_results_is_told_so_by_every_data_tool()
         refused, _ = await call(tool, resources, context, _id=f"over{n}", **arguments)
         assert "limit of 2 results and pictures (AGENT_MAX_RESULTS_PER_SESSION)" in refused["error"]
     assert len(resources.results) == 2 and len(resources.pending_visualizations) == 2
+
+
+@pytest.mark.parametrize("timezone", ["America", "../../../etc/passwd", "/etc/hostname", "x" * 300, "Nowhere/City"])
+async def test_a_timezone_that_is_not_one_is_refused_without_revealing_the_server(timezone):
+    result, _ = await call(get_current_time, make_resources(), timezone=timezone)
+    assert result["error"].startswith("unknown timezone")
+    assert "/usr" not in result["error"] and "zoneinfo" not in result["error"].lower()
+    assert len(result["error"]) < 200
+
+
+async def test_the_time_in_a_real_timezone():
+    result, _ = await call(get_current_time, make_resources(), timezone=" Europe/Paris ")
+    assert result["timezone"] == "Europe/Paris" and ":" in result["time"]

@@ -98,3 +98,44 @@ def test_unknown_session_is_a_clear_404(live_server):
         assert "does-not-exist" in json.loads(error.read())["detail"]
     else:
         raise AssertionError("expected 404")
+
+
+async def test_a_turn_recorder_that_fails_once_goes_on_recording():
+    from pipecat.frames.frames import (
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        TranscriptionFrame,
+        UserStartedSpeakingFrame,
+        UserStoppedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+    )
+    from pipecat.observers.base_observer import FramePushed
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+    from bot.observers.turn_recorder import TurnRecorder
+
+    recorded, errors = [], []
+
+    async def on_turn(turn):
+        if not recorded and not errors:
+            raise RuntimeError("the store is gone")  # the first turn's hand-off fails
+        recorded.append(turn)
+
+    recorder = TurnRecorder(session_id="s1", providers={}, engines={}, on_turn=on_turn, on_error=errors.append)
+    processor = FrameProcessor()
+
+    async def turn(text: str) -> None:
+        for frame in (
+            UserStartedSpeakingFrame(),
+            TranscriptionFrame(text, "user", ""),
+            VADUserStoppedSpeakingFrame(stop_secs=0.2),
+            UserStoppedSpeakingFrame(),
+            BotStartedSpeakingFrame(),
+            BotStoppedSpeakingFrame(),
+        ):
+            await recorder.on_push_frame(FramePushed(processor, processor, frame, FrameDirection.DOWNSTREAM, 0))
+
+    await turn("first question")
+    assert errors == ["observer_error"] and not recorded
+    await turn("second question")
+    assert [t.user_text for t in recorded] == ["second question"]

@@ -86,7 +86,7 @@ def ensure_model_file(model_name: str, cache_dir: Path) -> Path:
         if verified_marker.read_text().strip() == model.sha256:
             return target
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: this user's only
     partial = target.with_suffix(f".partial-{os.getpid()}")
     logger.info(f"Assembling {model.name} weights into {target}")
     with partial.open("wb") as out:

@@ -358,6 +358,7 @@ def prepare_moonshine(cache_dir: Path) -> MoonshineModelPaths:
     a new conversion format invalidate the cache. Takes ~10 s and ~1.8 GB of memory at its peak.
     """
     directory = model_dir(cache_dir)
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: this user's only
     directory.mkdir(parents=True, exist_ok=True)
     paths = _paths(directory)
     sources = _source_fingerprint()

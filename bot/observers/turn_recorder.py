@@ -35,8 +35,9 @@ from pipecat.metrics.metrics import (
     STTUsageMetricsData,
     TTSUsageMetricsData,
 )
-from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.observers.base_observer import FramePushed
 
+from bot.observers.guarded import GuardedObserver
 from bot.records import ToolCall, TurnFailure, TurnLatency, TurnRecord, Usage
 
 
@@ -65,7 +66,7 @@ class _OpenTurn:
         return "turn_end" in self.milestones
 
 
-class TurnRecorder(BaseObserver):
+class TurnRecorder(GuardedObserver):
     observes_microphone_audio = False  # see bot/observers/lean_worker.py
 
     def __init__(
@@ -75,9 +76,10 @@ class TurnRecorder(BaseObserver):
         providers: dict[str, str],
         engines: dict[str, EngineStage],
         on_turn: Callable[[TurnRecord], Awaitable[None]],
+        on_error: Callable[[str], None] | None = None,
     ):
         # Every frame is seen once, when it is first pushed, wherever it flows afterwards.
-        super().__init__(observe_every_push=False)
+        super().__init__(observe_every_push=False, on_error=on_error)
         self._session_id = session_id
         self._providers = providers
         self._engines = engines  # processor name -> stage
@@ -85,7 +87,7 @@ class TurnRecorder(BaseObserver):
         self._turn: _OpenTurn | None = None
         self._turns = 0
 
-    async def on_push_frame(self, data: FramePushed):
+    async def observe(self, data: FramePushed):
         frame, now = data.frame, time.time()
         if isinstance(frame, UserStartedSpeakingFrame):
             await self._user_started(now)

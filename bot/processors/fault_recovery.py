@@ -45,12 +45,13 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import ProcessingMetricsData, TTFBMetricsData
-from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import WebsocketTTSService
 from pipecat.utils.errors import ErrorCategory
 
+from bot.observers.guarded import GuardedObserver
 from bot.records import TurnFailure
 
 # What each stage owes when it is waited on, for the timeout's message.
@@ -71,16 +72,16 @@ class StageTimeouts:
     tts: float
 
 
-class _Watch(BaseObserver):
+class _Watch(GuardedObserver):
     """Hands every frame, where it is first pushed, to the processor that owns it."""
 
     observes_microphone_audio = False  # see bot/observers/lean_worker.py
 
-    def __init__(self, owner: "FaultRecovery"):
-        super().__init__(observe_every_push=False)
+    def __init__(self, owner: "FaultRecovery", on_error: Callable[[str], None] | None):
+        super().__init__(observe_every_push=False, on_error=on_error)
         self._owner = owner
 
-    async def on_push_frame(self, data: FramePushed):
+    async def observe(self, data: FramePushed):
         await self._owner.observe(data.frame, data.source)
 
 
@@ -93,6 +94,7 @@ class FaultRecovery(FrameProcessor):
         apology: bytes,
         apology_sample_rate: int,
         on_failure: Callable[[TurnFailure], Awaitable[None]],
+        on_error: Callable[[str], None] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -105,7 +107,7 @@ class FaultRecovery(FrameProcessor):
         self._apology = apology + silence if apology else b""
         self._apology_rate = apology_sample_rate
         self._on_failure = on_failure
-        self.observer = _Watch(self)
+        self.observer = _Watch(self, on_error)
 
         self._in_turn = False
         self._user_speaking = False

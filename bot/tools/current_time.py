@@ -1,7 +1,7 @@
 """The current date and time in any IANA timezone, read from this machine's clock."""
 
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
@@ -13,6 +13,7 @@ from bot.services.tool_routing import (
     routing_examples,
 )
 
+TIMEZONES = frozenset(available_timezones())
 
 # A question about the clock or the calendar names one of these; "How many minutes are in a
 # day?" does too and is left to the model, "What's the capital of Japan?" never reaches it.
@@ -27,7 +28,7 @@ ASKS_FOR_TIME = (
 @routing_constraint(requested_when(ASKS_FOR_TIME))
 # Spelled as this machine's timezone database does ("Asia/Hong_Kong", not "Asia/Hong Kong"):
 # a small model knows the city but not always the exact key.
-@argument_choices(timezone=tuple(sorted(available_timezones())))
+@argument_choices(timezone=tuple(sorted(TIMEZONES)))
 @routing_examples(
     ("What time is it in London?", {"timezone": "Europe/London"}),
     ("What's the date today in New York?", {"timezone": "America/New_York"}),
@@ -38,13 +39,15 @@ async def get_current_time(params: FunctionCallParams, timezone: str):
     Args:
         timezone: IANA timezone name, e.g. Europe/Paris, Asia/Tokyo or UTC.
     """
-    try:
-        zone = ZoneInfo(timezone.strip())
-    except (ZoneInfoNotFoundError, ValueError):
+    name = (timezone or "").strip()
+    # Only names of the timezone database: any other string reaches the file system (a
+    # directory such as "America" raises an error naming the server's own path).
+    if name not in TIMEZONES:
         await params.result_callback(
-            {"error": f"unknown timezone {timezone!r}; use an IANA name such as Europe/Paris"}
+            {"error": f"unknown timezone {name[:60]!r}; use an IANA name such as Europe/Paris"}
         )
         return
+    zone = ZoneInfo(name)
     now = datetime.now(zone)
     await params.result_callback(
         {

@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from loguru import logger
 from pipecat.transports.daily.transport import DailyParams, DailyTransport
 from pipecat.transports.daily.utils import (
     DailyRESTHelper,
@@ -47,6 +48,21 @@ async def create_room(settings: Settings) -> DailyRoom:
             await daily.delete_room_by_url(room.url)  # leave no orphaned room behind
             raise
     return DailyRoom(url=room.url, user_token=user_token, bot_token=bot_token)
+
+
+async def delete_room(settings: Settings, room: DailyRoom) -> None:
+    """Delete a room once its session has ended: an idle room is a billable resource left for
+    anyone holding its token. A failure is logged; the room still expires on its own."""
+    try:
+        async with aiohttp.ClientSession() as http:
+            daily = DailyRESTHelper(
+                daily_api_key=settings.daily_api_key.get_secret_value(),
+                daily_api_url=settings.daily_api_url,
+                aiohttp_session=http,
+            )
+            await daily.delete_room_by_url(room.url)
+    except Exception as e:
+        logger.warning(f"Daily room {room.url} could not be deleted ({e}); it expires on its own")
 
 
 def create_daily_transport(room: DailyRoom, settings: Settings) -> DailyTransport:
