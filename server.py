@@ -19,7 +19,7 @@ from pipecat.transports.smallwebrtc.request_handler import (
 )
 
 from bot.auth import Auth, redact_tokens_in_server_log, warn_if_exposed
-from bot.request_guards import AllowedHosts, BodySizeLimit, allowed_hosts
+from bot.request_guards import AllowedHosts, AllowedMethods, BodySizeLimit, allowed_hosts
 from bot.engines.loader import load_engines
 from bot.limits import ClientAllowance, LoopLoad, SessionSlots
 from bot.records import SessionRecord
@@ -58,10 +58,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_late_secs=settings.max_loop_lag_ms / 1000,
     )
     # Every /api route checks the browser Origin; all but the session-opening ones need the key.
+    # The key is a dependency (and so declared in /openapi.json) only when one is set. Every
+    # route may answer what the guards in front of all of them answer.
+    guarded = {
+        400: {"description": "The Host is not served here (AGENT_ALLOWED_HOSTS)."},
+        403: {"description": "The browser Origin is not allowed (AGENT_ALLOWED_ORIGINS)."},
+        413: {"description": "The request body exceeds AGENT_MAX_BODY_BYTES."},
+    }
+    keyed = {401: {"description": "Missing or wrong API key."}} if auth.required else {}
     keyed_api = APIRouter(
-        prefix="/api", dependencies=[Depends(auth.require_origin), Depends(auth.require_key)]
+        prefix="/api",
+        dependencies=[Depends(auth.require_origin), *([Depends(auth.require_key)] if auth.required else [])],
+        responses={**guarded, **keyed},
     )
-    session_api = APIRouter(prefix="/api", dependencies=[Depends(auth.require_origin)])
+    session_api = APIRouter(prefix="/api", dependencies=[Depends(auth.require_origin)], responses=guarded)
+    not_found = {404: {"description": "No such session."}}
+    full = {503: {"description": "The server is full, overloaded or draining; try again later."}}
 
     def take_slot() -> None:
         """Count one more session, or answer 503 when the server is full or overloaded."""
@@ -116,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.slots = slots
     app.state.room_deletions = set()  # Daily rooms being deleted after their sessions
 
-    @app.get("/health", tags=["operations"], responses={503: {"description": "The server is draining."}})
+    @app.get("/health", tags=["operations"], responses={**guarded, 503: {"description": "The server is draining."}})
     async def health(response: Response) -> dict:
         """"ok", or "draining" with 503 once the server is stopping (no new sessions)."""
         sessions: SessionManager = app.state.sessions
@@ -133,11 +145,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "total_sessions": app.state.telemetry.total_sessions,
         }
 
+    metrics_keyed = auth.required and not settings.metrics_public
+
     @app.get(
         "/metrics",
         tags=["operations"],
         response_class=Response,
-        dependencies=[Depends(auth.require_metrics_access)],
+        dependencies=[Depends(auth.require_key)] if metrics_keyed else [],
+        responses={**guarded, **(keyed if metrics_keyed else {})},
     )
     async def prometheus_metrics() -> Response:
         """Prometheus exposition: sessions, turns, latency per stage, usage, costs, errors."""
@@ -158,7 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recent = await app.state.store.list_sessions(limit=limit, offset=offset)
         return {"active": active, "recent": recent}
 
-    @keyed_api.get("/sessions/{session_id}", tags=["sessions"])
+    @keyed_api.get("/sessions/{session_id}", tags=["sessions"], responses=not_found)
     async def get_session(session_id: str) -> dict:
         """One session: state, turns with their metrics and costs, totals."""
         record = app.state.sessions.active.get(session_id) or await app.state.store.get_session(
@@ -168,7 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, detail=f"no session {session_id!r}")
         return _session_view(record, full=True)
 
-    @keyed_api.get("/sessions/{session_id}/visualizations", tags=["sessions"])
+    @keyed_api.get("/sessions/{session_id}/visualizations", tags=["sessions"], responses=not_found)
     async def session_visualizations(session_id: str) -> dict:
         """Every visualization the session showed, newest first, each with its turn id."""
         record = app.state.sessions.active.get(session_id) or await app.state.store.get_session(
@@ -178,7 +193,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, detail=f"no session {session_id!r}")
         return {"session_id": session_id, "visualizations": list(reversed(record.visualizations))}
 
-    @keyed_api.delete("/sessions/{session_id}", tags=["sessions"], status_code=204)
+    @keyed_api.delete(
+        "/sessions/{session_id}",
+        tags=["sessions"],
+        status_code=204,
+        responses={**not_found, 409: {"description": "The session is still active."}},
+    )
     async def delete_session(session_id: str) -> Response:
         """Remove an ended session's record."""
         if session_id in app.state.sessions.active:
@@ -236,10 +256,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @session_api.post(
         "/offer",
         tags=["webrtc"],
+        responses={
+            400: {"description": "Not a usable SDP offer, or a Host not served here."},
+            401: {"description": "A missing, invalid, expired or spent session token."},
+            **full,
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": OFFER_ADAPTER.json_schema()}},
+                "content": {"application/json": {"schema": _offer_schema()}},
             }
         },
     )
@@ -268,14 +293,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             answer = await app.state.webrtc.handle_web_request(request, start)
         except SDP_PARSE_ERRORS as e:  # aiortc's parser on an SDP it cannot use
-            raise HTTPException(400, detail=f"the SDP offer cannot be used: {str(e)[:200]}") from None
+            raise HTTPException(400, detail=f"the SDP offer cannot be used: {str(e)[:200] or type(e).__name__}") from None
         finally:
             if not started:  # a renegotiation, or a failed offer: no new session
                 slots.release()
         auth.allow_peer(answer["pc_id"])
         return answer
 
-    @keyed_api.post("/daily", tags=["daily"])
+    @keyed_api.post(
+        "/daily",
+        tags=["daily"],
+        # Described only where it works: without a Daily key it answers 503 and says so.
+        include_in_schema=settings.daily_api_key is not None,
+        responses={502: {"description": "Daily refused or could not be reached."}, **full},
+    )
     async def daily_room() -> dict:
         """Create a Daily room with the bot in it; returns the room URL and the user's token.
         The bot leaves, and its session ends, when the last participant leaves."""
@@ -303,7 +334,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return {"room_url": room.url, "token": room.user_token}
 
-    @session_api.patch("/offer", tags=["webrtc"])
+    @session_api.patch(
+        "/offer",
+        tags=["webrtc"],
+        responses={
+            401: {"description": "A peer connection no token opened."},
+            404: {"description": "No such peer connection."},
+        },
+    )
     async def webrtc_ice_candidates(request: SmallWebRTCPatchRequest):
         """ICE candidates for a peer connection; allowed for the pc_id a token opened."""
         if not auth.peer_allowed(request.pc_id):
@@ -313,6 +351,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Every request and handshake meets these before any route: the Host first (outermost,
     # added last), then the body's size.
+    app.add_middleware(AllowedMethods, routes=app.routes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AllowedHosts, hosts=allowed_hosts(settings.host, settings.allowed_hosts))
     app.include_router(keyed_api)
@@ -325,6 +364,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 OFFER_ADAPTER = TypeAdapter(SmallWebRTCRequest)
+
+
+def _offer_schema() -> dict:
+    """Pipecat's request as JSON Schema, with what this server checks of it stated: an offer
+    (never an answer) whose SDP starts with v=0 and has media lines."""
+    schema = OFFER_ADAPTER.json_schema()
+    schema["properties"]["type"] = {"const": "offer", "title": "Type"}
+    schema["properties"]["sdp"] = {"type": "string", "pattern": r"^v=0[\s\S]*\nm=", "title": "Sdp"}
+    return schema
 # What aiortc's SDP parser raises on an offer it cannot read (an AssertionError on an empty
 # media line, a ValueError on missing ICE credentials, ...).
 SDP_PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError)

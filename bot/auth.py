@@ -97,7 +97,6 @@ class Auth:
         self._key = settings.api_key.get_secret_value().encode() if settings.api_key else None
         self.tokens = TokenIssuer(settings.token_ttl_secs)
         self._origins = {o.lower() for o in settings.allowed_origins}
-        self._metrics_public = settings.metrics_public
         self._peers: set[str] = set()  # WebRTC pc_ids opened with a token
 
     @property
@@ -115,12 +114,6 @@ class Auth:
             raise HTTPException(
                 401, detail="missing or wrong API key", headers={"WWW-Authenticate": "Bearer"}
             )
-
-    def require_metrics_access(
-        self, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-    ) -> None:
-        if not self._metrics_public:
-            self.require_key(credentials)
 
     def require_origin(self, request: Request) -> None:
         if problem := self.origin_problem(request.headers):

