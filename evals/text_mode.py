@@ -131,7 +131,8 @@ class TextSession:
         self._transport = TextTransport(received)
         self.worker, self._recorder = build_worker(
             self._transport,
-            settings.model_copy(update={"greeting": ""}),
+            # A scripted user types as fast as the bot answers: the typing rate is not under test.
+            settings.model_copy(update={"greeting": "", "max_text_per_sec": 1000.0}),
             engines,
             session_id=session_id,
             on_turn=keep_turn,

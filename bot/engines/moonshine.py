@@ -19,6 +19,7 @@ state is local to a call, so `transcribe` may run in several threads at once.
 """
 
 import fcntl
+import importlib.metadata
 import json
 import logging
 import math
@@ -32,7 +33,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import moonshine_cpp
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -47,7 +47,10 @@ SAMPLE_RATE = 16000
 
 # Bump when the conversion changes, so caches written by older code are rebuilt.
 _FORMAT_VERSION = 1
-_SOURCE_DIR = Path(moonshine_cpp.__file__).parent / "models" / "base-en"
+# Found through the package's installed metadata: its code never runs here.
+_SOURCE_DIR = Path(
+    importlib.metadata.distribution("moonshine-cpp").locate_file("moonshine_cpp/models/base-en")
+)
 _SOURCE_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
 _MANIFEST = "manifest.json"
 _SCRATCH_PREFIX = ".convert-"
@@ -127,8 +130,15 @@ def _cache_is_valid(directory: Path, paths: MoonshineModelPaths, sources: _Finge
         return False
     if manifest.get("format") != _FORMAT_VERSION or manifest.get("sources") != sources:
         return False
-    sizes: dict[str, int] = manifest.get("outputs", {})
-    return all(p.is_file() and p.stat().st_size == sizes.get(p.name) for p in _output_files(paths))
+    # Each output is the very file written by the conversion: same size, same modification
+    # time (a file swapped in under its name is converted anew, never loaded).
+    outputs: dict[str, dict] = manifest.get("outputs", {})
+    return all(p.is_file() and _file_stamp(p) == outputs.get(p.name) for p in _output_files(paths))
+
+
+def _file_stamp(path: Path) -> dict[str, int]:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -376,7 +386,7 @@ def prepare_moonshine(cache_dir: Path) -> MoonshineModelPaths:
         manifest = {
             "format": _FORMAT_VERSION,
             "sources": sources,
-            "outputs": {p.name: p.stat().st_size for p in _output_files(paths)},
+            "outputs": {p.name: _file_stamp(p) for p in _output_files(paths)},
             "converted_with": {"onnxruntime": ort.__version__, "onnx": onnx.__version__},
         }
         manifest_text = json.dumps(manifest, indent=2)
