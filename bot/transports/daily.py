@@ -25,16 +25,20 @@ class DailyRoom:
     bot_token: str
 
 
+def _rest(settings: Settings, http: aiohttp.ClientSession) -> DailyRESTHelper:
+    return DailyRESTHelper(
+        daily_api_key=settings.daily_api_key.get_secret_value(),
+        daily_api_url=settings.daily_api_url,
+        aiohttp_session=http,
+    )
+
+
 async def create_room(settings: Settings) -> DailyRoom:
     """A private room that expires after `daily_room_minutes`, a token for the user and one
     (owner) for the bot."""
     lifetime = settings.daily_room_minutes * 60
     async with aiohttp.ClientSession() as http:
-        daily = DailyRESTHelper(
-            daily_api_key=settings.daily_api_key.get_secret_value(),
-            daily_api_url=settings.daily_api_url,
-            aiohttp_session=http,
-        )
+        daily = _rest(settings, http)
         room = await daily.create_room(
             DailyRoomParams(
                 privacy="private",  # only holders of its tokens get in
@@ -55,12 +59,7 @@ async def delete_room(settings: Settings, room: DailyRoom) -> None:
     anyone holding its token. A failure is logged; the room still expires on its own."""
     try:
         async with aiohttp.ClientSession() as http:
-            daily = DailyRESTHelper(
-                daily_api_key=settings.daily_api_key.get_secret_value(),
-                daily_api_url=settings.daily_api_url,
-                aiohttp_session=http,
-            )
-            await daily.delete_room_by_url(room.url)
+            await _rest(settings, http).delete_room_by_url(room.url)
     except Exception as e:
         logger.warning(f"Daily room {room.url} could not be deleted ({e}); it expires on its own")
 
