@@ -31,6 +31,7 @@ from bot.processors.context_window import ContextWindow
 from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
 from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.processors.speech_pause import SpeechPauseVADProcessor
+from bot.processors.tool_result_speech import ToolResultSpeech
 from bot.processors.visualization import VisualizationProcessor
 from bot.records import TurnRecord
 from bot.session_resources import SessionResources
@@ -41,7 +42,7 @@ from bot.service_factory import (
     describe_providers,
     embedded_threads,
 )
-from bot.settings import Settings
+from bot.settings import ResultSpeaker, Settings
 from bot.tools import ALL_TOOLS
 from bot.turn_models import create_turn_stop_strategy, create_vad_analyzer
 
@@ -82,6 +83,7 @@ def build_worker(
     llm = create_llm(settings, engines)
     tts = None if text_only else create_tts(settings, engines)
     threads = embedded_threads(settings)
+    tool_speech = settings.resolved_tool_result_speech() is ResultSpeaker.TOOL
     recorder = TurnRecorder(
         session_id=session_id,
         providers=describe_providers(settings),
@@ -144,6 +146,8 @@ def build_worker(
             # of it would still cross six more processors and their observers.
             FunctionFilter(_is_not_microphone_audio, filter_system_frames=True),
             llm,
+            # A tool's own sentence is its answer: spoken at once, without a second request.
+            ToolResultSpeech() if tool_speech else None,
             tts,
             visualizer,
             fault_recovery,
@@ -151,6 +155,12 @@ def build_worker(
             assistant_aggregator,
         ]))
     )
+
+    if prefill is not None:
+
+        @assistant_aggregator.event_handler("on_assistant_turn_stopped")
+        async def prefill_the_answer(_aggregator, _message):
+            prefill.answer_added()
 
     worker = LeanPipelineWorker(
         pipeline,

@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field
 
 # The milestones of a turn, in order, in seconds after the end of the user's speech. A stage
 # is the time between two consecutive milestones that were both reached, so stages are never
-# negative and add up to the total (server-side voice-to-voice).
+# negative and add up to the answer's time (`TurnLatency.answer`). Those up to the first bot
+# audio add up to the total (server-side voice-to-voice), except in a turn whose first words
+# came before its tools returned (an acknowledgement): its total is that earlier moment.
 MILESTONES = (
     "vad_stop",  # the VAD reported silence (its stop_secs after the speech ended)
     "turn_end",  # the turn strategy ended the user turn (Smart Turn + final transcript)
@@ -19,6 +21,10 @@ MILESTONES = (
     "tools_done",  # every tool call of the turn returned (only in turns with tools)
     "tts_first_audio",  # the TTS produced its first audio
     "bot_audio_sent",  # the first bot audio went out to the client
+    # The first audio of the answer went out: after the turn's tool results, so words spoken
+    # before them ("Let me check") are first audio but not the answer. Without tools, the same
+    # moment as bot_audio_sent.
+    "answer_audio_sent",
 )
 
 
@@ -31,6 +37,9 @@ class TurnLatency(BaseModel):
         description="Stage (named by the milestone that ends it) -> seconds; they add up to total.",
     )
     total: float | None = Field(None, description="End of user speech -> first bot audio sent.")
+    answer: float | None = Field(
+        None, description="End of user speech -> first audio of the answer sent (after its tools)."
+    )
 
     @classmethod
     def from_milestones(cls, milestones: dict[str, float]) -> "TurnLatency":
@@ -40,8 +49,10 @@ class TurnLatency(BaseModel):
             at = max(at, previous)  # stages overlap; a milestone never moves time backwards
             stages[name] = at - previous
             previous = at
-        total = previous if "bot_audio_sent" in milestones else None
-        return cls(milestones=dict(reached), stages=stages, total=total)
+        # Words spoken before the tools returned ("Let me check") came out before tools_done.
+        total = milestones.get("bot_audio_sent")
+        answer = previous if "answer_audio_sent" in milestones else None
+        return cls(milestones=dict(reached), stages=stages, total=total, answer=answer)
 
 
 class Usage(BaseModel):

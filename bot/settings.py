@@ -21,6 +21,12 @@ class ToolMode(str, Enum):
     ROUTED = "routed"
 
 
+class ResultSpeaker(str, Enum):
+    AUTO = "auto"
+    TOOL = "tool"
+    LLM = "llm"
+
+
 class Provider(str, Enum):
     AUTO = "auto"
     EMBEDDED = "embedded"
@@ -271,6 +277,12 @@ class Settings(BaseSettings):
         True,
         description="Prefill the embedded LLM with the user's interim words while they speak.",
     )
+    tool_result_speech: ResultSpeaker = Field(
+        ResultSpeaker.AUTO,
+        description="Who presents a tool's result: tool (its own sentence is spoken at once, "
+        "no second LLM request; the LLM answers only an error), llm (the LLM is asked again "
+        "with the result), auto (tool on the embedded LLM, llm on a cloud one).",
+    )
     llm_serial_replies: bool = Field(
         True,
         description="Embedded LLM: compute replies' first sentences one at a time, in turn order"
@@ -400,6 +412,14 @@ class Settings(BaseSettings):
     @property
     def records_path(self) -> Path:
         return self.store_path or self.data_dir / "sessions.sqlite3"
+
+    def resolved_tool_result_speech(self) -> ResultSpeaker:
+        """`auto` speaks the tool's own sentence on the embedded LLM (a second request costs
+        more than a second there) and lets a cloud model word it (worth its round trip)."""
+        if self.tool_result_speech is not ResultSpeaker.AUTO:
+            return self.tool_result_speech
+        embedded = self.resolved("llm") is Provider.EMBEDDED
+        return ResultSpeaker.TOOL if embedded else ResultSpeaker.LLM
 
     def resolved(self, stage: str) -> Provider:
         """The provider a stage really uses: `auto` becomes the cloud one when its key is set."""

@@ -100,7 +100,7 @@ class Telemetry:
         self._m_turns = counter("voice_agent_turns", "Turns finished.", ["status"])
         self._m_latency = Histogram(
             "voice_agent_turn_stage_seconds",
-            "Seconds per turn stage after the end of user speech; stage=total is voice-to-voice.",
+            "Seconds per turn stage after the end of user speech; stage=total is voice-to-voice, stage=answer the first audio of the answer.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
@@ -180,6 +180,8 @@ class Telemetry:
         stages = dict(turn.latency.stages)
         if turn.latency.total is not None:
             stages["total"] = turn.latency.total
+        if turn.latency.answer is not None:
+            stages["answer"] = turn.latency.answer
         return stages
 
     def recent_turn_latencies(self, limit: int = 50) -> list[dict]:

@@ -9,44 +9,17 @@ whose `turn-metrics` message gives the per-stage latency of every turn.
 
 import asyncio
 import os
-import shutil
-import subprocess
-import tempfile
 import time
-import wave
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soxr
-
 from client.server_process import start_server, stop_server
-from client.speech import trailing_silence_seconds
-from client.ws import MIC_RATE, VoiceClient
+from client.speech import espeak_pcm, trailing_silence_seconds
+from client.ws import VoiceClient
 
 DEFAULT_VOICE = "en-us"
 DEFAULT_SPEED = 160  # words per minute
 TURN_DONE_TIMEOUT_S = 60.0
-
-
-@lru_cache(maxsize=256)
-def espeak_pcm(text: str, voice: str = DEFAULT_VOICE, speed: int = DEFAULT_SPEED) -> bytes:
-    """16 kHz s16 mono speech of `text` by espeak-ng."""
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("audio mode needs espeak-ng (apt-get install espeak-ng; ./test.sh does)")
-    with tempfile.TemporaryDirectory() as tmp:
-        wav_path = Path(tmp) / "turn.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav_path), "--", text],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        with wave.open(str(wav_path)) as w:
-            rate = w.getframerate()
-            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-    return soxr.resample(pcm, rate, MIC_RATE).astype(np.int16).tobytes()
 
 
 def server_env(stack: str) -> dict[str, str]:

@@ -12,7 +12,12 @@ import pytest
 from bot.auth import _TOKEN_IN_URL
 from bot.service_factory import _EMOJI
 from bot.services.tool_routing import _ANSWER_PREFIX, _TOOL_NAME
-from bot.tools.analyze_sentiment import ASKS_FOR_SENTIMENT, quoted_by_user
+from bot.tools.analyze_sentiment import (
+    _REFERS_TO_EARLIER,
+    _SENTENCE_BREAK,
+    ASKS_FOR_SENTIMENT,
+    quoted_by_user,
+)
 from bot.tools.current_time import ASKS_FOR_TIME
 from bot.tools.generate_chart import MAX_DICTATION_CHARS, PARSERS, said_pairs
 from bot.tools.get_realtime_data import ASKS_FOR_LIVE_DATA
@@ -22,6 +27,8 @@ BACKTRACKING = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
 PATTERNS = {
     **{f"chart parser {p.pattern[:30]!r}": p.pattern for p in PARSERS},
     "sentiment cue": ASKS_FOR_SENTIMENT,
+    "sentence break": _SENTENCE_BREAK.pattern,
+    "refers to an earlier message": _REFERS_TO_EARLIER.pattern,
     "time cue": ASKS_FOR_TIME,
     "live data cue": ASKS_FOR_LIVE_DATA,
     "answer prefix": _ANSWER_PREFIX.pattern,

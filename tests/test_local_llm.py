@@ -457,6 +457,74 @@ async def test_interim_words_reach_the_engine_through_the_pipeline(warm_engine):
     assert prefilled <= 20 and cold >= prefilled + 6, (prefilled, cold)
 
 
+async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_engine):
+    """A tool round (call, result, spoken sentence) is ~100 tokens no request computed; the
+    service computes them as soon as the answer is in the context, so the next turn's
+    request computes only its own words."""
+    engine, _ = warm_engine
+    history = [
+        {"role": "user", "content": "What time is it in Tokyo?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "c1", "type": "function",
+            "function": {"name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'},
+        }]},
+        {"role": "tool", "tool_call_id": "c1",
+         "content": '{"timezone": "Asia/Tokyo", "time": "06:19", "summary": "In Tokyo it is 6:19 AM."}'},
+        {"role": "assistant", "content": "In Tokyo it is 6:19 AM on Thursday, December 3."},
+    ]
+    question = {"role": "user", "content": "Which ocean is the largest?"}
+
+    async def new_prompt_tokens(prefilled: bool) -> int:
+        service = LocalLLMService(
+            engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=24
+        )
+        if prefilled:
+            service.prefill_user_turn(LLMContext(messages=history, tools=TOOLS), "")
+        down, _ = await run_test(
+            service,
+            frames_to_send=[LLMContextFrame(LLMContext(messages=[*history, question], tools=TOOLS))],
+            pipeline_params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
+        )
+        usage = [
+            data.value for frame in down if isinstance(frame, MetricsFrame)
+            for data in frame.data if isinstance(data, LLMUsageMetricsData)
+        ]
+        return usage[-1].prompt_tokens - usage[-1].cache_read_input_tokens
+
+    cold = await new_prompt_tokens(False)
+    prefilled = await new_prompt_tokens(True)
+    assert prefilled <= 30 and cold >= prefilled + 40, (prefilled, cold)
+
+
+async def test_a_tool_call_computes_its_opening_as_prompt(engine):
+    """Once the first token tells the tool apart (two names share "get"), the call's opening
+    up to its arguments is prompt, not decoded token by token: the reply generates only the
+    choice and the arguments."""
+    from bot.tools.get_realtime_data import get_realtime_data
+
+    service = LocalLLMService(engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0)
+    context = LLMContext(
+        messages=[{"role": "user", "content": "What time is it in Tokyo?"}],
+        tools=ToolsSchema(standard_tools=[get_current_time, get_realtime_data]),
+    )
+    down, up = await asyncio.wait_for(
+        run_test(service, frames_to_send=[LLMContextFrame(context)],
+                 pipeline_params=PipelineParams(enable_metrics=True, enable_usage_metrics=True)),
+        timeout=120,
+    )
+    assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
+    (started,) = [f for f in down if isinstance(f, FunctionCallsStartedFrame)]
+    assert [(c.function_name, c.arguments) for c in started.function_calls] == [
+        ("get_current_time", {"timezone": "Asia/Tokyo"})
+    ]
+    (usage,) = [
+        data.value for frame in down if isinstance(frame, MetricsFrame)
+        for data in frame.data if isinstance(data, LLMUsageMetricsData)
+    ]
+    # '{"timezone": "Asia/Tokyo"}}' is ~10 tokens; the name and '", "arguments": ' ~8 more.
+    assert usage.completion_tokens <= 14, usage
+
+
 async def test_prefill_waits_for_an_idle_engine(warm_engine):
     """llama.cpp decodes every running request in one batch: a prefill started beside another
     session's answer would slow that answer, so none is started while one is decoding."""

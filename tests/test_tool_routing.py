@@ -478,14 +478,35 @@ def test_sentiment_text_is_words_of_the_current_request():
         messages=[
             {"role": "user", "content": "Hello."},
             {"role": "assistant", "content": "Hi!"},
-            {"role": "user", "content": "Score this: great coffee."},
+            {"role": "user", "content": "Does great coffee sound positive to you?"},
         ],
         tools=ToolsSchema(standard_tools=[analyze_sentiment]),
     )
     (tool,) = route_conversation(context, None, budget_chars=50_000).tools
     allowed = tool.parameters["properties"]["text"]["enum"]
-    assert {"great coffee", "great coffee.", "Score this: great coffee"} <= set(allowed)
+    assert {"great coffee", "Does great coffee sound positive to you?"} <= set(allowed)
     assert "Hello" not in allowed and "coffee great" not in allowed
+
+
+@pytest.mark.parametrize(
+    "request_, quoted",
+    [
+        ("Score this: great coffee.", "great coffee."),
+        ("Is this review positive? The food was cold.", "The food was cold."),
+        ("I love this phone, it makes me happy. How does that sound?", "I love this phone, it makes me happy."),
+    ],
+)
+def test_words_the_request_gives_are_not_copied_into_the_call(request_, quoted):
+    """The tool reads them from the request: the call names only its target."""
+    from bot.tools.analyze_sentiment import analyze_sentiment, quoted_text
+
+    context = LLMContext(
+        messages=[{"role": "user", "content": request_}],
+        tools=ToolsSchema(standard_tools=[analyze_sentiment]),
+    )
+    (tool,) = route_conversation(context, None, budget_chars=50_000).tools
+    assert "text" not in tool.parameters["properties"]
+    assert quoted_text(request_) == quoted
 
 
 def _offered(text: str) -> list[str]:
@@ -530,7 +551,7 @@ def test_stacked_constraints_all_apply():
     from bot.tools.analyze_sentiment import analyze_sentiment
 
     context = LLMContext(
-        messages=[{"role": "user", "content": "Rate the sentiment of: nice day."}],
+        messages=[{"role": "user", "content": "Rate the sentiment of nice day."}],
         tools=ToolsSchema(standard_tools=[analyze_sentiment]),
     )
     (tool,) = route_conversation(context, None, budget_chars=50_000).tools
@@ -540,7 +561,7 @@ def test_stacked_constraints_all_apply():
 def test_a_request_split_by_a_pause_is_one_request():
     """The turn ended at the colon and the bot had not answered: the words after it are still
     what is to be analyzed."""
-    from bot.tools.analyze_sentiment import analyze_sentiment
+    from bot.tools.analyze_sentiment import analyze_sentiment, quoted_text
 
     messages = [
         {"role": "user", "content": "Hi."},
@@ -553,7 +574,9 @@ def test_a_request_split_by_a_pause_is_one_request():
     )
     context = LLMContext(messages=messages, tools=ToolsSchema(standard_tools=[analyze_sentiment]))
     (tool,) = route_conversation(context, None, budget_chars=50_000).tools
-    assert "I absolutely love my new job" in tool.parameters["properties"]["text"]["enum"]
+    # The tool reads those words from the request; the call does not copy them.
+    assert "text" not in tool.parameters["properties"]
+    assert quoted_text(current_request(messages)) == "I absolutely love my new job."
     # Once the bot has answered, the next message is a request of its own.
     answered = [*messages[:3], {"role": "assistant", "content": "Which sentence?"}, messages[3]]
     assert current_request(answered) == "I absolutely love my new job."

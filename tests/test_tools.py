@@ -479,9 +479,14 @@ async def test_last_turn_is_the_message_before_the_request():
     kept = resources.recall(result["result_id"])
     assert kept["text"] == "My day was awful and everything went wrong."
     # Only the request itself: it is what gets scored, and the summary says so.
-    alone = conversation("I am thrilled, this is great! How do I sound?")
+    alone = conversation("I am thrilled and this is great, how do I sound?")
     result, _ = await call(analyze_sentiment, resources, _context=alone, _id="c2")
     assert result["summary"].startswith("Your message sounds positive")
+    # A request that gives its words apart from the question: those words are scored.
+    given = conversation("My day was awful.", "I am thrilled, this is great! How do I sound?")
+    result, _ = await call(analyze_sentiment, resources, _context=given, _id="c4")
+    assert result["summary"].startswith("That text sounds positive")
+    assert resources.recall(result["result_id"])["text"] == "I am thrilled, this is great!"
     # Words given in the call win over the default target.
     context = conversation("My day was awful.", "How does this sound: what a lovely surprise!")
     result, _ = await call(analyze_sentiment, resources, _context=context, _id="c3",

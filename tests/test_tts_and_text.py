@@ -182,6 +182,10 @@ async def test_time_tool_gives_the_time_in_a_zone(zone):
     assert re.fullmatch(r"\d{2}:\d{2}", result["time"])
     assert re.fullmatch(r"\d{1,2}:\d{2} (AM|PM)", result["spoken_time"])
     assert result["date"] in {before.strftime("%A, %B %-d, %Y"), after.strftime("%A, %B %-d, %Y")}
+    # The sentence spoken as the answer names the place and says the time.
+    place = {"Europe/Paris": "Paris", "Asia/Tokyo": "Tokyo", "UTC": "UTC"}[zone.strip()]
+    days = {moment.strftime("%A, %B %-d") for moment in (before, after)}
+    assert result["summary"] in {f"In {place} it is {result['spoken_time']} on {day}." for day in days}
 
 
 def test_time_tool_is_a_direct_function_with_a_timeout():
@@ -229,3 +233,27 @@ async def test_sessions_synthesize_side_by_side(voice):
     await long_task
     assert finished == ["short", "long"]
     assert short == alone
+
+
+@pytest.mark.parametrize(
+    "text, pieces",
+    [
+        ("The capital of France is Paris.", ["The capital of France is Paris."]),
+        (
+            "Here is a bar chart of monthly sales: March is highest at 30, January lowest at 10.",
+            ["Here is a bar chart of monthly sales:", "March is highest at 30, January lowest at 10."],
+        ),
+        (
+            "The server process is using 1,690 megabytes of memory, and at most 1,803 over the last minute.",
+            ["The server process is using 1,690 megabytes of memory,", "and at most 1,803 over the last minute."],
+        ),
+        # Sentences end where Pipecat's own sentence splitter says ("Dr." does not end one).
+        ("Dr. Smith said hello. Then he left.", ["Dr. Smith said hello.", "Then he left."]),
+        # A clause of fewer than three words is not worth its own rendering.
+        ("Yes, the largest planet in our solar system is Jupiter by far.", ["Yes, the largest planet in our solar system is Jupiter by far."]),
+    ],
+)
+def test_piper_starts_a_long_first_sentence_from_its_first_clause(text, pieces):
+    from bot.services.piper_tts import speaking_pieces
+
+    assert speaking_pieces(text) == pieces

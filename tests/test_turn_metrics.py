@@ -24,7 +24,7 @@ def test_stages_are_consecutive_non_negative_and_add_up():
     latency = TurnLatency.from_milestones(
         {"bot_audio_sent": 1.0, "vad_stop": 0.2, "turn_end": 0.35, "llm_first_token": 0.3, "tts_first_audio": 0.9}
     )
-    assert list(latency.milestones) == [m for m in MILESTONES if m != "tools_done"]
+    assert list(latency.milestones) == [m for m in MILESTONES if m not in ("tools_done", "answer_audio_sent")]
     # The LLM milestone seen "before" the turn end (they overlap) is a zero-length stage.
     assert latency.stages == {
         "vad_stop": 0.2, "turn_end": 0.35 - 0.2, "llm_first_token": 0.0,
@@ -32,6 +32,82 @@ def test_stages_are_consecutive_non_negative_and_add_up():
     }
     assert math.isclose(sum(latency.stages.values()), latency.total)
     assert TurnLatency.from_milestones({"vad_stop": 0.2}).total is None
+
+
+def test_the_answer_audio_is_its_own_milestone_after_the_first_audio():
+    """Words spoken before the tools returned ("Let me check") are first audio; the stages
+    add up to the answer's audio, and those up to the first audio to the total."""
+    latency = TurnLatency.from_milestones(
+        {"vad_stop": 0.2, "turn_end": 0.4, "llm_first_token": 0.5, "tts_first_audio": 0.7,
+         "bot_audio_sent": 0.8, "tools_done": 1.5, "answer_audio_sent": 1.9}
+    )
+    assert latency.total == 0.8 and latency.answer == 1.9
+    assert math.isclose(sum(latency.stages.values()), latency.answer)
+    plain = TurnLatency.from_milestones({"turn_end": 0.4, "bot_audio_sent": 1.0, "answer_audio_sent": 1.0})
+    assert plain.total == plain.answer == 1.0
+
+
+async def _recorded(frames) -> "TurnRecord":
+    from pipecat.observers.base_observer import FramePushed
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+    from bot.observers.turn_recorder import TurnRecorder
+
+    recorded = []
+
+    async def on_turn(turn):
+        recorded.append(turn)
+
+    recorder = TurnRecorder(session_id="s1", providers={}, engines={}, on_turn=on_turn)
+    source = FrameProcessor()
+    for frame in frames:
+        await recorder.on_push_frame(FramePushed(source, source, frame, FrameDirection.DOWNSTREAM, 0))
+    (turn,) = recorded
+    return turn
+
+
+def _tool_frames(*, spoken_first: bool) -> list:
+    from pipecat.frames.frames import (
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        FunctionCallInProgressFrame,
+        FunctionCallResultFrame,
+        TranscriptionFrame,
+        TTSAudioRawFrame,
+        UserStartedSpeakingFrame,
+        UserStoppedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+    )
+
+    audio = TTSAudioRawFrame(audio=b"\0\0" * 160, sample_rate=24000, num_channels=1)
+    call = dict(function_name="get_current_time", tool_call_id="c1", arguments={})
+    before = [audio, BotStartedSpeakingFrame()] if spoken_first else []
+    return [
+        UserStartedSpeakingFrame(),
+        TranscriptionFrame("What time is it?", "user", ""),
+        VADUserStoppedSpeakingFrame(stop_secs=0.0),
+        UserStoppedSpeakingFrame(),
+        *before,
+        FunctionCallInProgressFrame(**call),
+        FunctionCallResultFrame(**call, result={"summary": "It is noon."}),
+        audio,
+        *([] if spoken_first else [BotStartedSpeakingFrame()]),
+        BotStoppedSpeakingFrame(),
+    ]
+
+
+async def test_a_tool_turn_marks_the_answer_audio_after_the_result():
+    turn = await _recorded(_tool_frames(spoken_first=False))
+    milestones = turn.latency.milestones
+    assert milestones["tools_done"] <= milestones["answer_audio_sent"]
+    assert turn.latency.answer == turn.latency.total  # no words before the answer
+
+
+async def test_words_before_the_tool_result_are_first_audio_not_the_answer():
+    turn = await _recorded(_tool_frames(spoken_first=True))
+    milestones = turn.latency.milestones
+    assert milestones["bot_audio_sent"] <= milestones["tools_done"] <= milestones["answer_audio_sent"]
+    assert "answer_audio_sent" in milestones and turn.latency.answer >= turn.latency.total
 
 
 async def test_a_spoken_turn_is_measured_costed_and_exposed(ws_url, live_server):

@@ -21,6 +21,7 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.tests.utils import SleepFrame, run_test
 
+from bot.processors.tool_result_speech import ToolResultSpeech
 from bot.processors.visualization import VisualizationProcessor
 from bot.records import SessionRecord
 from bot.session_resources import SessionResources
@@ -161,17 +162,6 @@ async def test_interruption_drops_visualizations_whose_sentence_was_never_spoken
     assert res.pending_visualizations == {}  # the result itself stays in res.results
 
 
-async def test_result_without_a_following_answer_is_shown_at_once():
-    res = resources()
-    res.show("call-1", chart())
-    down, _ = await run_test(
-        VisualizationProcessor(res),
-        frames_to_send=[result("call-1", run_llm=False)],
-        expected_down_frames=[FunctionCallResultFrame, OutputTransportMessageFrame],
-    )
-    assert messages(down)[0]["data"]["utterance_id"] is None
-
-
 async def test_text_only_answer_carries_it_with_its_first_text():
     res = resources()
     res.show("call-1", chart())
@@ -250,3 +240,24 @@ async def test_after_a_real_tts_the_result_follows_earlier_audio_and_precedes_th
     contexts = [f.context_id for f in relevant if isinstance(f, TTSAudioRawFrame)]
     message = messages(down)[0]["data"]
     assert message["utterance_id"] == relevant[first_result + 2].context_id != contexts[0]
+
+
+async def test_a_result_that_speaks_its_own_sentence_shows_its_picture_just_before_that_audio():
+    """With the tool's sentence as the answer (`run_llm=False`, no LLM reply follows), the
+    picture still waits for the first audio of the sentence that presents it."""
+    res = resources()
+    res.show("call-1", chart())
+    spoken = FunctionCallResultFrame(
+        function_name="generate_chart", tool_call_id="call-1", arguments={},
+        result={"result_id": "r1", "summary": "Here is a bar chart of calls per day."},
+    )
+    down, _ = await run_test(
+        Pipeline([ToolResultSpeech(), SilentTTS(), VisualizationProcessor(res)]),
+        frames_to_send=[spoken, SleepFrame(sleep=0.5)],
+    )
+    relevant = [f for f in down if isinstance(f, (TTSAudioRawFrame, FunctionCallResultFrame, OutputTransportMessageFrame))]
+    assert [type(f).__name__ for f in relevant] == [
+        "FunctionCallResultFrame", "OutputTransportMessageFrame", "TTSAudioRawFrame", "TTSAudioRawFrame"
+    ]
+    assert relevant[0].properties.run_llm is False  # the LLM is not asked to word it again
+    assert messages(down)[0]["data"]["utterance_id"] == relevant[2].context_id

@@ -61,6 +61,11 @@ class _OpenTurn:
     bot_parts: list[str] = field(default_factory=list)
 
     @property
+    def tools_settled(self) -> bool:
+        """Every tool call of the turn so far has returned (true in a turn without tools)."""
+        return all(call.duration_secs is not None for call in self.record.tool_calls)
+
+    @property
     def answering(self) -> bool:
         """The user's turn has ended and the bot is working on (or speaking) its answer."""
         return "turn_end" in self.milestones
@@ -111,15 +116,21 @@ class TurnRecorder(GuardedObserver):
                 turn.record.tool_calls.append(
                     ToolCall(id=frame.tool_call_id, name=frame.function_name, arguments=dict(frame.arguments or {}))
                 )
+                turn.milestones.pop("answer_audio_sent", None)  # what was said before it was not
         elif isinstance(frame, FunctionCallResultFrame):
             self._tool_finished(frame, now)
         elif isinstance(frame, TTSAudioRawFrame) and turn.answering:
             self._mark("tts_first_audio", now)
+            if turn.bot_speaking and turn.tools_settled:
+                # The answer's audio, ready while earlier words still play: it goes out next.
+                self._mark("answer_audio_sent", now)
         elif isinstance(frame, TTSTextFrame) and turn.answering:
             turn.bot_parts.append(frame.text)
         elif isinstance(frame, BotStartedSpeakingFrame) and turn.answering:
             turn.bot_speaking = True
             self._mark("bot_audio_sent", now)
+            if turn.tools_settled:
+                self._mark("answer_audio_sent", now)
         elif isinstance(frame, BotStoppedSpeakingFrame) and turn.bot_speaking:
             await self._close("completed")
         elif isinstance(frame, InterruptionFrame) and turn.answering:
@@ -173,7 +184,7 @@ class TurnRecorder(GuardedObserver):
                 call.result = frame.result
                 call.error = getattr(frame, "error", None)
                 call.duration_secs = now - turn.tool_started.get(call.id, now)
-        if all(call.duration_secs is not None for call in turn.record.tool_calls):
+        if turn.tools_settled:
             turn.milestones.pop("tools_done", None)
             self._mark("tools_done", now)
 

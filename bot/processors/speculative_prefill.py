@@ -24,6 +24,12 @@ class SpeculativePrefill(FrameProcessor):
         self._llm = llm
         self._context = context
 
+    def answer_added(self) -> None:
+        """The assistant's answer went into the context: compute it now, while nobody speaks
+        (a tool's call, result and spoken sentence are ~100 tokens that no request computed,
+        and left to the next turn's interim words they kept its reply waiting)."""
+        self._llm.prefill_user_turn(self._context, "")
+
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, InterimTranscriptionFrame):

@@ -29,8 +29,9 @@ itself stays in `SessionResources.results`, so "show that chart" brings it back.
 visualization already sent is not recalled: it sits in the output queue with the audio, which
 the transport clears on interruption, so it may not reach the page either, but it is kept.
 
-Other cases: a result with `run_llm=False` (no answer will present it) is sent at once; a text-
-only answer (`skip_tts` text frames) sends the held visualizations with its first text.
+Other cases: a result whose own sentence is spoken (`run_llm=False`, see
+`bot.processors.tool_result_speech`) is held the same way, for that sentence's first audio; a
+text-only answer (`skip_tts` text frames) sends the held visualizations with its first text.
 """
 
 import time
@@ -142,10 +143,6 @@ class VisualizationProcessor(FrameProcessor):
                 self._drop_held()
             elif isinstance(frame, FunctionCallResultFrame):
                 self._hold(frame)
-                if frame.run_llm is False:  # no answer will present it: show it now
-                    await self.push_frame(frame, direction)
-                    await self._keep(await self._send_held(utterance_id=None))
-                    return
             elif isinstance(frame, TTSAudioRawFrame) and self._held:
                 # The first audio of the sentence presenting the result: visuals go first.
                 shown = await self._send_held(utterance_id=frame.context_id)

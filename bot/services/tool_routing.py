@@ -77,6 +77,16 @@ def requested_when(pattern: str) -> RoutingConstraint:
     return constraint
 
 
+_CALLED_ALONE = "x-called-alone"
+
+
+def called_alone(parameters: dict[str, Any]) -> dict[str, Any]:
+    """What a constraint returns for a call that chains no other call: one whose arguments it
+    narrowed so far that a small model, kept from writing what it meant to, would otherwise
+    go on into a chained call of its own making."""
+    return {**parameters, _CALLED_ALONE: True}
+
+
 @dataclass(frozen=True)
 class RoutableTool:
     name: str
@@ -84,6 +94,7 @@ class RoutableTool:
     parameters: dict[str, Any]
     examples: list[tuple[str, dict[str, Any]]]
     constraints: tuple[RoutingConstraint, ...] = ()
+    alone: bool = False  # its call chains no other (`called_alone`)
 
     def constrained(self, messages: Messages) -> "RoutableTool | None":
         """This tool as it may be called in reply to `messages`; None when it cannot be."""
@@ -92,7 +103,11 @@ class RoutableTool:
             parameters = constraint(messages, parameters)
             if parameters is None:
                 return None
-        return self if parameters is self.parameters else replace(self, parameters=parameters)
+        if parameters is self.parameters:
+            return self
+        alone = bool(parameters.get(_CALLED_ALONE))
+        parameters = {k: v for k, v in parameters.items() if k != _CALLED_ALONE}
+        return replace(self, parameters=parameters, alone=alone)
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -114,7 +129,13 @@ def user_texts(messages: Messages) -> list[str]:
 def current_request(messages: Messages) -> str:
     """What the user is asking now: their messages since the assistant last said or did
     something. A pause mid-sentence ("Is this positive or negative: ... I love my job") can
-    end a turn before the bot answers; the words after it belong to the same request."""
+    end a turn before the bot answers; the words after it belong to the same request. The
+    tool calls made for this request (seen while its tools run) do not end it."""
+    while messages and isinstance(messages[-1], dict) and (
+        messages[-1].get("role") == "tool"
+        or (messages[-1].get("role") == "assistant" and not _text(messages[-1]))
+    ):
+        messages = messages[:-1]
     since = 0
     for i, message in enumerate(messages):
         if isinstance(message, dict) and message.get("role") == "assistant":
@@ -191,16 +212,46 @@ def reply_grammar(tools: list[RoutableTool], allow_tools: bool = True) -> str:
         _ANSWER_TEXT_RULE,
     ]
     if allow_tools and tools:
-        calls = [f"call_{i}" for i in range(len(tools))]
-        branches += calls
-        for i, tool in enumerate(tools):
-            rules += [
-                f'call_{i}: "{tool.name}\\", \\"arguments\\": " arguments_{i} then? "}}"',
-                f"arguments_{i}: %json {json.dumps(tool.parameters)}",
-            ]
-        # Several tools in one reply: each call may name the next one, and they run in parallel.
-        rules.append('then: ", \\"then\\": {\\"tool\\": \\"" (' + " | ".join(calls) + ")")
+        branches += [f"call_{i}" for i in range(len(tools))]
+        rules += _call_rules(tools)
     return "\n".join(["%llguidance {}", "start: " + " | ".join(branches), *rules])
+
+
+def call_opening(tool: RoutableTool) -> str:
+    """What a call of `tool` says after `REPLY_PREFILL`, up to its arguments object. It stops
+    before the space that follows: a prompt ending in a lone space is tokenized as the model
+    never writes it (the space belongs to the token of the object's opening), and the model,
+    thrown off, no longer chained a second call."""
+    return f'{tool.name}", "arguments":'
+
+
+def call_grammar(tools: list[RoutableTool], started: str) -> str:
+    """llguidance grammar for the rest of a tool call whose first characters after
+    `REPLY_PREFILL` are `started`: the rest of each call opening that begins with them."""
+    branches, rules = [], _call_rules(tools)
+    for i, tool in enumerate(tools):
+        opening = call_opening(tool) + " "
+        if opening.startswith(started):
+            rest = json.dumps(opening[len(started) :])
+            branches.append(f'{rest} arguments_{i} {_then(tool)}"}}"')
+    return "\n".join(["%llguidance {}", "start: " + " | ".join(branches), *rules])
+
+
+def _then(tool: RoutableTool) -> str:
+    return "" if tool.alone else "then? "
+
+
+def _call_rules(tools: list[RoutableTool]) -> list[str]:
+    rules = []
+    calls = [f"call_{i}" for i in range(len(tools))]
+    for i, tool in enumerate(tools):
+        rules += [
+            f'call_{i}: "{tool.name}\\", \\"arguments\\": " arguments_{i} {_then(tool)}"}}"',
+            f"arguments_{i}: %json {json.dumps(tool.parameters)}",
+        ]
+    # Several tools in one reply: each call may name the next one, and they run in parallel.
+    rules.append('then: ", \\"then\\": {\\"tool\\": \\"" (' + " | ".join(calls) + ")")
+    return rules
 
 
 def answer_grammar() -> str:

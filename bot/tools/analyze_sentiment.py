@@ -26,6 +26,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from bot.services.tool_routing import (
     argument_choices,
+    called_alone,
     current_request,
     requested_when,
     routing_constraint,
@@ -191,12 +192,36 @@ def _conversation(texts: list[str]) -> dict[str, Any]:
 
 
 MAX_QUOTED_WORDS = 60  # longer requests are not narrowed: the spans grow as words squared
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s++")
+_REFERS_TO_EARLIER = re.compile(r"\b(?:last|previous|earlier|before|conversation)\b", re.IGNORECASE)
+
+
+def quoted_text(request: str) -> str:
+    """The words a request gives to be judged, read from the request itself: what follows
+    its colon ("Is this review positive: the food was cold"), or its sentences that do not
+    ask for the judgement ("I love this phone. How does that sound?"); "" when it gives none
+    ("How did my last message sound?")."""
+    if len(request) > MAX_TEXT_CHARS:
+        return ""
+    head, colon, tail = request.partition(":")
+    if colon and _ASKS.search(head) and len(tail.split()) >= 2:
+        return tail.strip()
+    sentences = [s for s in _SENTENCE_BREAK.split(request.strip()) if s.strip()]
+    given = [s for s in sentences if not _ASKS.search(s)]
+    if given and len(given) < len(sentences):
+        return " ".join(given)
+    return ""
 
 
 def quoted_text_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[str, Any]:
     """The text to analyze is words of the current request, never words made up or taken
-    from elsewhere (a small model otherwise copies an example's sentence)."""
-    words = current_request(messages).split()
+    from elsewhere (a small model otherwise copies an example's sentence). When the request
+    itself says which words, the call does not copy them: the tool reads them there."""
+    request = current_request(messages)
+    if quoted_text(request):
+        properties = {k: v for k, v in parameters["properties"].items() if k != "text"}
+        return called_alone({**parameters, "properties": properties})
+    words = request.split()
     if not words or len(words) > MAX_QUOTED_WORDS:
         return parameters
     spans = {
@@ -220,6 +245,7 @@ ASKS_FOR_SENTIMENT = (
     r"|good or bad|happy or sad|sound\w*+|c[oa]me across|emotion\w*+"
     r"|review|comment|tweet|message|sentence)\b"
 )
+_ASKS = re.compile(ASKS_FOR_SENTIMENT, re.IGNORECASE)
 
 
 @tool_options(timeout_secs=4.0)
@@ -264,6 +290,11 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
         # "How did what I just said sound?": a small model sometimes writes a sentence of its
         # own as the text. The user asks about their own words, so score those instead.
         target, text = "last_turn", ""
+    context = getattr(params, "context", None)
+    quoted = quoted_text(current_request(context.get_messages())) if context is not None else ""
+    if quoted and not text and (target == "text" or not _REFERS_TO_EARLIER.search(current)):
+        # The request gave its words ("I love this phone. How does that sound?"): those.
+        target, text = "text", quoted
 
     if target == "text":
         if not text:

@@ -49,11 +49,19 @@ async def get_current_time(params: FunctionCallParams, timezone: str):
         return
     zone = ZoneInfo(name)
     now = datetime.now(zone)
+    spoken_time, day = now.strftime("%-I:%M %p"), now.strftime("%A, %B %-d")
     await params.result_callback(
         {
             "timezone": zone.key,
             "time": now.strftime("%H:%M"),
-            "spoken_time": now.strftime("%-I:%M %p"),
+            "spoken_time": spoken_time,
             "date": now.strftime("%A, %B %-d, %Y"),
+            "summary": f"{_where(zone.key)} it is {spoken_time} on {day}.",
         }
     )
+
+
+def _where(key: str) -> str:
+    """"In Tokyo" for Asia/Tokyo, "In New York" for America/New_York, "In UTC" for UTC."""
+    place = key if key.startswith("Etc/") else key.rsplit("/", 1)[-1].replace("_", " ")
+    return f"In {place}"

@@ -23,6 +23,8 @@ from pipecat.services.llm_service import FunctionCallParams
 
 from bot.services.tool_routing import (
     argument_choices,
+    called_alone,
+    current_request,
     routing_constraint,
     routing_examples,
     user_texts,
@@ -335,7 +337,7 @@ _DIGITS = r"\d{1,3}+(?:,\d{3})++(?:\.\d++)?+|\d++(?:\.\d++)?+|\.\d++"
 _TOKENS = re.compile(rf"{_DIGITS}|[a-z]++|[%,;.]")
 _AMOUNT = re.compile(rf"(?P<sign>-)?+[$€£]?+(?P<number>{_DIGITS})")
 _CHUNK_BREAK = re.compile(r",\s++|;|\band\b|\.\s")
-_TITLE = re.compile(r"\b(?:chart|graph|plot)\s++(?:of|for|showing|with)\s++(?P<title>.++)", re.I)
+_TITLE = re.compile(r"\b(?:chart|graph|plot)\s++(?:of|for|on|about|showing|with)\s++(?P<title>.++)", re.I)
 _SEPARATORS = {"=", ":", "is", "was", "at", "with"}
 # The longest request read for dictated pairs: far above a spoken list of values (a six-value
 # chart request is ~120 characters); a longer one is not a dictation, and the model's typed
@@ -398,18 +400,47 @@ def was_said(value: float, numbers: set[float]) -> bool:
     return any(math.isclose(abs(value), abs(n), rel_tol=1e-9, abs_tol=1e-9) for n in numbers)
 
 
+def _spoken_amount(words: list[str]) -> float | None:
+    """The number that the words at the end of `words` say ("ten", "eight hundred", "twenty
+    five thousand"), taking them off `words`; None (and nothing taken) when none do."""
+    tail = []
+    while words and (w := words[-1].lower().strip(".,")) in (*_SMALL, *_TENS, *_SCALES, "and"):
+        tail.insert(0, w)
+        words.pop()
+    while tail and tail[0] in ("and", "hundred", "thousand", "million", "billion", "k"):
+        words.append(tail.pop(0))  # a number starts with its digits' words
+    total = current = 0.0
+    for w in tail:
+        if w in _SMALL or w in _TENS:
+            if current % 100 and (w in _TENS or current % 10 or 10 <= current % 100 < 20):
+                words.extend(tail)  # "five three": two numbers, not one amount
+                return None
+            current += _SMALL.get(w, 0) + _TENS.get(w, 0)
+        elif w == "hundred":
+            current = max(current, 1) * 100
+        elif w in _SCALES:
+            total += max(current, 1) * _SCALES[w]
+            current = 0.0
+    return total + current if tail else None
+
+
 def _label_and_amount(chunk: str) -> tuple[str, float] | None:
-    """("rent", 900.0) of "rent 900", "rent is $900", "rent = 900" or "rent 90 percent";
-    ("", -5.0) of a bare "minus 5"; None when `chunk` does not end in a number."""
+    """("rent", 900.0) of "rent 900", "rent is $900", "rent = 900", "rent nine hundred" or
+    "rent 90 percent"; ("", -5.0) of a bare "minus 5"; None when `chunk` does not end in a
+    number."""
     words = chunk.replace("=", " = ").split()
     if words and words[-1].lower() in ("%", "percent"):
         words.pop()
     elif words and words[-1].endswith("%"):
         words[-1] = words[-1][:-1]
-    amount = _AMOUNT.fullmatch(words.pop()) if words else None
-    if amount is None:
+    amount = _AMOUNT.fullmatch(words[-1]) if words else None
+    if amount is not None:
+        words.pop()
+        negative, value = bool(amount["sign"]), float(amount["number"].replace(",", ""))
+    elif (spoken := _spoken_amount(words)) is not None:
+        negative, value = False, spoken
+    else:
         return None
-    negative = bool(amount["sign"])
     if words and words[-1].lower() == "minus" and not negative:
         words.pop()
         negative = True
@@ -418,7 +449,6 @@ def _label_and_amount(chunk: str) -> tuple[str, float] | None:
     label = " ".join(words).strip(" ,")
     if label and not any(c.isalpha() for c in label):
         return None  # "12 7": a label names something
-    value = float(amount["number"].replace(",", ""))
     return label, -value if negative else value
 
 
@@ -431,11 +461,15 @@ def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
     if not colon:
         head, data = "", text
     chunks = [c for c in _CHUNK_BREAK.split(data.strip().rstrip(".!?")) if c.strip()]
+    parsed = [_label_and_amount(c) for c in chunks]
+    if not colon and len(parsed) > 2 and parsed[0] is None and all(parsed[1:]):
+        # "Show me a bar chart of monthly sales, January ten. February 20.": a transcript
+        # of a request dictated with pauses has no colon; its first piece is the request.
+        head, chunks, parsed, colon = chunks[0], chunks[1:], parsed[1:], ":"
     if len(chunks) < 2:
         return None
     title = _TITLE.search(" ".join(head.split()))
     title = title["title"].strip() if title else ""
-    parsed = [_label_and_amount(c) for c in chunks]
     if not all(parsed):
         return None
     labels = [label for label, _ in parsed]
@@ -459,6 +493,11 @@ def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[s
     """A chart needs numbers the user said or an earlier result: values may only be numbers
     from the user's messages, and `from_result` exists only once a tool has returned one.
     Without either there is nothing to chart (the model asks for the numbers instead)."""
+    if said_pairs(current_request(messages)) is not None:
+        # The user dictated the data: the tool reads it, and its title, from their words, so
+        # the call names only the chart type; nothing said is typed again.
+        properties = {k: v for k, v in parameters["properties"].items() if k == "chart_type"}
+        return called_alone({**parameters, "properties": properties})
     numbers = sorted(set().union(*(said_numbers(text) for text in user_texts(messages))))
     has_results = any(isinstance(m, dict) and m.get("role") == "tool" for m in messages)
     if not numbers and not has_results:
@@ -495,7 +534,9 @@ def _chart_data(
     all of them said by the user), "words" (pairs read from the user's request) or the id of
     the earlier result charted."""
     said = user_messages(params)
-    request = said[-1] if said else ""
+    context = getattr(params, "context", None)
+    # What the routing constraint read too: every message of this request, a pause or not.
+    request = current_request(context.get_messages()) if context is not None else ""
     pairs = said_pairs(request) if request else None
     title = (title or "").strip()
 

@@ -16,6 +16,7 @@ export const STAGES = [
   ["tools_done", "Tools"],
   ["tts_first_audio", "Speech synthesis"],
   ["bot_audio_sent", "Audio out"],
+  ["answer_audio_sent", "Answer audio"],
 ];
 const STAGE_LABELS = Object.fromEntries(STAGES);
 const STAGE_ORDER = STAGES.map(([key]) => key);
@@ -173,6 +174,13 @@ export class MetricsPanel {
     }
     const caption = el("span", "latency-total-label", "voice-to-voice");
     headline.append(value, caption);
+    // Words spoken before the tools' results (an acknowledgement) are not the answer.
+    const answer = isNum(latency?.answer) ? latency.answer : null;
+    if (answer !== null && total !== null && ms(answer) > ms(total)) {
+      const answered = el("span", "latency-note", `answer audio at ${fmtMs(answer)}`);
+      answered.id = "latency-answer";
+      headline.append(answered);
+    }
     if (total === null) {
       const why =
         turn.status === "interrupted"

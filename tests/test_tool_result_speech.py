@@ -1,0 +1,76 @@
+"""ToolResultSpeech: a tool's own sentence is its answer, spoken at once, and the LLM is asked
+again only when the result has something it must word (Pipecat's run_test)."""
+
+from pipecat.frames.frames import (
+    FunctionCallResultFrame,
+    FunctionCallResultProperties,
+    LLMConfigureOutputFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TTSSpeakFrame,
+)
+from pipecat.tests.utils import run_test
+
+from bot.processors.tool_result_speech import ToolResultSpeech
+
+SENTENCE = "In Tokyo it is 6:19 AM on Thursday, December 3."
+
+
+def result(value, **kwargs) -> FunctionCallResultFrame:
+    return FunctionCallResultFrame(
+        function_name="get_current_time", tool_call_id="c1", arguments={}, result=value, **kwargs
+    )
+
+
+async def test_the_tools_sentence_is_spoken_and_the_llm_is_not_run_again():
+    down, _ = await run_test(
+        ToolResultSpeech(),
+        frames_to_send=[result({"timezone": "Asia/Tokyo", "summary": SENTENCE})],
+        expected_down_frames=[FunctionCallResultFrame, TTSSpeakFrame],
+    )
+    assert down[0].properties.run_llm is False
+    assert down[1].text == SENTENCE and down[1].append_to_context  # memory and routing see it
+
+
+async def test_an_error_or_a_result_without_a_sentence_is_left_to_the_llm():
+    down, _ = await run_test(
+        ToolResultSpeech(),
+        frames_to_send=[
+            result({"error": "unknown timezone 'Mars'", "summary": "no"}),
+            result({"key_figures": {}}),
+            result("plain text"),
+            result({"summary": SENTENCE}, error="the handler raised"),
+        ],
+        expected_down_frames=[FunctionCallResultFrame] * 4,
+    )
+    assert all(frame.properties is None for frame in down)
+
+
+async def test_a_result_whose_caller_decided_is_not_changed():
+    decided = FunctionCallResultProperties(run_llm=True)
+    update = FunctionCallResultProperties(is_final=False)
+    down, _ = await run_test(
+        ToolResultSpeech(),
+        frames_to_send=[
+            result({"summary": SENTENCE}, properties=decided),
+            result({"summary": SENTENCE}, properties=update),
+        ],
+        expected_down_frames=[FunctionCallResultFrame] * 2,
+    )
+    assert down[0].properties is decided and down[1].properties is update
+
+
+async def test_a_text_only_conversation_gets_the_sentence_as_the_llm_would_write_it():
+    down, _ = await run_test(
+        ToolResultSpeech(),
+        frames_to_send=[LLMConfigureOutputFrame(skip_tts=True), result({"summary": SENTENCE})],
+        expected_down_frames=[
+            LLMConfigureOutputFrame,
+            FunctionCallResultFrame,
+            LLMFullResponseStartFrame,
+            LLMTextFrame,
+            LLMFullResponseEndFrame,
+        ],
+    )
+    assert down[3].text == SENTENCE and down[3].skip_tts
