@@ -10,8 +10,9 @@ speech itself ends (the clip's trailing silence excluded). Two figures per turn:
   first audio after the tool's result reached the client (an acknowledgement spoken while a
   tool runs is first audio, not the answer). For a plain turn the two are the same.
 
-A request is split when the server ended more than one user turn while it was spoken (each
-fragment is then answered on its own). The server's own milestones (`turn-metrics`) are kept
+A request is split when the server recorded more than one turn for it (each part answered,
+or cut off, on its own); a turn that ended at a pause and went on, unanswered, before its reply
+was heard is one turn (`turn_ended_mid_request` counts those). The server's own milestones (`turn-metrics`) are kept
 beside the client's figures. Each voice speaks the whole set in one session; the held-out
 voices (`client.speech.HELD_OUT`) are reported apart: they are never used to tune anything.
 
@@ -175,11 +176,14 @@ async def ask(client: VoiceClient, request: Request, voice: Voice) -> dict:
             turn["answer_audio"] = round(answer_audio - speech_end, 3)
     if (turn_end := _first(client, speech_end, until, "user-stopped-speaking")) is not None:
         turn["turn_end"] = round(turn_end - speech_end, 3)
-    server = [
+    server = [  # sent as each turn closes, just after the bot stops speaking
         m.data.get("turn") or {}
-        for m in window
-        if m.type == "server-message" and m.data.get("type") == "turn-metrics"
+        for m in client.messages
+        if m.at >= speech_start and m.type == "server-message" and m.data.get("type") == "turn-metrics"
     ]
+    # Split: the request left more than one turn (each part answered, or cut off, on its own).
+    turn["records"] = [t.get("status") for t in server]
+    turn["split"] = len(server) > 1
     if server:
         turn["server_milestones"] = (server[-1].get("latency") or {}).get("milestones", {})
     return turn
@@ -200,7 +204,7 @@ async def measure(url: str, requests: list[Request], voices: list[Voice], rounds
                     turns.append(turn)
                     print(
                         f"{voice.name:>13} {request.kind:>17}: first {turn.get('first_audio', float('nan')):.2f}s"
-                        f" answer {turn.get('answer_audio', float('nan')):.2f}s turns {turn['user_turns']}"
+                        f" answer {turn.get('answer_audio', float('nan')):.2f}s turns {turn['records']}"
                         f" tools {turn['tools']} {turn['transcripts']!r} -> {turn['answer']!r}",
                         flush=True,
                     )
@@ -231,7 +235,8 @@ def summarize(turns: list[dict]) -> dict:
             entry = {
                 "requests": len(of_kind),
                 "answered": sum(t["answered"] for t in of_kind),
-                "split": sum(t["user_turns"] > 1 for t in of_kind),
+                "split": sum(t["split"] for t in of_kind),
+                "turn_ended_mid_request": sum(t["user_turns"] > 1 for t in of_kind),
                 "first_audio": figures([t["first_audio"] for t in of_kind if "first_audio" in t]),
                 "answer_audio": figures([t["answer_audio"] for t in of_kind if "answer_audio" in t]),
                 "turn_end": figures([t["turn_end"] for t in of_kind if "turn_end" in t]),

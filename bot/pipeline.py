@@ -9,7 +9,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.aggregators.llm_response_universal import (
-    LLMContextAggregatorPair,
+    LLMAssistantAggregator,
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frameworks.rtvi.observer import (
@@ -29,6 +29,8 @@ from bot.observers.turn_recorder import EngineStage, TurnRecorder
 from bot.processors.client_message_check import CheckedRTVIProcessor
 from bot.processors.context_window import ContextWindow
 from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
+from bot.processors.request_aggregator import RequestUserAggregator
+from bot.processors.request_merge import RequestMerge
 from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.processors.speech_pause import SpeechPauseVADProcessor
 from bot.processors.tool_result_speech import ToolResultSpeech
@@ -43,7 +45,7 @@ from bot.service_factory import (
     embedded_threads,
 )
 from bot.settings import ResultSpeaker, Settings
-from bot.tools import ALL_TOOLS
+from bot.tools import ALL_TOOLS, request_goes_on
 from bot.turn_models import create_turn_stop_strategy, create_vad_analyzer
 
 async def _is_not_microphone_audio(frame: Frame) -> bool:
@@ -52,7 +54,7 @@ async def _is_not_microphone_audio(frame: Frame) -> bool:
 
 def turn_strategies(settings: Settings) -> UserTurnStrategies:
     stop = (
-        create_turn_stop_strategy(settings)
+        create_turn_stop_strategy(settings, goes_on=request_goes_on)
         if settings.smart_turn
         else SpeechTimeoutUserTurnStopStrategy()
     )
@@ -127,12 +129,11 @@ def build_worker(
         if stt and settings.llm_speculative_prefill and hasattr(llm, "prefill_user_turn")
         else None
     )
-    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
-        context,
-        user_params=LLMUserAggregatorParams(
-            user_turn_strategies=turn_strategies(settings),
-        ),
+    # A transcript of a whole request, dictated with pauses, replaces its parts.
+    user_aggregator = RequestUserAggregator(
+        context, params=LLMUserAggregatorParams(user_turn_strategies=turn_strategies(settings))
     )
+    assistant_aggregator = LLMAssistantAggregator(context)
 
     pipeline = Pipeline(
         list(filter(None, [  # a text-only pipeline has no STT or TTS
@@ -141,6 +142,8 @@ def build_worker(
             stt,
             prefill,
             user_aggregator,
+            # A request cut by a pause and unanswered in between reaches the LLM whole.
+            RequestMerge(),
             ContextWindow(settings.max_context_messages),
             # Past the turn detection nothing uses the microphone: without this, every 20 ms
             # of it would still cross six more processors and their observers.

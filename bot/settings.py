@@ -307,6 +307,13 @@ class Settings(BaseSettings):
         1.5,
         description="Longest pause after which a turn ends even if Smart Turn judges it unfinished.",
     )
+    dictation_hold_secs: float = Field(
+        0.8,
+        ge=0,
+        description="How much longer a turn waits, after the VAD stop, when its words say the "
+        "request goes on (a chart with no numbers yet, a list ending in a comma, 'is this "
+        "positive:' with nothing to judge); 0 never waits.",
+    )
 
     # --- faults (bot/processors/fault_recovery.py) ---
     apology: str = Field(

@@ -12,14 +12,22 @@ import pytest
 from bot.auth import _TOKEN_IN_URL
 from bot.service_factory import _EMOJI
 from bot.services.tool_routing import _ANSWER_PREFIX, _TOOL_NAME
+from bot.tools import TRAILING_OPEN
 from bot.tools.analyze_sentiment import (
+    _POINTS_AT_WORDS,
     _REFERS_TO_EARLIER,
     _SENTENCE_BREAK,
     ASKS_FOR_SENTIMENT,
     quoted_by_user,
 )
 from bot.tools.current_time import ASKS_FOR_TIME
-from bot.tools.generate_chart import MAX_DICTATION_CHARS, PARSERS, said_pairs
+from bot.tools.generate_chart import (
+    _ASKS_FOR_CHART,
+    _ASKS_WHAT,
+    MAX_DICTATION_CHARS,
+    PARSERS,
+    said_pairs,
+)
 from bot.tools.get_realtime_data import ASKS_FOR_LIVE_DATA
 
 BACKTRACKING = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
@@ -28,6 +36,10 @@ PATTERNS = {
     **{f"chart parser {p.pattern[:30]!r}": p.pattern for p in PARSERS},
     "sentiment cue": ASKS_FOR_SENTIMENT,
     "sentence break": _SENTENCE_BREAK.pattern,
+    "words still to judge": _POINTS_AT_WORDS.pattern,
+    "a chart asked for": _ASKS_FOR_CHART.pattern,
+    "a wh-question": _ASKS_WHAT.pattern,
+    "an open clause": TRAILING_OPEN.pattern,
     "refers to an earlier message": _REFERS_TO_EARLIER.pattern,
     "time cue": ASKS_FOR_TIME,
     "live data cue": ASKS_FOR_LIVE_DATA,

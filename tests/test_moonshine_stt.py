@@ -442,3 +442,67 @@ async def test_interims_wait_while_the_cpu_computes_a_reply(
     assert len(finals) == 1 and _heard_question(finals[0].text), finals
     assert asked, "the service never asked whether the CPU was busy"
     assert not [f for f in down if isinstance(f, InterimTranscriptionFrame)]
+
+
+# --- a request with pauses is decoded whole -------------------------------------------------
+
+DICTATED = ("Show me a bar chart of monthly sales.", "January ten, February twenty, March thirty.")
+
+
+async def _dictated_live(engine, speak, *, between: list[Frame]) -> list[Frame]:
+    """The two parts of `DICTATED` with a pause the VAD ends a segment at (1 s; its stop delay
+    here is 0.6 s), and `between` sent in that pause."""
+    from pipecat.pipeline.pipeline import Pipeline
+
+    from bot.processors.speech_pause import SpeechPauseVADProcessor
+    from bot.settings import Settings
+    from bot.turn_models import create_vad_analyzer
+
+    vad = SpeechPauseVADProcessor(vad_analyzer=create_vad_analyzer(Settings(vad_stop_secs=0.6)))
+    silence = _audio_frames(np.zeros(int(1.0 * SAMPLE_RATE), dtype=np.float32))
+    first, second = (_audio_frames(speak(part)) for part in DICTATED)
+    down, _ = await asyncio.wait_for(
+        run_test(
+            Pipeline([vad, MoonshineSTTService(engine=engine, interim_interval_secs=0.5)]),
+            frames_to_send=[
+                *_paced(silence + first + silence, every=1),
+                *between,
+                *_paced(second + silence, every=1),
+            ],
+            pipeline_params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE),
+        ),
+        timeout=TEST_TIMEOUT_SECS,
+    )
+    return down
+
+
+def _heard_dictation(text: str) -> bool:
+    words = _normalise(text).split()
+    return "sales" in words and ("march" in words or "30" in words or "thirty" in words)
+
+
+@pytest.mark.asyncio
+async def test_a_request_with_a_pause_is_transcribed_whole_after_its_first_part(engine, speak):
+    from bot.frames import RequestInterimTranscriptionFrame, RequestTranscriptionFrame
+
+    down = await _dictated_live(engine, speak, between=[])
+    finals = [f for f in down if isinstance(f, TranscriptionFrame)]
+    assert len(finals) == 2, [f.text for f in finals]
+    assert type(finals[0]) is TranscriptionFrame and "sales" in _normalise(finals[0].text)
+    # The second part's transcript holds the first part's words too, and says so.
+    assert isinstance(finals[1], RequestTranscriptionFrame), finals[1]
+    assert _heard_dictation(finals[1].text), finals[1].text
+    second_interims = [f for f in down[down.index(finals[0]) :] if isinstance(f, InterimTranscriptionFrame)]
+    assert second_interims and all(isinstance(f, RequestInterimTranscriptionFrame) for f in second_interims)
+
+
+@pytest.mark.asyncio
+async def test_an_answer_heard_in_the_pause_starts_a_new_request(engine, speak):
+    from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
+
+    down = await _dictated_live(
+        engine, speak, between=[BotStartedSpeakingFrame(), BotStoppedSpeakingFrame()]
+    )
+    finals = [f for f in down if isinstance(f, TranscriptionFrame)]
+    assert [type(f) for f in finals] == [TranscriptionFrame, TranscriptionFrame], finals
+    assert "sales" not in _normalise(finals[1].text).split(), finals[1].text

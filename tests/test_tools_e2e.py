@@ -1,10 +1,11 @@
 """Tools that do real work, over `/ws` with spoken requests, and the pictures they produce
 arriving in step with the voice."""
 
+import asyncio
 import json
 import urllib.request
 
-from client.speech import speech_pcm
+from client.speech import dictation_pcm, speech_pcm
 from client.ws import Received, VoiceClient
 
 TURN_TIMEOUT = 40
@@ -126,5 +127,32 @@ async def test_interrupting_a_tool_turn_leaves_nothing_stuck(ws_url):
             if m.type == "server-message" and m.data.get("type") == "turn-metrics"
         ]
         assert statuses == ["interrupted", "completed"], statuses
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+def _records(client: VoiceClient, after: float) -> list[dict]:
+    return [
+        m.data["turn"] for m in client.messages
+        if m.at >= after and m.type == "server-message" and m.data.get("type") == "turn-metrics"
+    ]
+
+
+async def test_a_chart_request_dictated_with_pauses_is_one_turn_with_its_values(ws_url):
+    """Pauses after "sales:" and between the values, as people dictate: one turn, answered
+    once, with every word, and one chart of exactly the values said."""
+    parts = ("Show me a bar chart of monthly sales:", "January 10,", "February 20,", "March 30")
+    pcm = dictation_pcm(parts, (0.6,))
+    client = await _connected(ws_url)
+    try:
+        started = await client.say(pcm) - len(pcm) / 32000
+        await client.wait_for(lambda m: bool(_records(client, started)), TURN_TIMEOUT, after=started)
+        await asyncio.sleep(3)  # a part answered on its own would leave a second record
+        (turn,) = _records(client, started)
+        assert turn["status"] == "completed", turn
+        assert [c["name"] for c in turn["tool_calls"]] == ["generate_chart"], turn
+        (viz,) = [m for m in client.messages if m.at >= started and _is_viz(m)]
+        assert [float(v) for v in viz.data["visualization"]["figure"]["data"][0]["y"]] == [10.0, 20.0, 30.0]
+        assert viz.data["turn_id"] == turn["turn_id"]
     finally:
         await client.__aexit__(None, None, None)

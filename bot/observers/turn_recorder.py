@@ -37,6 +37,7 @@ from pipecat.metrics.metrics import (
 )
 from pipecat.observers.base_observer import FramePushed
 
+from bot.frames import RequestTranscriptionFrame
 from bot.observers.guarded import GuardedObserver
 from bot.records import ToolCall, TurnFailure, TurnLatency, TurnRecord, Usage
 
@@ -105,6 +106,8 @@ class TurnRecorder(GuardedObserver):
             turn.speech_end = frame.timestamp - frame.stop_secs
             self._mark("vad_stop", frame.timestamp, restart=True)
         elif isinstance(frame, TranscriptionFrame):
+            if isinstance(frame, RequestTranscriptionFrame):
+                turn.user_parts.clear()  # the whole request, every part's words
             turn.user_parts.append(frame.text)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self._mark("turn_end", now)
@@ -159,6 +162,12 @@ class TurnRecorder(GuardedObserver):
 
     async def _user_started(self, now: float) -> None:
         if self._turn and self._turn.answering:
+            if "bot_audio_sent" not in self._turn.milestones:
+                # The user went on before any of the answer was heard (a pause mid-request:
+                # "a bar chart of monthly sales: ... January 10"): the unheard answer is
+                # dropped and this is still the same turn, answered once, for every word.
+                self._go_on(self._turn)
+                return
             await self._close("interrupted")  # barge-in: the user spoke over the answer
         if self._turn is None:
             self._turns += 1
@@ -170,6 +179,18 @@ class TurnRecorder(GuardedObserver):
                 providers=dict(self._providers),
             )
             self._turn = _OpenTurn(record=record)
+
+    @staticmethod
+    def _go_on(turn: _OpenTurn) -> None:
+        """The open turn continues with more of the user's speech: its milestones start over
+        (they are timed from the end of the whole request), and the unheard reply's tool calls
+        go, as they go from the context (`bot.processors.request_merge`); what the user said so
+        far and what was spent on it stay."""
+        turn.speech_end = None
+        turn.milestones.clear()
+        turn.bot_parts.clear()
+        turn.record.tool_calls.clear()
+        turn.tool_started.clear()
 
     def _mark(self, milestone: str, at: float, *, restart: bool = False) -> None:
         turn = self._turn

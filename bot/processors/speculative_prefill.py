@@ -13,9 +13,13 @@ from pipecat.frames.frames import Frame, InterimTranscriptionFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from bot.frames import RequestInterimTranscriptionFrame
+
 
 class PrefillsUserTurns(Protocol):
-    def prefill_user_turn(self, context: LLMContext, words: str) -> None: ...
+    def prefill_user_turn(
+        self, context: LLMContext, words: str, *, whole_request: bool = False
+    ) -> None: ...
 
 
 class SpeculativePrefill(FrameProcessor):
@@ -34,6 +38,11 @@ class SpeculativePrefill(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, InterimTranscriptionFrame):
             # An interim holds the words of the current utterance so far (Moonshine decodes
-            # the whole utterance each time), which is what the turn's user message will say.
-            self._llm.prefill_user_turn(self._context, frame.text)
+            # the whole utterance each time), which is what the turn's user message will say;
+            # or, for a request with pauses, every word of the request.
+            self._llm.prefill_user_turn(
+                self._context,
+                frame.text,
+                whole_request=isinstance(frame, RequestInterimTranscriptionFrame),
+            )
         await self.push_frame(frame, direction)

@@ -35,8 +35,10 @@ from bot.services.tool_routing import (
     RoutableTool,
     answer_grammar,
     call_grammar,
+    before_request,
     call_opening,
     function_calls,
+    merged_request,
     reply_grammar,
     route_conversation,
 )
@@ -217,7 +219,9 @@ class LocalLLMService(LLMService):
             await self.stop_processing_metrics()
             await self.push_frame(LLMFullResponseEndFrame())
 
-    def prefill_user_turn(self, context: LLMContext, words: str) -> None:
+    def prefill_user_turn(
+        self, context: LLMContext, words: str, *, whole_request: bool = False
+    ) -> None:
         """Start computing the prompt of the turn the user is still speaking, from the words
         heard so far, so that answering it later computes only what changed (the engine's
         `prefill`). With no words yet, the conversation up to the last answer (a tool's call,
@@ -227,7 +231,12 @@ class LocalLLMService(LLMService):
         if self._response_open:
             return
         if words.strip():
+            # As the request will reach the LLM: one message with the parts said before it
+            # (`whole_request`: the words are every part's).
+            if whole_request:
+                messages = before_request(messages)
             messages = [*messages, {"role": "user", "content": words}]
+            messages = merged_request(messages) or messages
         elif not messages or messages[-1].get("role") == "user":
             return  # nothing was said since the last request computed it
         request, _ = self._request(LLMContext(messages=messages, tools=context.tools))

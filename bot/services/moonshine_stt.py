@@ -18,6 +18,16 @@ before the VAD's stop: it holds every word, padded with the same silence as the 
 and it started `stop_secs` earlier. The final segment differs only by those quiet windows, so
 decoding it again would repeat the work on the turn's critical path (0.15-0.27 s with four
 sessions on 2 cores).
+
+A request is decoded whole. People dictate with pauses ("a bar chart of monthly sales: ...
+January 10, ... February 20"), and each pause ends a VAD segment; Moonshine hears "January 10"
+alone as "Can you ever return?" and the whole request correctly. So while a request goes on
+(until the user hears an answer, pauses longer than `REQUEST_MAX_GAP_SECS` or it passes
+`REQUEST_MAX_SECS`), its parts are kept with short gaps between them, and every decode after
+its first part covers all of them, pushed as `RequestTranscriptionFrame` /
+`RequestInterimTranscriptionFrame`: they replace the parts transcribed before (the user
+aggregator, the turn stop strategy and the turn recorder read them so). When a whole decode
+hears nothing, the part is transcribed alone, as a plain transcript.
 """
 
 import asyncio
@@ -31,6 +41,7 @@ import numpy as np
 import soxr
 from loguru import logger
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -48,6 +59,7 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 
 from bot.engines.moonshine import MODEL_NAME, SAMPLE_RATE, MoonshineEngine, TranscriptionCancelled
+from bot.frames import RequestInterimTranscriptionFrame, RequestTranscriptionFrame
 from bot.processors.speech_pause import UserSpeechPausedFrame, UserSpeechResumedFrame
 
 # Time from end of speech to the final transcript with VAD stop_secs=0.2 (Pipecat's TTFS), as
@@ -61,6 +73,15 @@ MOONSHINE_TTFS_P99_SECS = 0.5
 # one frame): the segment is then decoded.
 PAUSE_TO_STOP_SLACK_SECS = 0.1
 
+# A later part of a request keeps this much audio from before the VAD heard it start (the VAD's
+# start delay, 0.2 s, and a margin): the gaps between parts stay short, as Moonshine ends its
+# transcript early at a long silence.
+REQUEST_LEAD_SECS = 0.35
+# Quiet after which the next words are a new request, even with no answer heard in between.
+REQUEST_MAX_GAP_SECS = 3.0
+# The longest request decoded whole (Moonshine's single pass); past it, parts are decoded alone.
+REQUEST_MAX_SECS = 20.0
+
 
 @dataclass
 class _PauseDecode:
@@ -68,7 +89,16 @@ class _PauseDecode:
 
     task: asyncio.Task  # -> the text, None when cancelled or failed
     cancel: threading.Event
-    audio_bytes: int  # the buffer's length then, without the padding
+    audio_bytes: int  # the decoded buffer's length then, without the padding
+    whole: bool  # it decoded the whole request, not only the current part
+
+
+@dataclass
+class _Final:
+    """What stands for a segment queued at a VAD stop."""
+
+    pause: _PauseDecode | None  # the decode started at the pause, if it has every word
+    request: bytes | None  # the whole request to decode instead of the segment, if any
 
 
 class MoonshineSTTService(SegmentedSTTService):
@@ -110,8 +140,12 @@ class MoonshineSTTService(SegmentedSTTService):
         self._cpu_busy = cpu_busy
         self._interim_task: asyncio.Task | None = None
         self._pause: _PauseDecode | None = None
-        # For each segment queued at a VAD stop, in order: the pause decode that stands for it.
-        self._finals_from_pause: deque[_PauseDecode | None] = deque()
+        # For each segment queued at a VAD stop, in order: what stands for it.
+        self._finals: deque[_Final] = deque()
+        self._request = bytearray()  # the request's parts so far, with short gaps
+        self._request_open = False
+        self._request_parts = 0  # its parts the VAD has ended
+        self._request_quiet_bytes = 0  # audio since its last part ended
         # Set to make the worker thread of `_interim_task` stop at its next decoder step:
         # cancelling the asyncio task alone would leave the thread decoding.
         self._interim_cancel = threading.Event()
@@ -141,9 +175,10 @@ class MoonshineSTTService(SegmentedSTTService):
         """Drop any interim decode and queued segment at once."""
         await self._cancel_interim()
         await self._drop_pause()
-        for pause in self._finals_from_pause:
-            await self._drop_pause(pause)
-        self._finals_from_pause.clear()
+        for final in self._finals:
+            await self._drop_pause(final.pause)
+        self._finals.clear()
+        self._close_request()
         await super().cancel(frame)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -151,6 +186,7 @@ class MoonshineSTTService(SegmentedSTTService):
         if isinstance(frame, VADUserStartedSpeakingFrame):
             await self._cancel_interim()
             await self._drop_pause()
+            self._open_request_part()
             self._interim_tick_bytes = len(self._audio_buffer)
             self._last_interim_text = ""
             self._interim_failed = False
@@ -159,7 +195,9 @@ class MoonshineSTTService(SegmentedSTTService):
             # would only compete with it for the CPU, and its text would be stale.
             await self._cancel_interim()
             if self.is_usable:  # otherwise the base class queues no segment
-                self._finals_from_pause.append(await self._pause_for_final(frame.stop_secs))
+                request = self._end_request_part()
+                pause = await self._pause_for_final(frame.stop_secs, whole=request is not None)
+                self._finals.append(_Final(pause, request))
         elif isinstance(frame, UserSpeechPausedFrame) and self._user_speaking:
             # The turn may be ending: an interim of every word heard replaces one still decoding
             # older audio. Padded like the final segment, the last word decodes as it will then.
@@ -168,13 +206,60 @@ class MoonshineSTTService(SegmentedSTTService):
             self._start_pause_decode()
         elif isinstance(frame, UserSpeechResumedFrame):
             await self._drop_pause()  # it misses the words now being spoken
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self._close_request()  # an answer was heard: what the user says next is new
         await super().process_frame(frame, direction)
+
+    # --- the request, kept whole across its parts ----------------------------------------
+
+    def _open_request_part(self) -> None:
+        """The VAD heard speech start: a new request, or the next part of the open one."""
+        bytes_per_sec = 2 * self.sample_rate
+        if self._request_open and (
+            self._request_quiet_bytes > REQUEST_MAX_GAP_SECS * bytes_per_sec
+            or len(self._request) > REQUEST_MAX_SECS * bytes_per_sec
+        ):
+            self._close_request()
+        if not self._request_open:
+            self._request = bytearray(self._audio_buffer)  # the pre-roll, as the segment has
+            self._request_open, self._request_parts = True, 0
+        else:
+            lead = int(REQUEST_LEAD_SECS * self.sample_rate) * 2
+            self._request += self._audio_buffer[-lead:]
+        self._request_quiet_bytes = 0
+
+    def _end_request_part(self) -> bytes | None:
+        """The VAD ended a part: the whole request to decode in its place, when there is more
+        to it than this part."""
+        if not self._request_open:
+            return None
+        self._request_parts += 1
+        return bytes(self._request) if self._request_parts > 1 else None
+
+    def _close_request(self) -> None:
+        self._request = bytearray()
+        self._request_open, self._request_parts, self._request_quiet_bytes = False, 0, 0
+
+    @property
+    def _decodes_request(self) -> bool:
+        """Whether decodes now cover the whole request (an earlier part of it was heard)."""
+        return self._request_open and self._request_parts > 0
+
+    def _current_audio(self) -> bytearray:
+        return self._request if self._decodes_request else self._audio_buffer
 
     async def process_audio_frame(
         self, frame: InputAudioRawFrame, direction: FrameDirection
     ) -> None:
         """Buffer audio (base class) and start an interim decode every interval of speech."""
         await super().process_audio_frame(frame, direction)
+        if self._request_open:
+            if self._user_speaking:
+                self._request += frame.audio
+            else:
+                self._request_quiet_bytes += len(frame.audio)
+                if self._request_quiet_bytes > REQUEST_MAX_GAP_SECS * 2 * self.sample_rate:
+                    self._close_request()
         if (
             not self._user_speaking
             or self._interim_interval_secs <= 0
@@ -198,28 +283,33 @@ class MoonshineSTTService(SegmentedSTTService):
         if self._interim_task is None or self._interim_task.done():
             self._interim_cancel = threading.Event()
             self._interim_task = self.create_task(
-                self._run_interim(bytes(self._audio_buffer), self._interim_cancel),
+                self._run_interim(
+                    bytes(self._current_audio()), self._interim_cancel, self._decodes_request
+                ),
                 name="moonshine_interim",
             )
 
     def _start_pause_decode(self) -> None:
         if self._interim_interval_secs <= 0 or self._interim_failed:
             return
-        audio_bytes = len(self._audio_buffer)
+        whole = self._decodes_request
+        audio = self._current_audio()
         cancel = threading.Event()
         task = self.create_task(
-            self._run_interim(bytes(self._audio_buffer) + self._trailing_silence(), cancel),
+            self._run_interim(bytes(audio) + self._trailing_silence(), cancel, whole),
             name="moonshine_pause",
         )
-        self._pause = _PauseDecode(task, cancel, audio_bytes)
+        self._pause = _PauseDecode(task, cancel, len(audio), whole)
 
-    async def _pause_for_final(self, stop_secs: float) -> _PauseDecode | None:
-        """The current pause's decode, if it can stand for the segment the VAD just ended."""
+    async def _pause_for_final(self, stop_secs: float, *, whole: bool) -> _PauseDecode | None:
+        """The current pause's decode, if it can stand for what the VAD just ended: the
+        segment, or the `whole` request."""
         pause, self._pause = self._pause, None
         if pause is None:
             return None
-        unheard_secs = (len(self._audio_buffer) - pause.audio_bytes) / (2 * self.sample_rate)
-        if unheard_secs > stop_secs + PAUSE_TO_STOP_SLACK_SECS:
+        audio = self._request if whole else self._audio_buffer
+        unheard_secs = (len(audio) - pause.audio_bytes) / (2 * self.sample_rate)
+        if pause.whole != whole or unheard_secs > stop_secs + PAUSE_TO_STOP_SLACK_SECS:
             await self._drop_pause(pause)
             return None
         return pause
@@ -236,10 +326,15 @@ class MoonshineSTTService(SegmentedSTTService):
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """Transcribe one finished segment (16-bit mono PCM at `self.sample_rate`)."""
         await self.start_processing_metrics()
-        pause = self._finals_from_pause.popleft() if self._finals_from_pause else None
+        final = self._finals.popleft() if self._finals else _Final(None, None)
+        whole = final.request is not None
         try:
-            text = await pause.task if pause is not None else None
+            text = await final.pause.task if final.pause is not None else None
             if text is None:  # no pause decode, or it was cancelled or failed
+                pcm = final.request + self._trailing_silence() if whole else audio
+                text = await asyncio.to_thread(self._transcribe, pcm, None)
+            if whole and not text:  # the whole request decoded to nothing: this part alone
+                whole = False
                 text = await asyncio.to_thread(self._transcribe, audio, None)
         except Exception as e:
             await self.stop_processing_metrics()
@@ -251,7 +346,8 @@ class MoonshineSTTService(SegmentedSTTService):
         logger.debug(f"{self}: transcription [{text}]")
         await self._handle_transcription(text, is_final=True, language=Language.EN)
         # SegmentedSTTService marks it finalized, which closes the TTFB measurement.
-        yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+        frame_class = RequestTranscriptionFrame if whole else TranscriptionFrame
+        yield frame_class(text, self._user_id, time_now_iso8601(), Language.EN)
 
     @traced_stt
     async def _handle_transcription(
@@ -259,7 +355,7 @@ class MoonshineSTTService(SegmentedSTTService):
     ) -> None:
         """Hook for Pipecat's OpenTelemetry tracing, which records the arguments when enabled."""
 
-    async def _run_interim(self, pcm: bytes, cancel: threading.Event) -> str | None:
+    async def _run_interim(self, pcm: bytes, cancel: threading.Event, whole: bool) -> str | None:
         try:
             text = await asyncio.to_thread(self._transcribe, pcm, cancel)
         except TranscriptionCancelled:
@@ -270,8 +366,9 @@ class MoonshineSTTService(SegmentedSTTService):
             return None
         if text and text != self._last_interim_text:
             self._last_interim_text = text
+            frame_class = RequestInterimTranscriptionFrame if whole else InterimTranscriptionFrame
             await self.push_frame(
-                InterimTranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+                frame_class(text, self._user_id, time_now_iso8601(), Language.EN)
             )
         return text
 

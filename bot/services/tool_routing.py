@@ -144,6 +144,45 @@ def current_request(messages: Messages) -> str:
     return " ".join(user_texts(messages[since:]))
 
 
+def _unheard(message: Any) -> bool:
+    """A part of a reply nobody heard: a call or its result, or an assistant turn with no text."""
+    role = message.get("role") if isinstance(message, dict) else None
+    return role == "tool" or (role == "assistant" and not _text(message))
+
+
+def before_request(messages: Messages) -> Messages:
+    """`messages` without the last request: the user messages at the end and the parts of
+    unheard replies among them (what a transcript of the whole request stands for)."""
+    end = len(messages)
+    while end > 0 and (
+        _unheard(messages[end - 1])
+        or (isinstance(messages[end - 1], dict) and messages[end - 1].get("role") == "user")
+    ):
+        end -= 1
+    return list(messages[:end])
+
+
+def merged_request(messages: Messages) -> Messages | None:
+    """`messages` with the parts of the last request joined into one user message (the user
+    messages no heard answer separates, without the unheard reply's calls and results between
+    them), or None when it is in one piece. `current_request`'s words, as one message."""
+    last = len(messages) - 1
+    if last < 0 or not isinstance(messages[last], dict) or messages[last].get("role") != "user":
+        return None
+    parts, i = [last], last - 1
+    while True:
+        while i >= 0 and _unheard(messages[i]):
+            i -= 1
+        if i < 0 or not isinstance(messages[i], dict) or messages[i].get("role") != "user":
+            break
+        parts.insert(0, i)
+        i -= 1
+    if len(parts) == 1:
+        return None
+    words = " ".join(t for t in (_text(messages[k]) for k in parts) if t)
+    return [*messages[: parts[0]], {"role": "user", "content": words}]
+
+
 def routable_tools(tools: ToolsSchema | Any) -> list[RoutableTool]:
     if not isinstance(tools, ToolsSchema):
         return []

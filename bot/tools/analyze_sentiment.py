@@ -213,6 +213,20 @@ def quoted_text(request: str) -> str:
     return ""
 
 
+_POINTS_AT_WORDS = re.compile(r"\b(?:this|these|that|the following|it)\b", re.IGNORECASE)
+
+
+def sentiment_goes_on(words: str) -> bool:
+    """Whether a request asks to judge words it has not given yet: "Is this review positive?"
+    before the review ("How did my last message sound?" names its words)."""
+    return (
+        bool(_ASKS.search(words))
+        and bool(_POINTS_AT_WORDS.search(words))
+        and not _REFERS_TO_EARLIER.search(words)
+        and not quoted_text(words)
+    )
+
+
 def quoted_text_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[str, Any]:
     """The text to analyze is words of the current request, never words made up or taken
     from elsewhere (a small model otherwise copies an example's sentence). When the request

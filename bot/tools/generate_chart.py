@@ -343,11 +343,27 @@ _SEPARATORS = {"=", ":", "is", "was", "at", "with"}
 # chart request is ~120 characters); a longer one is not a dictation, and the model's typed
 # values are used, checked against the numbers said.
 MAX_DICTATION_CHARS = 1000
-PARSERS = (_TOKENS, _AMOUNT, _CHUNK_BREAK, _TITLE)  # for the shape test
+PARSERS = (_TOKENS, _AMOUNT, _CHUNK_BREAK, _TITLE)  # for the shape test (and the cues below)
 _REFERS_BACK = re.compile(
     r"\b(?:that|this|it|those|these|them|previous|last|latest|earlier|result|results|above|same)\b",
     re.I,
 )
+
+
+_ASKS_FOR_CHART = re.compile(r"\b(?:chart|graph|plot)", re.IGNORECASE)
+_ASKS_WHAT = re.compile(r"^\W*+(?:what|why|how|when|who|which|where)\b", re.IGNORECASE)
+
+
+def chart_goes_on(words: str) -> bool:
+    """Whether a request asks for a chart of data still to come: "Show me a bar chart of monthly
+    sales" said with no number yet (a question about charts, or a chart of an earlier result,
+    is not one)."""
+    return (
+        bool(_ASKS_FOR_CHART.search(words))
+        and not _ASKS_WHAT.search(words)
+        and not _REFERS_BACK.search(words)
+        and not said_numbers(words)
+    )
 
 
 def said_numbers(text: str) -> set[float]:
@@ -452,6 +468,35 @@ def _label_and_amount(chunk: str) -> tuple[str, float] | None:
     return label, -value if negative else value
 
 
+_MAX_LABEL_WORDS = 3
+
+
+def _rejoined(
+    chunks: list[str], parsed: list[tuple[str, float] | None]
+) -> tuple[list[str], list[tuple[str, float] | None]]:
+    """A pause between a label and its number is transcribed as a comma or a full stop
+    ("Tuesday, fifty five.", "Week one, five."): a short chunk of words followed by a bare
+    number is one pair, the chunk its label."""
+    out_chunks, out_parsed, i = [], [], 0
+    while i < len(chunks):
+        words = chunks[i].split()
+        if (
+            i + 1 < len(chunks)
+            and parsed[i + 1] is not None
+            and not parsed[i + 1][0]  # the next chunk is a bare number
+            and 0 < len(words) <= _MAX_LABEL_WORDS
+            and words[0][:1].isalpha()
+        ):
+            out_chunks.append(f"{chunks[i]} {chunks[i + 1]}")
+            out_parsed.append((" ".join(words).strip(" ,"), parsed[i + 1][1]))
+            i += 2
+        else:
+            out_chunks.append(chunks[i])
+            out_parsed.append(parsed[i])
+            i += 1
+    return out_chunks, out_parsed
+
+
 def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
     """(title, labels, values) when `text` dictates two or more "label number" pairs, as in
     "a pie chart of my expenses: rent 900, food 300 and travel 150"; otherwise None."""
@@ -461,7 +506,7 @@ def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
     if not colon:
         head, data = "", text
     chunks = [c for c in _CHUNK_BREAK.split(data.strip().rstrip(".!?")) if c.strip()]
-    parsed = [_label_and_amount(c) for c in chunks]
+    chunks, parsed = _rejoined(chunks, [_label_and_amount(c) for c in chunks])
     if not colon and len(parsed) > 2 and parsed[0] is None and all(parsed[1:]):
         # "Show me a bar chart of monthly sales, January ten. February 20.": a transcript
         # of a request dictated with pauses has no colon; its first piece is the request.
@@ -499,7 +544,12 @@ def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[s
         properties = {k: v for k, v in parameters["properties"].items() if k == "chart_type"}
         return called_alone({**parameters, "properties": properties})
     numbers = sorted(set().union(*(said_numbers(text) for text in user_texts(messages))))
-    has_results = any(isinstance(m, dict) and m.get("role") == "tool" for m in messages)
+    request = current_request(messages)
+    # An earlier result is charted when the request points at it ("chart that") or brings no
+    # numbers of its own; a request that dictates new numbers charts them, even misheard.
+    has_results = any(isinstance(m, dict) and m.get("role") == "tool" for m in messages) and (
+        bool(_REFERS_BACK.search(request)) or not said_numbers(request)
+    )
     if not numbers and not has_results:
         return None
     properties = dict(parameters["properties"])

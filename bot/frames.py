@@ -1,0 +1,20 @@
+"""Frames of our own that travel the pipeline beside Pipecat's."""
+
+from dataclasses import dataclass
+
+from pipecat.frames.frames import InterimTranscriptionFrame, TranscriptionFrame
+
+
+@dataclass
+class RequestTranscriptionFrame(TranscriptionFrame):
+    """Every word of the request so far, decoded over its whole audio: it stands for the
+    parts of the request already transcribed (in this user turn, or in earlier turns whose
+    replies nobody heard), which it replaces rather than follows. A request dictated with
+    pauses ("a bar chart of monthly sales: ... January 10, ... February 20") is transcribed
+    better whole than as fragments: Moonshine hears "January 10" alone as "Can you ever
+    return?"."""
+
+
+@dataclass
+class RequestInterimTranscriptionFrame(InterimTranscriptionFrame):
+    """An interim of every word of the request so far (see `RequestTranscriptionFrame`)."""

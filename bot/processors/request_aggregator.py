@@ -1,0 +1,35 @@
+"""Pipecat's user aggregator, for which a transcript of the whole request replaces its parts.
+
+The STT decodes a request dictated with pauses whole once it has more than one part
+(`bot.frames.RequestTranscriptionFrame`). Its text stands for every part transcribed before:
+the parts still in this turn's aggregation, and those already in the context from earlier
+turns whose replies nobody heard (with those replies' calls and results). They go, and the
+request is one user message with every word, as the user said it.
+"""
+
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
+
+from bot.frames import RequestTranscriptionFrame
+from bot.services.tool_routing import before_request
+
+
+class RequestUserAggregator(LLMUserAggregator):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._replaces_request = False
+
+    async def _handle_transcription(self, frame):
+        if isinstance(frame, RequestTranscriptionFrame) and frame.text.strip():
+            self._aggregation = []
+            self._replaces_request = True
+        await super()._handle_transcription(frame)
+
+    async def _push_aggregation(self, *, run_llm: bool = True) -> str:
+        if self._replaces_request and self._aggregation:
+            self._context.set_messages(before_request(self._context.get_messages()))
+        self._replaces_request = False
+        return await super()._push_aggregation(run_llm=run_llm)
+
+    async def reset(self):
+        self._replaces_request = False
+        await super().reset()

@@ -1,0 +1,233 @@
+"""A request cut by a pause is one request: the merge of its parts in the context, and one
+turn record for them (Pipecat's run_test and the real observer)."""
+
+from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    InterruptionFrame,
+    LLMContextFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import FramePushed
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.tests.utils import SleepFrame, run_test
+from pipecat.turns.user_start import VADUserTurnStartStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from bot.frames import RequestTranscriptionFrame
+from bot.observers.turn_recorder import TurnRecorder
+from bot.processors.request_aggregator import RequestUserAggregator
+from bot.processors.request_merge import RequestMerge
+from bot.services.tool_routing import current_request, merged_request
+from bot.tools import request_goes_on
+from bot.turn_models import MeasuredTurnAnalyzerStopStrategy
+
+CALL = {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "c1", "type": "function", "function": {"name": "generate_chart", "arguments": "{}"}}
+]}
+RESULT = {"role": "tool", "tool_call_id": "c1", "content": '{"error": "no numbers yet"}'}
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def test_parts_no_heard_answer_separates_are_one_request():
+    messages = [
+        user("Hi."), {"role": "assistant", "content": "Hello!"},
+        user("Show me a bar chart of monthly sales."), CALL, RESULT,  # answered, never heard
+        user("January 10, February 20."), user("March 30."),
+    ]
+    joined = merged_request(messages)
+    assert joined == [
+        *messages[:2], user("Show me a bar chart of monthly sales. January 10, February 20. March 30.")
+    ]
+    assert current_request(joined) == joined[-1]["content"]
+
+
+def test_a_heard_answer_starts_a_new_request():
+    heard = [user("What time is it?"), CALL, RESULT,
+             {"role": "assistant", "content": "It is noon."}, user("And in Paris?")]
+    assert merged_request(heard) is None
+    assert merged_request([user("One piece.")]) is None
+    assert merged_request([user("Chart it."), CALL, RESULT]) is None  # a result to answer
+
+
+async def test_the_llm_is_sent_the_whole_request():
+    context = LLMContext(messages=[user("Is this positive or negative?"), user("I love my new job.")])
+    down, _ = await run_test(
+        RequestMerge(), frames_to_send=[LLMContextFrame(context)], expected_down_frames=[LLMContextFrame]
+    )
+    assert down[0].context.get_messages() == [user("Is this positive or negative? I love my new job.")]
+
+
+async def _record(frames) -> list:
+    recorded = []
+
+    async def on_turn(turn):
+        recorded.append(turn)
+
+    recorder = TurnRecorder(session_id="s1", providers={}, engines={}, on_turn=on_turn)
+    source = FrameProcessor()
+    for frame in frames:
+        await recorder.on_push_frame(FramePushed(source, source, frame, FrameDirection.DOWNSTREAM, 0))
+    return recorded
+
+
+def _fragment(text: str) -> list:
+    # Pipecat's user aggregator: the turn starts, then the interruption of whatever the bot does.
+    return [
+        UserStartedSpeakingFrame(),
+        InterruptionFrame(),
+        TranscriptionFrame(text, "user", ""),
+        VADUserStoppedSpeakingFrame(stop_secs=0.0),
+        UserStoppedSpeakingFrame(),
+        LLMTextFrame("Sure, "),  # the reply to this part starts...
+    ]
+
+
+async def test_a_request_continued_before_its_answer_was_heard_is_one_turn_record():
+    turns = await _record([
+        *_fragment("Show me a bar chart of monthly sales."),
+        *_fragment("January 10, February 20, March 30."),  # the reply is dropped, unheard
+        BotStartedSpeakingFrame(),
+        BotStoppedSpeakingFrame(),
+    ])
+    (turn,) = turns
+    assert turn.status == "completed"
+    assert turn.user_text == "Show me a bar chart of monthly sales. January 10, February 20, March 30."
+    assert turn.latency.answer is not None
+
+
+async def test_speaking_over_a_heard_answer_is_still_a_barge_in():
+    turns = await _record([
+        *_fragment("Tell me a long story."),
+        BotStartedSpeakingFrame(),
+        *_fragment("Stop."),
+        BotStartedSpeakingFrame(),
+        BotStoppedSpeakingFrame(),
+    ])
+    assert [t.status for t in turns] == ["interrupted", "completed"]
+    assert [t.user_text for t in turns] == ["Tell me a long story.", "Stop."]
+
+
+# --- the turn end waits for a request whose words say it goes on ------------------------------
+
+
+class _AlwaysComplete(BaseTurnAnalyzer):
+    """A turn model that hears every pause as the end of the turn (Smart Turn, mid-request)."""
+
+    @property
+    def speech_triggered(self) -> bool:
+        return False
+
+    @property
+    def params(self) -> BaseTurnParams:
+        return BaseTurnParams()
+
+    def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
+        return EndOfTurnState.INCOMPLETE
+
+    async def analyze_end_of_turn(self):
+        return EndOfTurnState.COMPLETE, None
+
+    def clear(self):
+        pass
+
+
+def _said(text: str, *, gap: float, whole: bool = False) -> list:
+    transcript = RequestTranscriptionFrame if whole else TranscriptionFrame
+    return [
+        VADUserStartedSpeakingFrame(),
+        transcript(text, "user", "", finalized=True),
+        VADUserStoppedSpeakingFrame(stop_secs=0.2),
+        SleepFrame(sleep=gap),
+    ]
+
+
+async def _requests_sent(
+    parts: list[tuple[str, float]], hold_secs: float, context: LLMContext | None = None
+) -> list[str]:
+    """The user turns the pipeline's aggregator ends for `parts` (text, pause after it); a part
+    whose text starts with "+" is a transcript of the whole request so far."""
+    context = context or LLMContext()
+    strategy = MeasuredTurnAnalyzerStopStrategy(
+        turn_analyzer=_AlwaysComplete(), goes_on=request_goes_on, hold_secs=hold_secs
+    )
+    aggregator = RequestUserAggregator(
+        context,
+        params=LLMUserAggregatorParams(
+            user_turn_strategies=UserTurnStrategies(
+                start=[VADUserTurnStartStrategy()], stop=[strategy]
+            )
+        ),
+    )
+    ended = []
+
+    @aggregator.event_handler("on_user_turn_stopped")
+    async def on_user_turn_stopped(_aggregator, strategy, message):
+        if strategy is not None:  # not the aggregation flushed as the pipeline ends
+            ended.append(message.content)
+
+    frames = [
+        frame
+        for text, gap in parts
+        for frame in _said(text.removeprefix("+"), gap=gap, whole=text.startswith("+"))
+    ]
+    await run_test(aggregator, frames_to_send=frames)
+    return ended  # the turns the strategy ended (not the aggregation flushed at the end)
+
+
+async def test_a_pause_after_a_chart_request_with_no_numbers_yet_does_not_end_the_turn():
+    sent = await _requests_sent(
+        [("Show me a bar chart of monthly sales.", 0.25), ("January 10, February 20, March 30.", 0.6)],
+        hold_secs=0.4,
+    )
+    assert sent == ["Show me a bar chart of monthly sales. January 10, February 20, March 30."]
+
+
+async def test_a_finished_question_is_not_held():
+    sent = await _requests_sent([("What is the capital of France?", 0.1)], hold_secs=5.0)
+    assert sent == ["What is the capital of France?"]  # well before the 5 s hold
+    held = await _requests_sent([("Is this review positive?", 0.1)], hold_secs=5.0)
+    assert held == []  # still waiting for the review
+
+
+# --- a transcript of the whole request replaces its parts -----------------------------------
+
+
+async def test_a_whole_request_transcript_replaces_the_parts_of_its_turn():
+    context = LLMContext()
+    sent = await _requests_sent(
+        [
+            ("Show me a bar chart of monthly sales.", 0.25),
+            ("+Show me a bar chart of monthly sales: January 10, February 20.", 0.6),
+        ],
+        hold_secs=0.4,
+        context=context,
+    )
+    assert sent == ["Show me a bar chart of monthly sales: January 10, February 20."]
+    assert context.get_messages() == [user(sent[0])]
+
+
+async def test_a_whole_request_transcript_replaces_parts_left_by_unheard_replies():
+    heard = [user("Hi."), {"role": "assistant", "content": "Hello!"}]
+    context = LLMContext(messages=[*heard, user("Show me a bar chart of monthly sales."), CALL, RESULT])
+    whole = "Show me a bar chart of monthly sales: January 10, February 20."
+    await _requests_sent([("+" + whole, 0.3)], hold_secs=0.4, context=context)
+    assert context.get_messages() == [*heard, user(whole)]
+
+
+async def test_a_plain_transcript_after_an_answer_is_a_new_request():
+    heard = [user("What time is it?"), {"role": "assistant", "content": "It is noon."}]
+    context = LLMContext(messages=list(heard))
+    await _requests_sent([("And in Paris?", 0.3)], hold_secs=0.4, context=context)
+    assert context.get_messages() == [*heard, user("And in Paris?")]
