@@ -118,6 +118,7 @@ SETS = {
 }
 TURN_TIMEOUT = 40
 QUIET_SECS = 1.5  # a request is done when nothing new has started for this long
+RECORD_WAIT_SECS = 5.0  # for its turn record, which follows the end of its answer
 
 
 def _first(client: VoiceClient, after: float, until: float, kind: str) -> float | None:
@@ -176,11 +177,18 @@ async def ask(client: VoiceClient, request: Request, voice: Voice) -> dict:
             turn["answer_audio"] = round(answer_audio - speech_end, 3)
     if (turn_end := _first(client, speech_end, until, "user-stopped-speaking")) is not None:
         turn["turn_end"] = round(turn_end - speech_end, 3)
-    server = [  # sent as each turn closes, just after the bot stops speaking
-        m.data.get("turn") or {}
-        for m in client.messages
-        if m.at >= speech_start and m.type == "server-message" and m.data.get("type") == "turn-metrics"
-    ]
+
+    def records() -> list[dict]:  # sent as each turn closes, just after the bot stops speaking
+        return [
+            m.data.get("turn") or {}
+            for m in client.messages
+            if m.at >= speech_start and m.type == "server-message" and m.data.get("type") == "turn-metrics"
+        ]
+
+    record_deadline = time.monotonic() + RECORD_WAIT_SECS
+    while done is not None and not records() and time.monotonic() < record_deadline:
+        await asyncio.sleep(0.1)
+    server = records()
     # Split: the request left more than one turn (each part answered, or cut off, on its own).
     turn["records"] = [t.get("status") for t in server]
     turn["split"] = len(server) > 1

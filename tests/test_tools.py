@@ -320,6 +320,13 @@ def test_said_numbers(text, numbers):
         ("Show the top 3 results", None),
         ("Graph these numbers: 4, 8, 15 and -16", ("", ["1", "2", "3", "4"], [4, 8, 15, -16])),
         ("4, 8, 15", None),  # bare numbers only after a colon
+        # Transcripts of requests dictated with pauses: a comma or full stop where each pause was.
+        ("Draw a line chart of visitors Monday, forty, Tuesday, fifty five, Wednesday, seventy.",
+         ("visitors", ["Monday", "Tuesday", "Wednesday"], [40, 55, 70])),
+        ("Make a plot of my visitors. Monday forty. Tuesday, fifty five. Week two, 8.",
+         ("my visitors", ["Monday", "Tuesday", "Week two"], [40, 55, 8])),
+        ("Make a pie chart of my budget, rent a hundred, food three hundred, travel 200.",
+         ("my budget", ["rent", "food", "travel"], [100, 300, 200])),
     ],
 )
 def test_said_pairs(text, pairs):

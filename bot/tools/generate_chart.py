@@ -423,6 +423,9 @@ def _spoken_amount(words: list[str]) -> float | None:
     while words and (w := words[-1].lower().strip(".,")) in (*_SMALL, *_TENS, *_SCALES, "and"):
         tail.insert(0, w)
         words.pop()
+    if tail and tail[0] in _SCALES and words and words[-1].lower() == "a":
+        words.pop()  # "a hundred"
+        tail.insert(0, "one")
     while tail and tail[0] in ("and", "hundred", "thousand", "million", "billion", "k"):
         words.append(tail.pop(0))  # a number starts with its digits' words
     total = current = 0.0
@@ -506,7 +509,14 @@ def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
     if not colon:
         head, data = "", text
     chunks = [c for c in _CHUNK_BREAK.split(data.strip().rstrip(".!?")) if c.strip()]
-    chunks, parsed = _rejoined(chunks, [_label_and_amount(c) for c in chunks])
+    parsed = [_label_and_amount(c) for c in chunks]
+    if not colon and len(chunks) > 2 and parsed[0] is None and parsed[1] and not parsed[1][0]:
+        # "Draw a line chart of visitors Monday, forty, Tuesday, fifty five": the request's
+        # last word is the first label.
+        head, _, label = chunks[0].rstrip().rpartition(" ")
+        if head:
+            chunks, parsed = [head, label, *chunks[1:]], [None, None, *parsed[1:]]
+    chunks, parsed = _rejoined(chunks, parsed)
     if not colon and len(parsed) > 2 and parsed[0] is None and all(parsed[1:]):
         # "Show me a bar chart of monthly sales, January ten. February 20.": a transcript
         # of a request dictated with pauses has no colon; its first piece is the request.
