@@ -14,11 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from client.server_process import start_server, stop_server
-from client.speech import espeak_pcm, trailing_silence_seconds
+from client.speech import JOE, Voice, dictation_pcm, speech_pcm, trailing_silence_seconds
 from client.ws import VoiceClient
 
 DEFAULT_VOICE = "en-us"
 DEFAULT_SPEED = 160  # words per minute
+
+
+def user_voice(speech: dict[str, Any]) -> Voice:
+    """The offline voice of a scenario's `user: {speech: ...}` block: espeak-ng (`voice`,
+    `speed` in words a minute) by default, or `service: piper` (Joe, the bot's own voice;
+    `length_scale`, above 1 slower)."""
+    if speech.get("service") == "piper":
+        return Voice("piper", "piper", JOE.speaker, float(speech.get("length_scale") or 1.0))
+    voice = str(speech.get("voice") or DEFAULT_VOICE)
+    return Voice(voice, "espeak", voice, int(speech.get("speed") or DEFAULT_SPEED))
 TURN_DONE_TIMEOUT_S = 60.0
 
 
@@ -57,8 +67,7 @@ class AudioSession:
 
     def __init__(self, ws_url: str, speech: dict[str, Any], on_message):
         self._client = VoiceClient(ws_url)
-        self._voice = str(speech.get("voice") or DEFAULT_VOICE)
-        self._speed = int(speech.get("speed") or DEFAULT_SPEED)
+        self._voice = user_voice(speech)
         self._on_message = on_message
         self.speech_ends: list[float] = []
         self._speaking: asyncio.Task | None = None
@@ -98,7 +107,26 @@ class AudioSession:
         """Starts speaking `text` and returns, as Pipecat's eval client does: the turn's budget
         runs from the start of the speech, and the matcher is already listening when the bot
         reacts to it."""
-        pcm = await asyncio.to_thread(espeak_pcm, text, self._voice, self._speed)
+        await self._start_speaking(await asyncio.to_thread(speech_pcm, text, voice=self._voice))
+
+    async def say_with_pauses(self, parts: list[str | int]) -> None:
+        """Like `say`, for a turn dictated with pauses: text, and pauses in milliseconds
+        (Pipecat's `user: [text, {pause_ms: 600}, text]`)."""
+        texts: list[str] = []
+        pauses: list[float] = []
+        for part in parts:
+            if isinstance(part, str):
+                if len(texts) > len(pauses):
+                    pauses.append(0.0)
+                texts.append(part)
+            elif texts and len(pauses) < len(texts):
+                pauses.append(part / 1000)
+        pcm = await asyncio.to_thread(
+            dictation_pcm, tuple(texts), tuple(pauses[: len(texts) - 1]) or (0.0,), self._voice
+        )
+        await self._start_speaking(pcm)
+
+    async def _start_speaking(self, pcm: bytes) -> None:
         if self._speaking is not None:
             await self._speaking  # a microphone says one thing at a time
         self._speaking = asyncio.create_task(self._speak(pcm))

@@ -9,9 +9,10 @@ mode takes them off the in-process pipeline's output, the audio mode off the `/w
 Extensions, for what this product sends beyond Pipecat's messages:
 
 - `visualization`: a `server-message` of type `visualization` (a chart, a sentiment or live-data
-  picture). Its text is `"<type> <chart type or Plotly trace types>: <title>"`, e.g.
-  `"chart bar: Monthly sales"` or `"sentiment bar: ..."`, so `text_contains` can check what
-  was drawn.
+  picture). Its text is `"<type> <chart type or Plotly trace types>: <title> | <what it
+  shows>"`, e.g. `"chart bar: Monthly sales | 10, 20, 30"` (a chart's values) or
+  `"sentiment bar: ... | I love my new job"` (the words scored), so `text_contains` can check
+  what was drawn.
 - `function_call_stopped` also carries `failed` in its args: whether the tool's result was an
   error, so `args: {failed: true}` asserts that a tool refused bad input.
 """
@@ -35,9 +36,19 @@ def visualization_event(data: dict[str, Any]) -> dict[str, Any]:
     # A chart names its own type (a line chart is a Plotly "scatter" trace); others, their traces.
     kinds = viz.get("chart_type") or " ".join(dict.fromkeys(t for t in traces if t))
     label = " ".join(p for p in (viz.get("type", ""), kinds) if p)
+    # What it shows: a chart's values, or the words a sentiment reading scored.
+    values = next(
+        (t.get("y") or t.get("values") for t in (viz.get("figure") or {}).get("data") or [] if isinstance(t, dict)),
+        None,
+    )
+    shown = viz.get("text") or (
+        ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in values)
+        if viz.get("type") == "chart" and isinstance(values, list)
+        else ""
+    )
     return {
         "type": VISUALIZATION,
-        "text": f"{label}: {viz.get('title') or ''}".strip(),
+        "text": f"{label}: {viz.get('title') or ''}".strip() + (f" | {shown}" if shown else ""),
         "kind": viz.get("type"),
         "tool_call_id": data.get("tool_call_id"),
     }

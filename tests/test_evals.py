@@ -113,3 +113,26 @@ def test_ci_subset_passes(tmp_path):
     assert code == 0 and not failed, f"{failed}\n{output[-3000:]}"
     assert {s["mode"] for s in report["scenarios"]} == {"text", "audio"}
     assert report["latency"]["audio"]["voice_to_voice"]["n"] >= 1
+
+
+def test_dictated_scenarios_speak_with_pauses_in_several_voices():
+    from evals.audio_mode import user_voice
+    from evals.scenarios import load_file
+
+    scenarios = load_file(ROOT / "evals" / "scenarios" / "dictated.yaml")
+    assert len(scenarios) >= 12
+    assert all(s.mode == "audio" and s.script.turns[0].parts for s in scenarios)
+    voices = {user_voice(s.script.user_speech or {}) for s in scenarios}
+    assert len({v.speaker for v in voices}) >= 3 and len(voices) >= 6, voices
+
+
+def test_a_pictures_event_says_what_it_shows():
+    """A chart's values and the words a sentiment reading scored, for `text_contains`."""
+    from evals.events import visualization_event
+
+    chart = {"visualization": {"type": "chart", "chart_type": "bar", "title": "Monthly sales",
+                               "figure": {"data": [{"type": "bar", "y": [10.0, 20.0, 30.5]}]}}}
+    assert visualization_event(chart)["text"] == "chart bar: Monthly sales | 10, 20, 30.5"
+    sentiment = {"visualization": {"type": "sentiment", "title": "Sentiment", "text": "I love my new job",
+                                   "figure": {"data": [{"type": "bar", "y": [0.5]}]}}}
+    assert visualization_event(sentiment)["text"] == "sentiment bar: Sentiment | I love my new job"

@@ -597,3 +597,25 @@ def test_a_follow_up_leans_on_the_request_before_it():
     unrelated = [{"role": "user", "content": "And in Paris?"}]
     context = LLMContext(messages=unrelated, tools=ToolsSchema(standard_tools=[get_current_time]))
     assert route_conversation(context, None, budget_chars=50_000).tools == []
+
+
+def test_an_earlier_result_is_charted_only_for_a_request_without_numbers_of_its_own():
+    """"Chart these scores: Alice 90, Bob 75" dictates new data, though "these" could point
+    back; "chart that" has no numbers and may chart the earlier result."""
+    from pipecat.adapters.llm.schemas.direct_function import DirectFunctionWrapper
+
+    from bot.tools.generate_chart import chart_constraint, generate_chart
+
+    schema = DirectFunctionWrapper(generate_chart).to_function_schema()
+    parameters = {"type": "object", "properties": schema.properties, "required": schema.required}
+    earlier = [
+        {"role": "user", "content": "Is this positive: I love it."},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "analyze_sentiment", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"result_id": "r1"}'},
+        {"role": "assistant", "content": "That sounds positive."},
+    ]
+    new_numbers = chart_constraint([*earlier, {"role": "user", "content": "Chart these scores: Alice Nainty, Bob 75, Carol 2"}], parameters)
+    assert "from_result" not in new_numbers["properties"]
+    pointing_back = chart_constraint([*earlier, {"role": "user", "content": "Chart that as a bar chart."}], parameters)
+    assert "from_result" in pointing_back["properties"]

@@ -325,6 +325,7 @@ def test_said_numbers(text, numbers):
          ("visitors", ["Monday", "Tuesday", "Wednesday"], [40, 55, 70])),
         ("Make a plot of my visitors. Monday forty. Tuesday, fifty five. Week two, 8.",
          ("my visitors", ["Monday", "Tuesday", "Week two"], [40, 55, 8])),
+        ("Chart these scores: Alice 90, Bob-75, Carol-82.", ("", ["Alice", "Bob", "Carol"], [90, 75, 82])),
         ("Make a pie chart of my budget, rent a hundred, food three hundred, travel 200.",
          ("my budget", ["rent", "food", "travel"], [100, 300, 200])),
     ],

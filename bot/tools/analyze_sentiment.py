@@ -347,7 +347,8 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
         kind="sentiment",
         visualization_type="sentiment",
         data=result,
-        extra={"label": result["label"], "target": target},
+        # The page shows which words were scored (one text; a conversation's are per point).
+        extra={"label": result["label"], "target": target, "text": result.get("text", "")},
     )
     await params.result_callback(
         {"result_id": result_id, "summary": result["summary"], "key_figures": key_figures}

@@ -339,11 +339,12 @@ _AMOUNT = re.compile(rf"(?P<sign>-)?+[$€£]?+(?P<number>{_DIGITS})")
 _CHUNK_BREAK = re.compile(r",\s++|;|\band\b|\.\s")
 _TITLE = re.compile(r"\b(?:chart|graph|plot)\s++(?:of|for|on|about|showing|with)\s++(?P<title>.++)", re.I)
 _SEPARATORS = {"=", ":", "is", "was", "at", "with"}
+_LABEL_DASH_NUMBER = re.compile(r"(?<=[a-z])-(?=\d)", re.IGNORECASE)
 # The longest request read for dictated pairs: far above a spoken list of values (a six-value
 # chart request is ~120 characters); a longer one is not a dictation, and the model's typed
 # values are used, checked against the numbers said.
 MAX_DICTATION_CHARS = 1000
-PARSERS = (_TOKENS, _AMOUNT, _CHUNK_BREAK, _TITLE)  # for the shape test (and the cues below)
+PARSERS = (_TOKENS, _AMOUNT, _CHUNK_BREAK, _TITLE, _LABEL_DASH_NUMBER)  # for the shape test (and the cues below)
 _REFERS_BACK = re.compile(
     r"\b(?:that|this|it|those|these|them|previous|last|latest|earlier|result|results|above|same)\b",
     re.I,
@@ -505,6 +506,7 @@ def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
     "a pie chart of my expenses: rent 900, food 300 and travel 150"; otherwise None."""
     if len(text) > MAX_DICTATION_CHARS:
         return None
+    text = _LABEL_DASH_NUMBER.sub(" ", text)  # "Bob-75": a transcript's dash for a pause
     head, colon, data = text.rpartition(":")
     if not colon:
         head, data = "", text
@@ -554,11 +556,11 @@ def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[s
         properties = {k: v for k, v in parameters["properties"].items() if k == "chart_type"}
         return called_alone({**parameters, "properties": properties})
     numbers = sorted(set().union(*(said_numbers(text) for text in user_texts(messages))))
-    request = current_request(messages)
-    # An earlier result is charted when the request points at it ("chart that") or brings no
-    # numbers of its own; a request that dictates new numbers charts them, even misheard.
+    # An earlier result is charted only when the request brings no list of numbers of its
+    # own ("chart that"); one that dictates numbers ("chart these scores: Alice 90, Bob 75")
+    # charts them, even misheard.
     has_results = any(isinstance(m, dict) and m.get("role") == "tool" for m in messages) and (
-        bool(_REFERS_BACK.search(request)) or not said_numbers(request)
+        len(said_numbers(current_request(messages))) < 2
     )
     if not numbers and not has_results:
         return None
