@@ -14,21 +14,19 @@ from pipecat.frames.frames import (
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
-from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.frames import RequestTranscriptionFrame
-from bot.observers.turn_recorder import TurnRecorder
 from bot.processors.request_aggregator import RequestUserAggregator
 from bot.processors.request_merge import RequestMerge
 from bot.services.tool_routing import current_request, merged_request
 from bot.tools import request_goes_on
 from bot.turn_models import MeasuredTurnAnalyzerStopStrategy
+from turn_recording import recorded_turns
 
 CALL = {"role": "assistant", "content": None, "tool_calls": [
     {"id": "c1", "type": "function", "function": {"name": "generate_chart", "arguments": "{}"}}
@@ -69,19 +67,6 @@ async def test_the_llm_is_sent_the_whole_request():
     assert down[0].context.get_messages() == [user("Is this positive or negative? I love my new job.")]
 
 
-async def _record(frames) -> list:
-    recorded = []
-
-    async def on_turn(turn):
-        recorded.append(turn)
-
-    recorder = TurnRecorder(session_id="s1", providers={}, engines={}, on_turn=on_turn)
-    source = FrameProcessor()
-    for frame in frames:
-        await recorder.on_push_frame(FramePushed(source, source, frame, FrameDirection.DOWNSTREAM, 0))
-    return recorded
-
-
 def _fragment(text: str) -> list:
     # Pipecat's user aggregator: the turn starts, then the interruption of whatever the bot does.
     return [
@@ -95,7 +80,7 @@ def _fragment(text: str) -> list:
 
 
 async def test_a_request_continued_before_its_answer_was_heard_is_one_turn_record():
-    turns = await _record([
+    turns = await recorded_turns([
         *_fragment("Show me a bar chart of monthly sales."),
         *_fragment("January 10, February 20, March 30."),  # the reply is dropped, unheard
         BotStartedSpeakingFrame(),
@@ -108,7 +93,7 @@ async def test_a_request_continued_before_its_answer_was_heard_is_one_turn_recor
 
 
 async def test_speaking_over_a_heard_answer_is_still_a_barge_in():
-    turns = await _record([
+    turns = await recorded_turns([
         *_fragment("Tell me a long story."),
         BotStartedSpeakingFrame(),
         *_fragment("Stop."),

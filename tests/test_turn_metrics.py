@@ -48,21 +48,9 @@ def test_the_answer_audio_is_its_own_milestone_after_the_first_audio():
 
 
 async def _recorded(frames) -> "TurnRecord":
-    from pipecat.observers.base_observer import FramePushed
-    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+    from turn_recording import recorded_turns
 
-    from bot.observers.turn_recorder import TurnRecorder
-
-    recorded = []
-
-    async def on_turn(turn):
-        recorded.append(turn)
-
-    recorder = TurnRecorder(session_id="s1", providers={}, engines={}, on_turn=on_turn)
-    source = FrameProcessor()
-    for frame in frames:
-        await recorder.on_push_frame(FramePushed(source, source, frame, FrameDirection.DOWNSTREAM, 0))
-    (turn,) = recorded
+    (turn,) = await recorded_turns(frames)
     return turn
 
 

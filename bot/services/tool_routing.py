@@ -131,10 +131,7 @@ def current_request(messages: Messages) -> str:
     something. A pause mid-sentence ("Is this positive or negative: ... I love my job") can
     end a turn before the bot answers; the words after it belong to the same request. The
     tool calls made for this request (seen while its tools run) do not end it."""
-    while messages and isinstance(messages[-1], dict) and (
-        messages[-1].get("role") == "tool"
-        or (messages[-1].get("role") == "assistant" and not _text(messages[-1]))
-    ):
+    while messages and _unheard(messages[-1]):
         messages = messages[:-1]
     since = 0
     for i, message in enumerate(messages):
@@ -150,14 +147,15 @@ def _unheard(message: Any) -> bool:
     return role == "tool" or (role == "assistant" and not _text(message))
 
 
+def _is_user(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "user"
+
+
 def before_request(messages: Messages) -> Messages:
     """`messages` without the last request: the user messages at the end and the parts of
     unheard replies among them (what a transcript of the whole request stands for)."""
     end = len(messages)
-    while end > 0 and (
-        _unheard(messages[end - 1])
-        or (isinstance(messages[end - 1], dict) and messages[end - 1].get("role") == "user")
-    ):
+    while end > 0 and (_unheard(messages[end - 1]) or _is_user(messages[end - 1])):
         end -= 1
     return list(messages[:end])
 
@@ -166,17 +164,10 @@ def merged_request(messages: Messages) -> Messages | None:
     """`messages` with the parts of the last request joined into one user message (the user
     messages no heard answer separates, without the unheard reply's calls and results between
     them), or None when it is in one piece. `current_request`'s words, as one message."""
-    last = len(messages) - 1
-    if last < 0 or not isinstance(messages[last], dict) or messages[last].get("role") != "user":
+    if not messages or not _is_user(messages[-1]):
         return None
-    parts, i = [last], last - 1
-    while True:
-        while i >= 0 and _unheard(messages[i]):
-            i -= 1
-        if i < 0 or not isinstance(messages[i], dict) or messages[i].get("role") != "user":
-            break
-        parts.insert(0, i)
-        i -= 1
+    request = range(len(before_request(messages)), len(messages))
+    parts = [i for i in request if _is_user(messages[i])]
     if len(parts) == 1:
         return None
     words = " ".join(t for t in (_text(messages[k]) for k in parts) if t)
