@@ -92,6 +92,26 @@ async def test_a_request_continued_before_its_answer_was_heard_is_one_turn_recor
     assert turn.latency.answer is not None
 
 
+async def test_a_late_whole_transcript_that_restarts_the_turn_still_leaves_its_record():
+    """Under load the whole request's transcript can arrive after the turn ended on its
+    parts; Pipecat starts a turn from the transcript alone (no VAD stop follows it), and the
+    answer must still close that turn's record."""
+    turns = await recorded_turns([
+        *_fragment("Show me a bar chart of monthly sales."),
+        UserStartedSpeakingFrame(),  # TranscriptionUserTurnStartStrategy: no speech, no VAD stop
+        InterruptionFrame(),
+        RequestTranscriptionFrame("Show me a bar chart of monthly sales, January 10, February 20.", "user", ""),
+        UserStoppedSpeakingFrame(),
+        LLMTextFrame("Here is a bar chart."),
+        BotStartedSpeakingFrame(),
+        BotStoppedSpeakingFrame(),
+    ])
+    (turn,) = turns
+    assert turn.status == "completed"
+    assert turn.user_text == "Show me a bar chart of monthly sales, January 10, February 20."
+    assert turn.latency.answer is not None
+
+
 async def test_speaking_over_a_heard_answer_is_still_a_barge_in():
     turns = await recorded_turns([
         *_fragment("Tell me a long story."),

@@ -185,8 +185,8 @@ class TurnRecorder(GuardedObserver):
         """The open turn continues with more of the user's speech: its milestones start over
         (they are timed from the end of the whole request), and the unheard reply's tool calls
         go, as they go from the context (`bot.processors.request_merge`); what the user said so
-        far and what was spent on it stay."""
-        turn.speech_end = None
+        far and what was spent on it stay. The end of speech stays until a later VAD stop
+        moves it: a turn restarted by a late transcript alone has no later one."""
         turn.milestones.clear()
         turn.bot_parts.clear()
         turn.record.tool_calls.clear()
