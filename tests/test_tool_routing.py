@@ -451,6 +451,16 @@ def test_chart_values_are_limited_to_numbers_the_user_said():
     assert json.loads(_grammar_rules(grammar)["arguments_0"].removeprefix("%json ")) == chart.parameters
 
 
+def test_a_dictated_list_is_charted_only_from_its_own_numbers():
+    tools, _ = _chart_request(
+        {"role": "user", "content": "Show me a bar chart of monthly sales: January 10, February 20, March 30"},
+        {"role": "assistant", "content": "Here is a bar chart of monthly sales."},
+        {"role": "user", "content": "Make a pie chart of my budget, it ate her bread, food free her bread, travel 200."},
+    )
+    (chart,) = tools
+    assert chart.parameters["properties"]["values"]["items"]["enum"] == [-200, 200]
+
+
 def test_chart_of_an_earlier_result_without_said_numbers():
     tools, _ = _chart_request(
         {"role": "user", "content": "How much memory are you using?"},

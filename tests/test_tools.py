@@ -328,6 +328,10 @@ def test_said_numbers(text, numbers):
         ("Chart these scores: Alice 90, Bob-75, Carol-82.", ("", ["Alice", "Bob", "Carol"], [90, 75, 82])),
         ("Make a pie chart of my budget, rent a hundred, food three hundred, travel 200.",
          ("my budget", ["rent", "food", "travel"], [100, 300, 200])),
+        # A colon between a label and its number, with or without one after the request.
+        ("Plot my running distances. Week 1: 5, Week 2: 8, Week 3:12.",
+         ("", ["Week 1", "Week 2", "Week 3"], [5, 8, 12])),
+        ("Draw a chart of my runs: Week 1: 5, Week 2: 8", ("my runs", ["Week 1", "Week 2"], [5, 8])),
     ],
 )
 def test_said_pairs(text, pairs):
@@ -348,6 +352,14 @@ async def test_numbers_nobody_said_are_not_charted():
     result, _ = await call(generate_chart, resources, _context=context, chart_type="bar",
                            labels=["France", "Germany"], values=[67, 83_000_000])
     assert "error" not in result
+    # A request that dictates a list of its own draws only its own numbers: the earlier
+    # request's, beside this one's misheard labels, would be made up.
+    context = conversation("Show me a bar chart of monthly sales: January 10, February 20, March 30",
+                           "Make a bar chart on fruit sales, apples, well, and animating, carrying salmon.")
+    result, _ = await call(generate_chart, resources, _context=context, chart_type="bar",
+                           labels=["apples", "animating"], values=[10, 30])
+    assert result == {"error": "I can only chart numbers you tell me or an earlier result, "
+                               "and 10 is not in what you said"}
 
 
 async def test_chart_that_uses_the_earlier_result_not_retyped_numbers():

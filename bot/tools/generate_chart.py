@@ -503,13 +503,28 @@ def _rejoined(
 
 def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
     """(title, labels, values) when `text` dictates two or more "label number" pairs, as in
-    "a pie chart of my expenses: rent 900, food 300 and travel 150"; otherwise None."""
+    "a pie chart of my expenses: rent 900, food 300 and travel 150"; otherwise None.
+
+    A colon usually ends the request ("... my expenses: rent 900"), but a transcript also
+    writes one between a label and its number ("Week 1: 5, Week 2: 8"): each reading is tried
+    and the one that finds the most pairs wins."""
     if len(text) > MAX_DICTATION_CHARS:
         return None
     text = _LABEL_DASH_NUMBER.sub(" ", text)  # "Bob-75": a transcript's dash for a pause
-    head, colon, data = text.rpartition(":")
+    last_head, colon, last_data = text.rpartition(":")
+    first_head, _, first_data = text.partition(":")
+    readings = [
+        _pairs(last_head, colon, last_data),
+        _pairs(first_head, colon, first_data.replace(":", " : ")) if colon else None,
+        _pairs("", "", text.replace(":", " : ")) if colon else None,
+    ]
+    return max((r for r in readings if r), key=lambda r: len(r[2]), default=None)
+
+
+def _pairs(head: str, colon: str, data: str) -> tuple[str, list[str], list[float]] | None:
+    """`said_pairs` of a request read as `head`, then `colon` (or none), then the data."""
     if not colon:
-        head, data = "", text
+        head, data = "", f"{head} {data}".strip()
     chunks = [c for c in _CHUNK_BREAK.split(data.strip().rstrip(".!?")) if c.strip()]
     parsed = [_label_and_amount(c) for c in chunks]
     if not colon and len(chunks) > 2 and parsed[0] is None and parsed[1] and not parsed[1][0]:
@@ -540,10 +555,20 @@ def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
     return title, labels, values
 
 
-def user_messages(params: FunctionCallParams) -> list[str]:
-    """The user's messages in the LLM context, oldest first; the last is the current request."""
-    context = getattr(params, "context", None)
-    return user_texts(context.get_messages()) if context is not None else []
+# Two pauses or more: a transcript writes each as a comma or a full stop.
+_LIST_BREAK = re.compile(r"[,.]\s")
+
+
+def chart_numbers(messages: list[dict]) -> set[float]:
+    """The numbers a chart of the current request may draw: those the user said in it or
+    earlier ("Germany has 83 million. ... Chart the population of France and Germany"). A
+    request that dictates a list of its own draws only its own: a number from an earlier
+    request beside this one's misheard labels ("apples" at the 10 of "January 10") would be
+    made-up data."""
+    request = current_request(messages)
+    if len(_LIST_BREAK.findall(f"{request} ")) > 2:
+        return said_numbers(request)
+    return set().union(*(said_numbers(text) for text in user_texts(messages)))
 
 
 def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[str, Any] | None:
@@ -555,7 +580,7 @@ def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[s
         # the call names only the chart type; nothing said is typed again.
         properties = {k: v for k, v in parameters["properties"].items() if k == "chart_type"}
         return called_alone({**parameters, "properties": properties})
-    numbers = sorted(set().union(*(said_numbers(text) for text in user_texts(messages))))
+    numbers = sorted(chart_numbers(messages))
     # An earlier result is charted only when the request brings no list of numbers of its
     # own ("chart that"); one that dictates numbers ("chart these scores: Alice 90, Bob 75")
     # charts them, even misheard.
@@ -595,7 +620,6 @@ def _chart_data(
     """(title, labels, series, source) to chart, where source is "spoken" (the typed numbers,
     all of them said by the user), "words" (pairs read from the user's request) or the id of
     the earlier result charted."""
-    said = user_messages(params)
     context = getattr(params, "context", None)
     # What the routing constraint read too: every message of this request, a pause or not.
     request = current_request(context.get_messages()) if context is not None else ""
@@ -617,8 +641,8 @@ def _chart_data(
         return earlier(from_result)
 
     typed = [as_number(v, "each value") for v in [*(values or []), *(values2 or [])]]
-    if typed and said:
-        heard: set[float] = set().union(*(said_numbers(text) for text in said))
+    if typed and context is not None and user_texts(context.get_messages()):
+        heard = chart_numbers(context.get_messages())
         missing = [v for v in typed if not was_said(v, heard)]
     else:
         missing = []  # nothing typed (reported by validation), or no words to check against
