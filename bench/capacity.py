@@ -1,11 +1,16 @@
 """Capacity: N concurrent voice sessions over `/ws`, each talking like a person.
 
 Sessions arrive staggered; each waits for the greeting, then for several turns speaks a
-2-4 s question at real-time pace, waits for the whole answer and pauses 1-2 s. Per N it
+2-4 s question at real-time pace, waits for the whole answer and pauses 1-2 s. One question
+in four (`TOOL_EVERY`, counted over the whole run) needs a tool (bench/latency.py's tool
+questions), so the percentiles include tool turns. Each session speaks in one of the tuning
+voices (`client.speech.VOICES`: Piper's Joe and espeak-ng, each at two rates). Per N it
 reports the answered-turn rate, voice-to-voice (end of speech -> first voiced bot audio at
-the client) p50/p95/max, the turn model's time, the latency the server itself added, the
-server's CPU and RSS (psutil on its pid) and the load generator's own CPU (it shares the
-cores). A separate measurement opens K idle sessions and reports RSS per extra session.
+the client) p50/p95/max over all turns and per kind (for tool turns also the first audio of
+the answer: after the tool's result reached the client), the turn model's time, the latency
+the server itself added, the server's CPU and RSS (psutil on its pid) and the load
+generator's own CPU (it shares the cores). A separate measurement opens K idle sessions and
+reports RSS per extra session.
 
 Added latency = voice-to-voice - the VAD's stop time (the `vad_stop` milestone of the turn's
 `turn-metrics`) - the turn end's critical path (the turn model and the STT delay run side by
@@ -16,12 +21,15 @@ only meaningful with the benchmark providers, whose service times are fixed.
     .venv/bin/python bench/capacity.py --config embedded --sessions 1,2,4 --turns 3
     .venv/bin/python bench/capacity.py --config benchmark --sessions 10 --json out.json
 
+Results go to `bench/results/capacity-<date>-<commit>.json` unless `--json` names a file.
+
 The load generator is one asyncio process: every clip is encoded into protobuf frames once,
 and one 20 ms clock feeds every session's microphone (silence between turns).
 """
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import statistics
@@ -37,9 +45,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.latency import TOOLS  # noqa: E402
+from bench.provenance import provenance, result_path  # noqa: E402
 from bot.turn_models import TURN_MODEL_METRIC  # noqa: E402
 from client.server_process import start_server, stop_server  # noqa: E402
-from client.speech import speech_pcm, trailing_silence_seconds  # noqa: E402
+from client.speech import HELD_OUT, JOE, VOICES, Voice, speech_pcm, trailing_silence_seconds  # noqa: E402
 from client.ws import CHUNK_BYTES, CHUNK_SECONDS, MIC_RATE, VoiceClient, audio_frame  # noqa: E402
 
 CLOSE_TRY_AGAIN_LATER = 1013  # the server refuses a session when full or overloaded
@@ -59,6 +69,8 @@ UTTERANCES = [
     "What do bees make from the nectar of flowers?",
     "Who painted the Mona Lisa and where can I see it today?",
 ]
+TOOL_EVERY = 4  # one question in this many needs a tool
+TUNING_VOICES = [name for name in VOICES if name not in HELD_OUT]
 DEFAULT_DELAYS_MS = {"stt": 150, "llm": 350, "tts": 150}
 # A turn end this long after the VAD stop and the turn model's verdict was the silence
 # fallback.
@@ -71,19 +83,46 @@ class Clip:
     frames: list[bytes]  # protobuf audio frames, 20 ms each
     trailing_silence: float
     speech_seconds: float
+    voice: str = JOE.name
+    tool: str | None = None  # the tool the question needs
 
 
-def load_clips() -> list[Clip]:
+def load_clips(voice: Voice = JOE, questions: list[tuple[str, str | None]] | None = None) -> list[Clip]:
+    """`questions` (text, tool needed or None) spoken by `voice`; by default the plain ones."""
     clips = []
-    for text in UTTERANCES:
-        pcm = speech_pcm(text, MIC_RATE)
+    for text, tool in questions or [(text, None) for text in UTTERANCES]:
+        pcm = speech_pcm(text, MIC_RATE, voice)
         frames = [
             audio_frame(pcm[i : i + CHUNK_BYTES].ljust(CHUNK_BYTES, b"\0"))
             for i in range(0, len(pcm), CHUNK_BYTES)
         ]
         silence = trailing_silence_seconds(pcm, MIC_RATE)
-        clips.append(Clip(text, frames, silence, len(pcm) / 2 / MIC_RATE - silence))
+        clips.append(Clip(text, frames, silence, len(pcm) / 2 / MIC_RATE - silence, voice.name, tool))
     return clips
+
+
+class QuestionDeck:
+    """What each session asks next: one question in `TOOL_EVERY` over the whole run needs a
+    tool (the first one does), the rest are plain; each session keeps its voice."""
+
+    def __init__(self, voices: list[Voice]) -> None:
+        self._plain = {voice.name: load_clips(voice) for voice in voices}
+        tools = [(request.text, request.tool) for request in TOOLS]
+        self._tools = {voice.name: load_clips(voice, tools) for voice in voices}
+        self._voice_names = [voice.name for voice in voices]
+        self.restart()
+
+    def restart(self) -> None:
+        """A new run: its first session takes the first voice, its first question a tool."""
+        self._voices = itertools.cycle(self._voice_names)
+        self._asked = itertools.count()
+
+    def next_voice(self) -> str:
+        return next(self._voices)
+
+    def next_question(self, voice: str, rng: random.Random) -> Clip:
+        pool = self._tools if next(self._asked) % TOOL_EVERY == 0 else self._plain
+        return rng.choice(pool[voice])
 
 
 class SharedMicrophone:
@@ -170,7 +209,7 @@ def _turn_model_seconds(client: BenchClient, start: float, end: float) -> float 
 async def run_session(
     url: str,
     mic: SharedMicrophone,
-    clips: list[Clip],
+    deck: QuestionDeck,
     *,
     turns: int,
     arrival: float,
@@ -180,16 +219,23 @@ async def run_session(
     await asyncio.sleep(arrival)
     results: list[dict] = []
     client = BenchClient(url, mic=mic)
+    voice = deck.next_voice()
     try:
         async with client:
             await client.ready(timeout)
             await client.wait_for(lambda m: m.type == "bot-stopped-speaking", timeout)
             for _ in range(turns):
-                clip = rng.choice(clips)
+                clip = deck.next_question(voice, rng)
                 started = time.monotonic()
                 sent = await client.say_frames(clip.frames)
                 speech_end = sent - clip.trailing_silence
-                turn = {"speech_seconds": round(clip.speech_seconds, 2), "answered": False}
+                turn = {
+                    "kind": "tool" if clip.tool else "plain",
+                    "voice": voice,
+                    "question": clip.text,
+                    "speech_seconds": round(clip.speech_seconds, 2),
+                    "answered": False,
+                }
                 results.append(turn)
                 try:
                     # The turn holding the end of speech closes after it was sent; a turn
@@ -206,12 +252,26 @@ async def run_session(
                 turn["turn_model"] = _turn_model_seconds(client, started, message.at)
                 if first_audio is not None:
                     turn["voice_to_voice"] = first_audio - speech_end
+                if clip.tool:
+                    _tool_figures(turn, client, clip.tool, started, message.at, speech_end)
                 await asyncio.sleep(rng.uniform(1.0, 2.0))
                 turn["playback_stall"] = client.playback_stall_seconds(speech_end)
     except Exception as e:  # a refused or dropped session: its turns count as unanswered
         refused = client.closed_code == CLOSE_TRY_AGAIN_LATER
         results.append({"answered": False, "refused": refused, "error": f"session: {type(e).__name__}: {e}"})
     return results
+
+
+def _tool_figures(turn: dict, client: BenchClient, tool: str, start: float, end: float, speech_end: float) -> None:
+    """The tools the turn called, and the first audio of its answer: the first voiced bot audio
+    after the last tool result reached the client (an acknowledgement is not the answer)."""
+    window = [m for m in client.messages if start <= m.at <= end]
+    turn["tools"] = [m.data.get("function_name") for m in window if m.type == "llm-function-call-in-progress"]
+    turn["tool_ok"] = turn["tools"] == [tool]
+    results = [m.at for m in window if m.type == "llm-function-call-stopped"]
+    answer_audio = client.first_voiced_audio_after(results[-1]) if results else None
+    if answer_audio is not None and answer_audio <= end:
+        turn["answer_audio"] = answer_audio - speech_end
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -278,7 +338,7 @@ def added_latency(turn: dict, delays: dict[str, float]) -> float | None:
     )
 
 
-async def run_load(url: str, http_url: str, pid: int, sessions: int, args, clips, delays) -> dict:
+async def run_load(url: str, http_url: str, pid: int, sessions: int, args, deck: QuestionDeck, delays) -> dict:
     rng = random.Random(args.seed + sessions)
     mic = SharedMicrophone()
     sampler = ServerSampler(pid, http_url)
@@ -286,10 +346,11 @@ async def run_load(url: str, http_url: str, pid: int, sessions: int, args, clips
     me = psutil.Process()
     cpu_before, wall_before = me.cpu_times(), time.monotonic()
     gap = args.arrival_secs / max(sessions, 1)
+    deck.restart()
     per_session = await asyncio.gather(
         *(
             run_session(
-                url, mic, clips,
+                url, mic, deck,
                 turns=args.turns,
                 arrival=i * gap + rng.uniform(0, gap),
                 rng=random.Random(rng.random()),
@@ -315,6 +376,19 @@ async def run_load(url: str, http_url: str, pid: int, sessions: int, args, clips
         "answered": len(answered),
         "answered_rate": round(len(answered) / len(turns), 4) if turns else 0.0,
         "voice_to_voice": spread(v2v),
+        "tool_share": round(sum(t.get("kind") == "tool" for t in turns) / len(turns), 3) if turns else 0.0,
+        "by_kind": {
+            kind: {
+                "turns": sum(t.get("kind") == kind for t in turns),
+                "answered": sum(t.get("kind") == kind for t in answered),
+                "voice_to_voice": spread([t["voice_to_voice"] for t in answered if t["kind"] == kind]),
+                **({
+                    "answer_audio": spread([t["answer_audio"] for t in answered if t["kind"] == kind and "answer_audio" in t]),
+                    "tool_called_once": sum(t.get("tool_ok", False) for t in answered if t["kind"] == kind),
+                } if kind == "tool" else {}),
+            }
+            for kind in ("plain", "tool")
+        },
         "added_latency": spread(added) if delays["fixed"] else None,
         "silence_fallback_turns": sum(silence_fallback(t) for t in answered),
         "vad_stop": spread([t["milestones"]["vad_stop"] for t in answered if "vad_stop" in t["milestones"]]),
@@ -390,20 +464,21 @@ def server_env(config: str, delays_ms: dict[str, float]) -> dict[str, str]:
 
 
 async def bench(args) -> dict:
-    clips = load_clips()  # synthesized before any clock runs
+    deck = QuestionDeck([VOICES[name] for name in args.voices.split(",")])  # synthesized before any clock runs
     delays_ms = dict(zip(("stt", "llm", "tts"), map(float, args.delays.split(","))))
     delays = {stage: ms / 1000 for stage, ms in delays_ms.items()} | {"fixed": args.config == "benchmark"}
     log = Path(tempfile.mkdtemp()) / "server.log"
     process, http_url = start_server(log, **server_env(args.config, delays_ms))
     url = http_url.replace("http://", "ws://") + "/ws"
-    report = {"config": args.config, "delays_ms": delays_ms if args.config == "benchmark" else None,
-              "cpu_count": psutil.cpu_count(), "server_log": str(log), "runs": []}
+    report = {"benchmark": "capacity", **provenance(), "config": args.config,
+              "delays_ms": delays_ms if args.config == "benchmark" else None,
+              "arguments": {k: str(v) for k, v in vars(args).items()}, "server_log": str(log), "runs": []}
     try:
         if args.idle:
             report["idle"] = await idle_rss_per_session(url, http_url, process.pid, args.idle)
             print(json.dumps(report["idle"]), flush=True)
         for sessions in args.sessions:
-            run = await run_load(url, http_url, process.pid, sessions, args, clips, delays)
+            run = await run_load(url, http_url, process.pid, sessions, args, deck, delays)
             report["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "turn_rows"}), flush=True)
             await wait_idle(http_url)
@@ -425,7 +500,8 @@ def main() -> None:
     parser.add_argument("--turn-timeout", type=float, default=20.0)
     parser.add_argument("--stop-below", type=float, default=0.5, help="stop the curve below this answered rate")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--voices", default=",".join(TUNING_VOICES), help=f"comma-separated, of {', '.join(VOICES)}")
+    parser.add_argument("--json", type=Path, help="where to write the report")
     args = parser.parse_args()
     report = asyncio.run(bench(args))
     print("\nsessions  refused  answered   v2v p50/p95/max (s)   added p95 (ms)  turn model p95"
@@ -442,8 +518,22 @@ def main() -> None:
             f"  {run['server_cpu_percent']['mean']:10}  {run['server_rss_mb_max']:6}  {run['loadgen_cpu_percent']:8}"
             f"  {stall.get('p95', float('nan')):.2f}/{stall.get('max', float('nan')):.2f}"
         )
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    print("\nsessions  plain: turns  v2v p50/p95 (s)   tool: turns  called once  v2v p50/p95 (s)  answer p50/p95 (s)")
+    for run in report["runs"]:
+        plain, tool = run["by_kind"]["plain"], run["by_kind"]["tool"]
+        print(
+            f"{run['sessions']:8d}  {plain['turns']:12d}  {_p50_p95(plain['voice_to_voice']):>15}"
+            f"  {tool['turns']:11d}  {tool['tool_called_once']:11d}  {_p50_p95(tool['voice_to_voice']):>15}"
+            f"  {_p50_p95(tool['answer_audio']):>18}"
+        )
+    path = args.json or result_path("capacity", report["commit"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"written to {path}")
+
+
+def _p50_p95(figures: dict | None) -> str:
+    return f"{figures['p50']:.2f}/{figures['p95']:.2f}" if figures else "-"
 
 
 if __name__ == "__main__":

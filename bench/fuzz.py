@@ -11,14 +11,11 @@ can use, so a schema-valid offer may still be a 400 naming why.
     .venv/bin/python bench/fuzz.py --max-examples 5      # the CI subset (tests/test_fuzz.py)
 
 The summary (cases, failures per run, date, commit, machine) is printed as JSON and written to
-`--out` (default bench/results/fuzz-<date>.json). Exit status 0 when no run found a failure.
+`--out` (default bench/results/fuzz-<date>-<commit>.json). Exit status 0 when no run found a failure.
 """
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -28,17 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.provenance import provenance, result_path  # noqa: E402
 from client.server_process import start_server, stop_server  # noqa: E402
 
 FUZZ_KEY = "fuzz-campaign-key-0123456789"
 BENCHMARK_STACK = {f"AGENT_{stage}_PROVIDER": "benchmark" for stage in ("STT", "LLM", "TTS")}
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 _CASES = re.compile(r"(\d+) generated(?:, \d+ found (\d+) unique failure)?")
-
-
-def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
 
 
 def run_campaign(url: str, *, key: str | None, max_examples: int, seed: int) -> dict:
@@ -84,14 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         if "Traceback" in log.read_text(errors="replace"):
             runs[-1]["server_tracebacks"] = log.read_text(errors="replace").count("Traceback")
     summary = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _commit(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "benchmark": "fuzz",
+        **provenance(),
         "max_examples": args.max_examples,
         "seed": args.seed,
         "runs": runs,
     }
-    out = args.out or ROOT / "bench" / "results" / f"fuzz-{datetime.date.today().isoformat()}.json"
+    out = args.out or result_path("fuzz", summary["commit"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

@@ -26,24 +26,20 @@ Results go to `bench/results/latency-<date>-<commit>.json` unless `--json` names
 import argparse
 import asyncio
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.provenance import provenance, result_path  # noqa: E402
 from bot.report import percentile  # noqa: E402
 from client.server_process import start_server, stop_server  # noqa: E402
 from client.speech import HELD_OUT, VOICES, Voice, dictation_pcm, trailing_silence_seconds  # noqa: E402
 from client.ws import VoiceClient  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -256,15 +252,6 @@ def summarize(turns: list[dict]) -> dict:
     return summary
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="an already running server's /ws URL")
@@ -290,15 +277,13 @@ def main() -> None:
             stop_server(process)
     report = {
         "benchmark": "latency",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": _commit(),
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+        **provenance(),
         "arguments": {"set": args.set, "voices": args.voices, "rounds": args.rounds, "env": args.env},
         "wall_seconds": round(time.monotonic() - started, 1),
         "summary": summarize(turns),
     }
     print(json.dumps(report, indent=2))
-    path = args.json or ROOT / "bench" / "results" / f"latency-{datetime.now():%Y%m%d-%H%M}-{report['commit']}.json"
+    path = args.json or result_path("latency", report["commit"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**report, "turns": turns}, indent=2))
     print(f"written to {path}")

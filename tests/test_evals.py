@@ -126,6 +126,23 @@ def test_dictated_scenarios_speak_with_pauses_in_several_voices():
     assert len({v.speaker for v in voices}) >= 3 and len(voices) >= 6, voices
 
 
+def test_spoken_scenarios_use_the_tuning_voices_and_never_the_held_out_one():
+    from client.speech import HELD_OUT, VOICES
+    from evals.audio_mode import user_voice
+    from evals.scenarios import load_file
+
+    spoken = [
+        s for path in sorted((ROOT / "evals" / "scenarios").glob("*.yaml"))
+        for s in load_file(path) if s.mode == "audio"
+    ]
+    voices = {user_voice(s.script.user_speech or {}) for s in spoken}
+    assert len({v.speaker for v in voices}) >= 3 and len(voices) >= 6, voices
+    held_out = {VOICES[name].speaker for name in HELD_OUT}
+    assert not {v.speaker for v in voices} & held_out, voices
+    undictated = {user_voice(s.script.user_speech or {}) for s in spoken if not s.script.turns[0].parts}
+    assert len(undictated) >= 4, undictated  # the older spoken scenarios are not all one voice
+
+
 def test_a_pictures_event_says_what_it_shows():
     """A chart's values and the words a sentiment reading scored, for `text_contains`."""
     from evals.events import visualization_event
