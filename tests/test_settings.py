@@ -166,13 +166,20 @@ def test_factory_follows_each_stage_independently(monkeypatch):
     assert settings.resolved("tts") is Provider.EMBEDDED
 
 
-def test_every_setting_is_documented_in_the_readme_and_env_example():
-    from pathlib import Path
+def test_configuration_reference_and_env_example_are_generated_from_the_settings():
+    """docs/configuration.md and .env.example are the Field descriptions, rendered; editing
+    either by hand, or a setting without regenerating them, fails here."""
+    from bot.settings_reference import COMMAND, ENV_EXAMPLE, REFERENCE, ROOT, generated
 
-    root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text()
-    example = (root / ".env.example").read_text()
     for name, field in Settings.model_fields.items():
-        variable = field.validation_alias.choices[0] if field.validation_alias else f"AGENT_{name.upper()}"
-        assert f"`{variable}`" in readme, f"{variable} missing from the README"
-        assert f"# {variable}=" in example, f"{variable} missing from .env.example"
+        assert field.description, f"Settings.{name} has no description"
+    texts = generated()
+    stale = [str(path.relative_to(ROOT)) for path in texts if path.read_text() != texts[path]]
+    assert not stale, f"{', '.join(stale)} stale: run {COMMAND}"
+
+    reference, example = REFERENCE.read_text(), ENV_EXAMPLE.read_text()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        variable = alias.choices[0] if alias else f"AGENT_{name.upper()}"
+        assert f"| `{variable}` |" in reference, f"{variable} missing from docs/configuration.md"
+        assert f"\n# {variable}=" in example, f"{variable} missing from .env.example"
