@@ -1,5 +1,5 @@
 """The optional API key, the short-lived one-use session tokens it buys, and the browser Origin
-allowlist (README: Security and limits).
+allowlist (docs/operations.md: Security).
 
 Browsers cannot set headers on a WebSocket, so the page trades the key (a bearer header on
 `POST /api/tokens`) for a token it passes as `?token=` to `/ws` or `POST /api/offer`. A token

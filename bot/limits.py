@@ -1,5 +1,5 @@
 """Session limits: a cap on concurrent sessions, what one client may send, and the idle and
-maximum-duration deadlines that end a session with a goodbye (README: Security and limits)."""
+maximum-duration deadlines that end a session with a goodbye (docs/operations.md: Limits)."""
 
 import asyncio
 import math
@@ -121,7 +121,7 @@ class LoopLoad:
     """How loaded the event loop is. Every session's frames, VAD windows and turn logic run on
     this one thread: once it is busy nearly all the time, or wakes up late, each new session
     makes every session slower (the benchmark providers saturate it near 16 sessions on two
-    cores, README: Capacity). Sampled every `interval_secs` over the last `window` samples."""
+    cores, docs/performance.md: Capacity). Sampled every `interval_secs` over the last `window` samples."""
 
     def __init__(self, interval_secs: float = 0.1, window: int = 30):
         self._interval = interval_secs

@@ -1,4 +1,4 @@
-"""The run's report: JSON (everything) and Markdown (for people and the README)."""
+"""The run's report: JSON (everything) and Markdown (for people and docs/performance.md)."""
 
 from collections import defaultdict
 from typing import Any
