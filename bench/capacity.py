@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import TOOLS  # noqa: E402
 from bench.provenance import provenance, result_path  # noqa: E402
+from bot.percentiles import percentile  # noqa: E402
 from bot.turn_models import TURN_MODEL_METRIC  # noqa: E402
 from client.server_process import start_server, stop_server  # noqa: E402
 from client.speech import HELD_OUT, JOE, VOICES, Voice, speech_pcm, trailing_silence_seconds  # noqa: E402
@@ -274,18 +275,11 @@ def _tool_figures(turn: dict, client: BenchClient, tool: str, start: float, end:
         turn["answer_audio"] = answer_audio - speech_end
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
 def spread(values: list[float]) -> dict | None:
     if not values:
         return None
     return {
-        "p50": round(statistics.median(values), 3),
+        "p50": round(percentile(values, 50), 3),
         "p95": round(percentile(values, 95), 3),
         "max": round(max(values), 3),
     }

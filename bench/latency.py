@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.provenance import provenance, result_path  # noqa: E402
-from bot.report import percentile  # noqa: E402
+from bot.percentiles import percentile  # noqa: E402
 from client.server_process import start_server, stop_server  # noqa: E402
 from client.speech import HELD_OUT, VOICES, Voice, dictation_pcm, trailing_silence_seconds  # noqa: E402
 from client.ws import VoiceClient  # noqa: E402

@@ -3,24 +3,16 @@
 `python -m bot report [--format json|markdown] [--out FILE] [--days N]` prints it.
 """
 
-import math
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 from bot.costs import PriceTable, cost_summary
+from bot.percentiles import percentile
 from bot.records import MILESTONES, SessionRecord
 from bot.store import SessionStore
 
 PERCENTILES = (50, 95, 99)
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile: always one of the measured values, never an interpolation."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
 def session_seconds(session: SessionRecord) -> float:

@@ -26,14 +26,8 @@ from bot.service_factory import describe_providers
 from bot.session_resources import SessionResources
 from bot.settings import Settings
 from bot.store import SessionStore
+from bot.percentiles import percentile
 from bot.telemetry import Telemetry
-
-
-def _nearest_rank(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))]
 
 
 def session_summary(record: SessionRecord) -> dict:
@@ -46,8 +40,8 @@ def session_summary(record: SessionRecord) -> dict:
         "cost_total": cost,
         "cost_per_minute": cost / minutes if minutes > 0 else 0.0,
         "conversation_seconds": record.duration_secs,
-        "latency_p50": _nearest_rank(totals, 50),
-        "latency_p95": _nearest_rank(totals, 95),
+        "latency_p50": percentile(totals, 50),
+        "latency_p95": percentile(totals, 95),
     }
 
 

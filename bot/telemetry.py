@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 
 from bot.costs import COMPONENTS, PriceTable, cost_summary
+from bot.percentiles import percentile
 from bot.records import TurnRecord, Usage
 
 # Voice-to-voice budgets are around a second: fine steps below it, coarse ones up to the
@@ -40,14 +41,6 @@ HISTORY_IN_SNAPSHOT = 60
 
 
 TRACKED_PEAKS = ("cpu_percent", "rss_bytes")
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest rank: the smallest value with at least p% of the values at or below it."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(math.ceil(p / 100 * len(ordered)), 1) - 1]
 
 
 def _open_sockets() -> int:

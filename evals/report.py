@@ -3,7 +3,7 @@
 from collections import defaultdict
 from typing import Any
 
-from bot.telemetry import percentile
+from bot.percentiles import percentile
 
 # Stage order in the tables: text mode's, then the server's turn milestones, then the client's.
 STAGE_ORDER = (

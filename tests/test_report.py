@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot.records import Cost, SessionRecord, TurnLatency, TurnRecord, Usage
-from bot.report import build_report, percentile, render_markdown
+from bot.percentiles import percentile
+from bot.report import build_report, render_markdown
 from bot.store import SessionStore
 
 DAY = 86400.0

@@ -9,8 +9,9 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.costs import PriceTable, price_turn
-from bot.records import TurnLatency, TurnRecord, Usage
-from bot.telemetry import Telemetry, percentile
+from bot.percentiles import percentile
+from bot.records import SessionRecord, TurnLatency, TurnRecord, Usage
+from bot.telemetry import Telemetry
 
 CLOUD = {"stt": "deepgram:nova-3-general", "llm": "openai:gpt-4.1-mini", "tts": "embedded:piper"}
 
@@ -84,6 +85,24 @@ def test_nearest_rank_percentiles():
     assert percentile([0.3, 0.1, 0.2], 99) == 0.3
     assert percentile([0.7], 1) == 0.7
     assert percentile([], 50) is None
+
+
+def test_the_pages_tile_and_the_metrics_api_agree_on_the_same_turns():
+    """The session summary (the page's "Latency p50" tile) and `/api/metrics` once used two
+    formulas and said 2 and 3 for turns of 1..5 s."""
+    from bot.sessions import session_summary
+
+    turns = [
+        TurnRecord(turn_id=f"t{i}", session_id="s1", index=i, started_at=100.0 + i, ended_at=101.0 + i,
+                   latency=TurnLatency.from_milestones({"bot_audio_sent": float(i)}))
+        for i in (4, 1, 5, 2, 3)
+    ]
+    telemetry = Telemetry(window=50)
+    for turn in turns:
+        telemetry.record_turn(turn)
+    tile = session_summary(SessionRecord(session_id="s1", transport="ws", started_at=100.0, turns=turns))
+    api = telemetry.snapshot()["latency"]["total"]
+    assert (tile["latency_p50"], tile["latency_p95"]) == (api["p50"], api["p95"]) == (3.0, 5.0)
 
 
 def test_snapshot_latency_over_the_window():

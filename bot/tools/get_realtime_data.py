@@ -25,7 +25,7 @@ from bot.services.tool_routing import (
     routing_examples,
 )
 from bot.session_resources import SessionResources
-from bot.telemetry import percentile
+from bot.percentiles import percentile
 from bot.tools.generate_chart import (
     MAX_POINTS,
     build_figure,
