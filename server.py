@@ -10,19 +10,19 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
-from pydantic import TypeAdapter, ValidationError
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.request_handler import (
     SmallWebRTCPatchRequest,
     SmallWebRTCRequest,
     SmallWebRTCRequestHandler,
 )
+from pydantic import TypeAdapter, ValidationError
 
 from bot.auth import Auth, redact_tokens_in_server_log, warn_if_exposed
-from bot.request_guards import AllowedHosts, AllowedMethods, BodySizeLimit, allowed_hosts
 from bot.engines.loader import load_engines
 from bot.limits import ClientAllowance, LoopLoad, SessionSlots
 from bot.records import SessionRecord
+from bot.request_guards import AllowedHosts, AllowedMethods, BodySizeLimit, allowed_hosts
 from bot.sessions import SessionManager, session_summary
 from bot.settings import Settings, get_settings
 from bot.store import SessionStore

@@ -130,7 +130,7 @@ class SharedMicrophone:
     """One clock for every session: each 20 ms tick sends each client its next frame."""
 
     def __init__(self) -> None:
-        self._clients: list["BenchClient"] = []
+        self._clients: list[BenchClient] = []
         self._silence = audio_frame(bytes(CHUNK_BYTES))
         self._task: asyncio.Task | None = None
 

@@ -22,7 +22,6 @@ from loguru import logger
 from bot.request_guards import LOOPBACK_HOSTS
 from bot.settings import Settings
 
-
 _TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]++")
 
 

@@ -7,17 +7,17 @@ from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMAssistantAggregator,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.frameworks.rtvi.observer import (
     RTVIFunctionCallReportLevel,
     RTVIObserverParams,
 )
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_start import VADUserTurnStartStrategy, TranscriptionUserTurnStartStrategy
+from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
@@ -36,7 +36,6 @@ from bot.processors.speech_pause import SpeechPauseVADProcessor
 from bot.processors.tool_result_speech import ToolResultSpeech
 from bot.processors.visualization import VisualizationProcessor
 from bot.records import TurnRecord
-from bot.session_resources import SessionResources
 from bot.service_factory import (
     create_llm,
     create_stt,
@@ -44,9 +43,11 @@ from bot.service_factory import (
     describe_providers,
     embedded_threads,
 )
+from bot.session_resources import SessionResources
 from bot.settings import ResultSpeaker, Settings
 from bot.tools import ALL_TOOLS, request_goes_on
 from bot.turn_models import create_turn_stop_strategy, create_vad_analyzer
+
 
 async def _is_not_microphone_audio(frame: Frame) -> bool:
     return not isinstance(frame, InputAudioRawFrame)

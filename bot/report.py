@@ -4,7 +4,7 @@
 """
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.costs import PriceTable, cost_summary
@@ -26,7 +26,7 @@ def session_seconds(session: SessionRecord) -> float:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 async def build_report(

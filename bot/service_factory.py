@@ -2,9 +2,9 @@
 
 import re
 
+from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
-from pipecat.services.llm_service import LLMService
 from pipecat.utils.text.transforms.strip_markdown import strip_markdown
 
 from bot.engines.loader import EmbeddedEngines

@@ -20,13 +20,13 @@ from pipecat.workers.runner import WorkerRunner
 from bot.costs import price_turn
 from bot.engines.loader import EmbeddedEngines
 from bot.limits import ClientAllowance, SessionDeadlines
+from bot.percentiles import percentile
 from bot.pipeline import build_worker
 from bot.records import SessionRecord, TurnRecord
 from bot.service_factory import describe_providers
 from bot.session_resources import SessionResources
 from bot.settings import Settings
 from bot.store import SessionStore
-from bot.percentiles import percentile
 from bot.telemetry import Telemetry
 
 
@@ -173,7 +173,8 @@ class SessionManager:
             logger.info(f"Session {record.session_id} ended after {record.duration_secs:.1f}s")
             # A finished pipeline's objects sit in reference cycles; collect them now rather
             # than let every ended session's buffers pile up until the next GC generation.
-            del worker, runner, recorder
+            # (The event handlers above still hold `worker`'s cell: it is emptied, not deleted.)
+            worker = runner = recorder = None
             gc.collect()
         return record
 

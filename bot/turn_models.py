@@ -30,8 +30,8 @@ from functools import cache
 from importlib import resources
 
 import numpy as np
-from loguru import logger
 import onnxruntime as ort
+from loguru import logger
 from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3

@@ -9,8 +9,9 @@ import asyncio
 import fractions
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -115,7 +116,7 @@ class WebRTCPeer:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def send_raw(self, message: str) -> None:

@@ -10,8 +10,9 @@ import asyncio
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import websockets
 from pipecat.frames.protobufs import frames_pb2
@@ -128,7 +129,7 @@ class VoiceClient:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def first_voiced_audio_after(self, t: float) -> float | None:

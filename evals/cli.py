@@ -16,7 +16,7 @@ import shlex
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
     text = [s for s in scenarios if s.mode == "text"]
     audio = [s for s in scenarios if s.mode == "audio"]
     ctx = RunContext(settings=settings, default_timeout_ms=args.timeout_ms)
-    started, started_at = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started, started_at = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     results: list[dict[str, Any]] = []
     routing: dict[str, Any] | None = None
 

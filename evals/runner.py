@@ -11,8 +11,9 @@ of the speech). The driver talks to a "client": `TextSession` (text mode) or `Au
 import asyncio
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from loguru import logger
 from pipecat.evals.events import EvalEventStream

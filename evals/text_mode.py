@@ -24,6 +24,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
+from prometheus_client import CollectorRegistry
 
 from bot.engines.loader import EmbeddedEngines
 from bot.pipeline import build_worker
@@ -32,7 +33,6 @@ from bot.service_factory import describe_providers
 from bot.session_resources import SessionResources
 from bot.settings import Provider, Settings
 from bot.telemetry import Telemetry
-from prometheus_client import CollectorRegistry
 
 OnMessage = Callable[[dict[str, Any], float], Awaitable[None]]
 IDLE_QUIET_S = 0.3  # no message for this long after a finished reply: the bot is done
@@ -158,7 +158,7 @@ class TextSession:
         await self.worker.cancel()
         try:
             await asyncio.wait_for(self._task, 10)
-        except (asyncio.TimeoutError, Exception) as e:  # noqa: BLE001
+        except (TimeoutError, Exception) as e:  # noqa: BLE001
             logger.warning(f"text session did not end cleanly: {e!r}")
 
     async def send_text(self, text: str) -> None:

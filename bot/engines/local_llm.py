@@ -19,7 +19,6 @@ from typing import Any
 import xllamacpp
 from loguru import logger
 
-
 PROMPT_CACHE_MIB = 256
 
 

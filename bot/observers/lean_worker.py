@@ -16,10 +16,10 @@ push, and the lifecycle events, are delivered exactly as before.
 """
 
 from pipecat.frames.frames import InputAudioRawFrame
-from pipecat.observers.base_observer import BaseObserver, FramePushed, FrameProcessed
-from pipecat.processors.frameworks.rtvi.observer import RTVIObserver
+from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.pipeline.worker_observer import WorkerObserver
+from pipecat.processors.frameworks.rtvi.observer import RTVIObserver
 
 
 def handles(observer: BaseObserver, event: str) -> bool:

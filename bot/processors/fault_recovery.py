@@ -215,7 +215,7 @@ class FaultRecovery(FrameProcessor):
             wait = min(self._deadlines.values()) - time.monotonic() if self._deadlines else None
             try:
                 await asyncio.wait_for(self._changed.wait(), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             now = time.monotonic()
             expired = [stage for stage, deadline in self._deadlines.items() if deadline <= now]

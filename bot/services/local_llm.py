@@ -34,8 +34,8 @@ from bot.services.tool_routing import (
     ReplyDecoder,
     RoutableTool,
     answer_grammar,
-    call_grammar,
     before_request,
+    call_grammar,
     call_opening,
     function_calls,
     merged_request,
@@ -362,7 +362,7 @@ class LocalLLMService(LLMService):
 
             def should_pause(raw: str) -> bool:
                 return (
-                    pause_left > 0
+                    pause_left > 0  # noqa: B023 -- called within this iteration only
                     and not self._holds_first_sentence_turn
                     and self._engine.replies_pending
                     and not decoder.answer_complete
@@ -378,7 +378,7 @@ class LocalLLMService(LLMService):
                 await asyncio.wait_for(
                     self._engine.first_sentence_turns.wait_until_none_pending(), pause_left
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             pause_left -= time.monotonic() - began
             tokens_left = reply_budget - (computed.generated - tokens_before)

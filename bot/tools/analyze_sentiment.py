@@ -36,8 +36,8 @@ from bot.tools.generate_chart import (
     MAX_POINTS,
     build_figure,
     keep_and_show,
-    rounded,
     resources_for_a_result,
+    rounded,
     session_resources,
     spoken_number,
 )

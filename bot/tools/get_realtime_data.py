@@ -18,6 +18,7 @@ from typing import Any
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
+from bot.percentiles import percentile
 from bot.services.tool_routing import (
     argument_choices,
     requested_when,
@@ -25,13 +26,12 @@ from bot.services.tool_routing import (
     routing_examples,
 )
 from bot.session_resources import SessionResources
-from bot.percentiles import percentile
 from bot.tools.generate_chart import (
     MAX_POINTS,
     build_figure,
     keep_and_show,
-    rounded,
     resources_for_a_result,
+    rounded,
     spoken_number,
 )
 
