@@ -1,4 +1,7 @@
-"""Shared fixtures: the real server, started once on loopback for the whole test session."""
+"""Shared fixtures: the real server, started once on loopback for the whole test session.
+
+Every test is of exactly one kind, marked `unit`, `model` or `e2e` (pyproject.toml says what
+each means); a test with none, or with two, stops the collection naming it."""
 
 import os
 from pathlib import Path
@@ -6,6 +9,20 @@ from pathlib import Path
 import pytest
 
 from client.server_process import start_server, stop_server
+
+KINDS = ("unit", "model", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    wrong = []
+    for item in items:
+        kinds = [kind for kind in KINDS if item.get_closest_marker(kind)]
+        if len(kinds) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(kinds) or 'no kind'}")
+    if wrong:
+        raise pytest.UsageError(
+            "each test needs exactly one of the marks unit, model, e2e:\n  " + "\n  ".join(wrong)
+        )
 
 
 @pytest.fixture(scope="session")

@@ -90,6 +90,7 @@ async def _admitted(url: str, origin: str | None = None) -> None:
         assert client.closed_code is None
 
 
+@pytest.mark.e2e
 def test_tokens_are_issued_only_for_the_api_key(server):
     status, body, headers = _request(f"{server}/api/tokens", "POST")
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer", body
@@ -100,6 +101,7 @@ def test_tokens_are_issued_only_for_the_api_key(server):
     assert API_KEY not in body["token"]
 
 
+@pytest.mark.e2e
 async def test_websocket_needs_a_valid_token(server):
     code, error = await _refused(_ws_url(server))
     assert code == CLOSE_UNAUTHORIZED and "token is required" in error
@@ -109,6 +111,7 @@ async def test_websocket_needs_a_valid_token(server):
     await _admitted(_ws_url(server, session_token(server, API_KEY)))
 
 
+@pytest.mark.e2e
 async def test_tokens_are_kept_out_of_the_server_log(auth_server):
     server, log = auth_server
     token = session_token(server, API_KEY)
@@ -118,6 +121,7 @@ async def test_tokens_are_kept_out_of_the_server_log(auth_server):
     assert token not in text and token.rsplit(".", 1)[-1] not in text
 
 
+@pytest.mark.e2e
 async def test_a_token_is_refused_the_second_time(server):
     token = session_token(server, API_KEY)
     await _admitted(_ws_url(server, token))
@@ -125,6 +129,7 @@ async def test_a_token_is_refused_the_second_time(server):
     assert code == CLOSE_UNAUTHORIZED and "already used" in error
 
 
+@pytest.mark.e2e
 async def test_an_expired_token_is_refused(server):
     token = session_token(server, API_KEY)
     await asyncio.sleep(TOKEN_TTL_SECS + 0.5)
@@ -132,6 +137,7 @@ async def test_an_expired_token_is_refused(server):
     assert code == CLOSE_UNAUTHORIZED and "expired" in error
 
 
+@pytest.mark.e2e
 async def test_webrtc_offer_spends_a_token_and_patch_needs_its_peer(server):
     loopback_only_ice()
     with pytest.raises(aiohttp.ClientResponseError) as refused:
@@ -168,6 +174,7 @@ def _raw_post(url: str, body: bytes, *, chunked: bool = False) -> tuple[int, dic
         return e.code, json.loads(e.read() or b"null")
 
 
+@pytest.mark.e2e
 def test_the_offer_checks_its_token_before_it_reads_the_body(server):
     for body in (b"{not json", json.dumps({"sdp": 5}).encode(), b""):
         status, answer = _raw_post(f"{server}/api/offer?token=1.a.b", body)
@@ -180,6 +187,7 @@ def test_the_offer_checks_its_token_before_it_reads_the_body(server):
 OVER_THE_CAP = b'{"sdp": "' + b"v" * (64 * 1024) + b'", "type": "offer"}'
 
 
+@pytest.mark.e2e
 def test_a_body_over_the_cap_is_refused_unread_on_every_route(server):
     for path in ("/api/offer", "/api/tokens", "/api/daily", "/api/sessions"):
         status, answer = _raw_post(f"{server}{path}", OVER_THE_CAP)
@@ -187,6 +195,7 @@ def test_a_body_over_the_cap_is_refused_unread_on_every_route(server):
         assert "65536-byte limit (AGENT_MAX_BODY_BYTES)" in answer["detail"]
 
 
+@pytest.mark.e2e
 def test_a_streamed_body_is_refused_once_it_passes_the_cap(server):
     # No length to refuse it by: the route reading it is stopped at the cap.
     url = f"{server}/api/offer?token={session_token(server, API_KEY)}"
@@ -196,6 +205,7 @@ def test_a_streamed_body_is_refused_once_it_passes_the_cap(server):
         assert response.status == 200
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "method, path",
     [
@@ -216,6 +226,7 @@ def test_api_routes_need_the_key(server, method, path):
     assert status not in (401, 403), body  # past auth: 200, or 404/503 for what is not there
 
 
+@pytest.mark.e2e
 def test_page_assets_and_health_stay_open(server):
     for path in ("/", "/js/app.js", "/js/auth.js", "/style.css", "/vendor/plotly.min.js"):
         status, _, _ = _request(f"{server}{path}")
@@ -224,6 +235,7 @@ def test_page_assets_and_health_stay_open(server):
     assert status == 200 and health["auth_required"] is True
 
 
+@pytest.mark.e2e
 def test_metrics_need_the_key(server):
     status, _, _ = _request(f"{server}/metrics")
     assert status == 401
@@ -231,6 +243,7 @@ def test_metrics_need_the_key(server):
     assert status == 200 and b"voice_agent_sessions_total" in body
 
 
+@pytest.mark.e2e
 async def test_browser_origins_must_be_the_servers_own_or_allowed(server):
     code, error = await _refused(_ws_url(server, session_token(server, API_KEY)), "http://evil.example")
     assert code == CLOSE_FORBIDDEN_ORIGIN and "evil.example" in error
@@ -248,6 +261,7 @@ CONNECTED_JS = """() => ['ready', 'listening', 'bot-speaking']
   .includes(document.querySelector('#status').dataset.state)"""
 
 
+@pytest.mark.e2e
 @needs_chromium
 def test_the_page_asks_for_the_key_once_and_connects_with_tokens(server):
     playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -285,6 +299,7 @@ def test_the_page_asks_for_the_key_once_and_connects_with_tokens(server):
     assert stored == API_KEY
 
 
+@pytest.mark.e2e
 def test_a_public_interface_without_a_key_is_warned_about_at_startup(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "AGENT_API_KEY"}
     env |= {
@@ -315,6 +330,7 @@ def test_a_public_interface_without_a_key_is_warned_about_at_startup(tmp_path):
 # --- hostile requests: each refused with a status that names the problem ------------------
 
 
+@pytest.mark.e2e
 def test_a_dns_rebinding_page_is_refused_on_http_and_websocket(live_server):
     # A page on rebound.example whose name now points at 127.0.0.1: its Origin matches its Host.
     port = live_server.rsplit(":", 1)[1]
@@ -341,6 +357,7 @@ def test_a_dns_rebinding_page_is_refused_on_http_and_websocket(live_server):
     assert _request(f"{live_server.replace('127.0.0.1', 'localhost')}/health")[0] == 200
 
 
+@pytest.mark.unit
 def test_allowed_hosts_are_the_loopback_names_the_bound_address_and_the_listed_ones():
     from bot.request_guards import allowed_hosts
 
@@ -349,6 +366,7 @@ def test_allowed_hosts_are_the_loopback_names_the_bound_address_and_the_listed_o
     assert "voice.example.com" in allowed_hosts("0.0.0.0", ["Voice.Example.com"])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("key", ["", "   ", "short-key"])
 def test_an_empty_or_short_api_key_stops_the_server_at_startup(tmp_path, key):
     env = {**os.environ, "AGENT_API_KEY": key, "AGENT_PORT": str(free_port()),
@@ -360,6 +378,7 @@ def test_an_empty_or_short_api_key_stops_the_server_at_startup(tmp_path, key):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.e2e
 async def test_a_malformed_token_is_refused_not_an_error(server, auth_server):
     _, log = auth_server
     for token in ("1.a.%C3%A9", "%C3%A9", "1.%00.x", "9" * 40 + ".a.b"):
@@ -370,12 +389,14 @@ async def test_a_malformed_token_is_refused_not_an_error(server, auth_server):
     assert "Traceback" not in log.read_text(errors="replace")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("query", ["limit=100000000000000000000", "limit=-1", "limit=0", "offset=-1", "limit=x"])
 def test_paging_out_of_range_is_refused(server, query):
     status, answer, _ = _request(f"{server}/api/sessions?{query}", headers=_bearer(API_KEY))
     assert status == 422, (query, status, answer)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("offer", "expected"),
     [
@@ -392,6 +413,7 @@ def test_a_bad_sdp_offer_is_a_400_naming_the_problem(server, offer, expected):
     assert _request(f"{server}/health")[0] == 200
 
 
+@pytest.mark.e2e
 async def test_access_log_lines_of_tokenized_requests_are_kept_redacted(auth_server):
     server, log = auth_server
     token = session_token(server, API_KEY)

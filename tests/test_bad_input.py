@@ -14,6 +14,8 @@ from bot.transports.client_messages import MAX_MESSAGE_BYTES
 from bot.transports.serializer import MAX_FRAME_BYTES
 from client.ws import VoiceClient, audio_frame
 
+pytestmark = pytest.mark.e2e
+
 ERROR_TIMEOUT = 10
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_POLICY_VIOLATION = 1008

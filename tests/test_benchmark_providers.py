@@ -6,13 +6,13 @@ import json
 import urllib.request
 
 import pytest
+from helpers import TURN_TIMEOUT, is_turn_metrics
 
 from bot.services.benchmark import BENCHMARK_REPLY, SECONDS_PER_CHARACTER
 from client.server_process import start_server, stop_server
 from client.speech import speech_pcm
 from client.ws import BotAudio, VoiceClient
 
-TURN_TIMEOUT = 30
 DELAYS_MS = {"stt": 300, "llm": 500, "tts": 400}
 BENCHMARK_ENV = {
     "AGENT_STT_PROVIDER": "benchmark",
@@ -30,16 +30,13 @@ def benchmark_server(tmp_path_factory):
     stop_server(process)
 
 
-def _turn_metrics(m) -> bool:
-    return m.type == "server-message" and m.data.get("type") == "turn-metrics"
-
-
 async def _speak_turn(client: VoiceClient, text: str):
     speech_end = await client.say(speech_pcm(text))
-    message = await client.wait_for(_turn_metrics, TURN_TIMEOUT, after=speech_end)
+    message = await client.wait_for(is_turn_metrics, TURN_TIMEOUT, after=speech_end)
     return speech_end, message.data["turn"]
 
 
+@pytest.mark.e2e
 async def test_no_model_is_loaded_for_benchmark_stages(benchmark_server):
     with urllib.request.urlopen(f"{benchmark_server}/health", timeout=10) as response:
         health = json.load(response)
@@ -47,6 +44,7 @@ async def test_no_model_is_loaded_for_benchmark_stages(benchmark_server):
     assert health["models"] == {"stt": None, "llm": None, "tts": None}
 
 
+@pytest.mark.e2e
 async def test_turns_get_the_benchmark_reply_delays_and_faults(benchmark_server):
     ws_url = benchmark_server.replace("http://", "ws://") + "/ws"
     async with VoiceClient(ws_url) as client:
@@ -83,16 +81,17 @@ async def test_turns_get_the_benchmark_reply_delays_and_faults(benchmark_server)
         await asyncio.sleep(2)
         speech_end = await client.say(speech_pcm("Which ocean is the biggest?"))
         message = await client.wait_for(
-            lambda m: _turn_metrics(m) and m.data["turn"]["index"] == 3, TURN_TIMEOUT
+            lambda m: is_turn_metrics(m) and m.data["turn"]["index"] == 3, TURN_TIMEOUT
         )
         turn = message.data["turn"]
         assert turn["status"] == "completed" and turn["bot_text"] == BENCHMARK_REPLY, turn
         assert turn["user_text"].count("Benchmark utterance") == 2, turn["user_text"]
         assert client.voiced_audio_seconds(speech_end) > 0
         await asyncio.sleep(1)
-        assert not [m for m in client.messages if _turn_metrics(m) and m.data["turn"]["index"] > 3]
+        assert not [m for m in client.messages if is_turn_metrics(m) and m.data["turn"]["index"] > 3]
 
 
+@pytest.mark.unit
 def test_playback_stall_is_the_time_audio_arrived_after_the_audio_before_it_had_played():
     client = VoiceClient("ws://unused")
     tenth_of_a_second = bytes(2 * 2400)  # 24 kHz s16
@@ -104,11 +103,13 @@ def test_playback_stall_is_the_time_audio_arrived_after_the_audio_before_it_had_
     assert client.playback_stall_seconds(11.0) == 0.0
 
 
+@pytest.mark.e2e
 def test_a_bad_fault_setting_stops_the_server_naming_it(tmp_path):
     with pytest.raises(RuntimeError, match="AGENT_BENCHMARK_FAULTS"):
         start_server(tmp_path / "server.log", **BENCHMARK_ENV, AGENT_BENCHMARK_FAULTS="llm:explode@1")
 
 
+@pytest.mark.unit
 def test_benchmark_is_chosen_only_by_name_and_named_as_such(monkeypatch, tmp_path):
     from bot.engines.loader import EmbeddedEngines
     from bot.service_factory import create_llm, create_stt, create_tts, describe_providers
@@ -134,6 +135,7 @@ def test_benchmark_is_chosen_only_by_name_and_named_as_such(monkeypatch, tmp_pat
     assert type(create_tts(settings, EmbeddedEngines())) is BenchmarkTTSService
 
 
+@pytest.mark.unit
 def test_fault_list_parses_each_entry():
     from bot.settings import BenchmarkFault, parse_benchmark_faults
 
@@ -146,6 +148,7 @@ def test_fault_list_parses_each_entry():
             parse_benchmark_faults(bad)
 
 
+@pytest.mark.e2e
 async def test_the_default_log_level_keeps_conversations_out_of_the_log(tmp_path):
     """AGENT_LOG_LEVEL=INFO (the default): a whole turn leaves no DEBUG line in the server's
     log, so neither what the user said nor the answer is written there."""

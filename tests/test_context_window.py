@@ -2,11 +2,14 @@
 `run_test`: a context past the bound leaves the processor with its oldest turns dropped, cut
 at a user message, system messages kept; one within the bound passes untouched."""
 
+import pytest
 from pipecat.frames.frames import LLMContextFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
 from bot.processors.context_window import ContextWindow
+
+pytestmark = pytest.mark.unit
 
 SYSTEM = {"role": "system", "content": "You are a voice agent."}
 

@@ -78,6 +78,7 @@ def _log_excerpt(log_path: Path, pattern: str = r"daily|Daily|Session|ERROR|Trac
     return "\n".join([line for line in lines if re.search(pattern, line)][-n:])
 
 
+@pytest.mark.unit
 async def test_fake_daily_speaks_the_helpers_protocol():
     """The fake itself, driven by Pipecat's own helper: every call it makes, and a 401."""
     with FakeDaily(api_key=API_KEY) as fake:
@@ -101,6 +102,7 @@ async def test_fake_daily_speaks_the_helpers_protocol():
     assert fake.requests[-1].status == 401 and fake.requests[-1].bearer_key == "wrong"
 
 
+@pytest.mark.e2e
 def test_post_daily_creates_a_room_and_two_tokens(room, fake_daily):
     response = room["response"]
     assert response.status_code == 200, response.text
@@ -127,6 +129,7 @@ def test_post_daily_creates_a_room_and_two_tokens(room, fake_daily):
     assert fake_daily.tokens[body["token"]]["is_owner"] is False
 
 
+@pytest.mark.e2e
 def test_bot_failing_to_join_offline_ends_its_session(room, daily_server, server_without_daily_key, fake_daily):
     """The bot's DailyTransport cannot reach fake.daily.co: the server keeps serving, the
     session is listed as a Daily one, and it ends (recorded as "ended") soon after the join
@@ -180,6 +183,7 @@ def test_bot_failing_to_join_offline_ends_its_session(room, daily_server, server
     assert not [m for m in UNHANDLED if m in log], _log_excerpt(log_path, r".", 40)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "failure",
     ["room_500", "token_500", "wrong_key_401"],
@@ -239,6 +243,7 @@ def server_without_daily_key(tmp_path_factory):
             stop_server(starting.result()[0])
 
 
+@pytest.mark.e2e
 def test_without_daily_key_answers_503(server_without_daily_key):
     _, url = server_without_daily_key.result(timeout=STARTUP_TIMEOUT_SECS + 10)
     response = httpx.post(f"{url}/api/daily", timeout=10)

@@ -5,27 +5,16 @@ The mixed stack (Deepgram STT, embedded LLM and TTS) is driven with real speech 
 """
 
 import asyncio
-import time
 
 import pytest
+from fakes.deepgram_server import LISTEN_PATH, FakeDeepgram
+from helpers import TURN_TIMEOUT, until
 
 from client.server_process import start_server, stop_server
 from client.speech import speech_pcm
 from client.ws import VoiceClient
-from fakes.deepgram_server import LISTEN_PATH, FakeDeepgram
 
 QUESTION = "What is the capital of France?"
-TURN_TIMEOUT = 30
-
-
-async def _until(condition, timeout: float) -> bool:
-    """Poll `condition` until it holds or `timeout` seconds pass (bounded wait)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 def _transcript(results: dict) -> str:
@@ -38,6 +27,7 @@ def fake_deepgram():
         yield fake
 
 
+@pytest.mark.model
 async def test_fake_speaks_the_documented_protocol_to_the_deepgram_sdk(fake_deepgram):
     """The fake's messages parse as the SDK's own types (no server involved, ~1 s)."""
     from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
@@ -70,6 +60,7 @@ async def test_fake_speaks_the_documented_protocol_to_the_deepgram_sdk(fake_deep
     assert isinstance(received[-1], ListenV1Metadata) and received[-1].duration > 2
 
 
+@pytest.mark.e2e
 async def test_deepgram_stt_in_the_real_server(fake_deepgram, tmp_path):
     speech = speech_pcm(QUESTION)  # synthesize before the clock matters
     process, http_url = await asyncio.to_thread(
@@ -127,8 +118,8 @@ async def test_deepgram_stt_in_the_real_server(fake_deepgram, tmp_path):
             assert client.voiced_audio_seconds(speech_end) >= 0.5
 
         # Leaving ends the session: Pipecat closes the stream, the fake sums it up and closes.
-        assert await _until(lambda: "CloseStream" in connection.control_types(), 10), connection.control
+        assert await until(lambda: "CloseStream" in connection.control_types(), 10), connection.control
         assert connection.sent[-1]["type"] == "Metadata"
-        assert await _until(lambda: connection.closed_at is not None, 5)
+        assert await until(lambda: connection.closed_at is not None, 5)
     finally:
         await asyncio.to_thread(stop_server, process)

@@ -6,28 +6,19 @@ The mixed stack (embedded STT and LLM, ElevenLabs TTS) is driven with real speec
 """
 
 import asyncio
-import time
 
 import pytest
+from fakes.elevenlabs_server import FakeElevenLabs
+from helpers import TURN_TIMEOUT, until
 
 from client.server_process import start_server, stop_server
 from client.speech import speech_pcm
 from client.ws import VoiceClient
-from fakes.elevenlabs_server import FakeElevenLabs
+
+pytestmark = pytest.mark.e2e
 
 QUESTION = "What is the capital of France?"
 GREETING = "Hi! Ask me anything."
-TURN_TIMEOUT = 30
-
-
-async def _until(condition, timeout: float) -> bool:
-    """Poll `condition` until it holds or `timeout` seconds pass (bounded wait)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 @pytest.fixture
@@ -93,7 +84,7 @@ async def test_elevenlabs_tts_in_the_real_server(fake_elevenlabs, tmp_path):
             assert "paris" in answer.lower(), answer
 
         # Leaving ends the session: Pipecat asks the fake to close the socket.
-        assert await _until(lambda: connection.closed_at is not None, 10)
+        assert await until(lambda: connection.closed_at is not None, 10)
         assert any(m.get("close_socket") for m in connection.messages), connection.messages[-3:]
     finally:
         await asyncio.to_thread(stop_server, process)

@@ -7,6 +7,8 @@ from bot.costs import PriceTable, cost_summary, price_turn
 from bot.records import TurnRecord, Usage
 from bot.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 PRICES = PriceTable()
 EMBEDDED = {
     "stt": "embedded:moonshine-base-en",

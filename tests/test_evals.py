@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
 
 SCENARIOS = """
 name: runner
@@ -49,6 +48,7 @@ def scenario_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.e2e
 def test_failing_scenario_fails_the_run_with_its_reason(scenario_dir, tmp_path):
     code, output = run_cli(
         str(scenario_dir), "--no-routing", "--stack", "embedded", "--out", str(tmp_path), timeout=280
@@ -78,6 +78,7 @@ def test_failing_scenario_fails_the_run_with_its_reason(scenario_dir, tmp_path):
     assert "expected no 'llm_started'" in markdown
 
 
+@pytest.mark.e2e
 def test_passing_run_exits_zero(scenario_dir, tmp_path):
     code, output = run_cli(
         str(scenario_dir), "-k", "passing", "--stack", "embedded", "--out", str(tmp_path), timeout=280
@@ -88,6 +89,7 @@ def test_passing_run_exits_zero(scenario_dir, tmp_path):
     assert report["summary"]["failed"] == 0
 
 
+@pytest.mark.e2e
 def test_bad_scenario_file_exits_two(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nscenarios:\n  - name: no_turns\n    expect: []\n")
@@ -96,6 +98,7 @@ def test_bad_scenario_file_exits_two(tmp_path):
     assert "turns" in output
 
 
+@pytest.mark.e2e
 def test_scenario_set_covers_the_issue(tmp_path):
     code, output = run_cli("evals/", "--list", timeout=120)
     assert code == 0, output
@@ -104,6 +107,7 @@ def test_scenario_set_covers_the_issue(tmp_path):
     assert any("(audio)" in line for line in output.splitlines())
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(900)
 def test_ci_subset_passes(tmp_path):
     """The fast subset (typed scenarios and one spoken one) against the embedded stack."""
@@ -115,6 +119,7 @@ def test_ci_subset_passes(tmp_path):
     assert report["latency"]["audio"]["voice_to_voice"]["n"] >= 1
 
 
+@pytest.mark.unit
 def test_dictated_scenarios_speak_with_pauses_in_several_voices():
     from evals.audio_mode import user_voice
     from evals.scenarios import load_file
@@ -126,6 +131,7 @@ def test_dictated_scenarios_speak_with_pauses_in_several_voices():
     assert len({v.speaker for v in voices}) >= 3 and len(voices) >= 6, voices
 
 
+@pytest.mark.unit
 def test_spoken_scenarios_use_the_tuning_voices_and_never_the_held_out_one():
     from client.speech import HELD_OUT, VOICES
     from evals.audio_mode import user_voice
@@ -143,6 +149,7 @@ def test_spoken_scenarios_use_the_tuning_voices_and_never_the_held_out_one():
     assert len(undictated) >= 4, undictated  # the older spoken scenarios are not all one voice
 
 
+@pytest.mark.unit
 def test_a_pictures_event_says_what_it_shows():
     """A chart's values and the words a sentiment reading scored, for `text_contains`."""
     from evals.events import visualization_event

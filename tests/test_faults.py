@@ -17,22 +17,22 @@ from dataclasses import dataclass
 from functools import partial
 
 import pytest
+from fakes.deepgram_server import FakeDeepgram
+from fakes.elevenlabs_server import FakeElevenLabs
+from fakes.openai_server import Failure, FakeOpenAI, Rule, Stall, Text
+from helpers import TURN_TIMEOUT, is_turn_metrics
 
-from bot.services.benchmark import BENCHMARK_REPLY
 from bot.records import SessionRecord
+from bot.services.benchmark import BENCHMARK_REPLY
 from bot.settings import Settings
 from bot.store import SessionStore
 from client.server_process import start_server, stop_server
 from client.speech import speech_pcm
 from client.ws import VoiceClient
-from fakes.deepgram_server import FakeDeepgram
-from fakes.elevenlabs_server import FakeElevenLabs
-from fakes.openai_server import Failure, FakeOpenAI, Rule, Stall, Text
 
 QUESTION = "What is the capital of France?"
 ANSWER = "The capital of France is Paris."
 APOLOGY = Settings.model_fields["apology"].default
-TURN_TIMEOUT = 30
 # Short stage timeouts, still several times what these fakes and benchmark stages take.
 TIMEOUTS = {
     "AGENT_STT_TIMEOUT_SECS": "2.5",
@@ -77,10 +77,6 @@ def cloud_server(tmp_path_factory, fakes):
     stop_server(process)
 
 
-def _is_turn_metrics(m) -> bool:
-    return m.type == "server-message" and m.data.get("type") == "turn-metrics"
-
-
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
@@ -97,7 +93,7 @@ async def _ready(client: VoiceClient) -> None:
 async def _turn(client: VoiceClient) -> tuple[float, dict, float]:
     """Speak the question; (end of speech, its turn record, when the bot stopped speaking)."""
     speech_end = await client.say(speech_pcm(QUESTION))
-    turn = (await client.wait_for(_is_turn_metrics, TURN_TIMEOUT, after=speech_end)).data["turn"]
+    turn = (await client.wait_for(is_turn_metrics, TURN_TIMEOUT, after=speech_end)).data["turn"]
     stopped = await client.wait_for(
         lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end
     )
@@ -159,6 +155,7 @@ async def _session_fails_then_recovers(
     return failed
 
 
+@pytest.mark.unit
 async def test_turns_stored_before_failures_were_classified_read_back(tmp_path):
     """A turn row written before `failure` existed still loads: failed, with no failure."""
     old_turn = {"turn_id": "t1", "session_id": "s1", "index": 1, "status": "failed", "error": "boom"}
@@ -184,6 +181,7 @@ def _assert_replaced(connections: list, before: int) -> None:
     assert len(connections) >= before + 2
 
 
+@pytest.mark.e2e
 async def test_llm_http_500(cloud_server, fakes):
     fakes.openai.requests.clear()
     # The openai SDK retries a 5xx twice: a lasting outage fails three requests.
@@ -194,6 +192,7 @@ async def test_llm_http_500(cloud_server, fakes):
     assert rules == ["injected Failure"] * 3 + ["answer"], rules
 
 
+@pytest.mark.e2e
 async def test_llm_stream_that_hangs(cloud_server, fakes):
     fakes.openai.requests.clear()
     inject = partial(fakes.openai.inject, Stall("Let me"))
@@ -202,6 +201,7 @@ async def test_llm_stream_that_hangs(cloud_server, fakes):
     assert [r.rule for r in fakes.openai.completions()] == ["injected Stall", "answer"]
 
 
+@pytest.mark.e2e
 async def test_stt_stream_closed_with_an_error(cloud_server, fakes):
     before = len(fakes.deepgram.connections)
     inject = partial(fakes.deepgram.inject, "error")
@@ -210,6 +210,7 @@ async def test_stt_stream_closed_with_an_error(cloud_server, fakes):
     _assert_replaced(fakes.deepgram.connections, before)
 
 
+@pytest.mark.e2e
 async def test_stt_stream_that_hangs(cloud_server, fakes):
     """The stream stays silent for good: the session replaces the connection after the
     failed turn, and the next turn is transcribed over the new one."""
@@ -220,6 +221,7 @@ async def test_stt_stream_that_hangs(cloud_server, fakes):
     _assert_replaced(fakes.deepgram.connections, before)
 
 
+@pytest.mark.e2e
 async def test_tts_socket_closed_with_an_error(cloud_server, fakes):
     inject = partial(fakes.elevenlabs.inject, "error")
     failed = await _session_fails_then_recovers(cloud_server, inject, "tts", "error")
@@ -228,6 +230,7 @@ async def test_tts_socket_closed_with_an_error(cloud_server, fakes):
     assert any(c.close_code == 1011 for c in fakes.elevenlabs.connections)
 
 
+@pytest.mark.e2e
 async def test_tts_that_never_answers(cloud_server, fakes):
     inject = partial(fakes.elevenlabs.inject, "hang")
     failed = await _session_fails_then_recovers(cloud_server, inject, "tts", "timeout")
@@ -237,6 +240,7 @@ async def test_tts_that_never_answers(cloud_server, fakes):
     assert hung and "paris" in hung[-1].text.lower(), hung
 
 
+@pytest.mark.e2e
 async def test_tts_socket_that_stalls(cloud_server, fakes):
     """The socket stops answering anything: the session replaces it after the failed turn,
     and the next answer is spoken over the new one."""
@@ -250,6 +254,7 @@ async def test_tts_socket_that_stalls(cloud_server, fakes):
 # --- local models: the benchmark providers' injected exceptions and hangs ------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stage", ["stt", "llm", "tts"])
 async def test_local_stage_exception_then_hang(tmp_path, stage):
     """The stage raises in the session's first turn and hangs in its third."""

@@ -10,14 +10,15 @@ import re
 import subprocess
 import sys
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pipecat.frames.protobufs import frames_pb2
 
-from bot.transports.client_messages import ALLOWED_MESSAGES, decode_client_json, message_problem
-from bot.transports.serializer import CheckedProtobufSerializer
 from bot.tools.analyze_sentiment import quoted_by_user, quoted_text_constraint
 from bot.tools.generate_chart import chart_constraint, said_numbers, said_pairs, validated_chart
+from bot.transports.client_messages import ALLOWED_MESSAGES, decode_client_json, message_problem
+from bot.transports.serializer import CheckedProtobufSerializer
 from client.server_process import ROOT
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,6 +39,7 @@ wordy_text = st.lists(
 ).map("".join)
 
 
+@pytest.mark.unit
 @PROPERTY
 @given(st.binary(max_size=2000) | st.text(max_size=2000))
 def test_any_bytes_are_read_as_json_or_refused_with_a_value_error(data):
@@ -47,6 +49,7 @@ def test_any_bytes_are_read_as_json_or_refused_with_a_value_error(data):
         assert str(refused)
 
 
+@pytest.mark.unit
 @PROPERTY
 @given(json_values | rtvi_messages)
 def test_any_parsed_message_is_accepted_or_refused_with_a_reason(message):
@@ -56,6 +59,7 @@ def test_any_parsed_message_is_accepted_or_refused_with_a_reason(message):
         assert message["type"] in ALLOWED_MESSAGES
 
 
+@pytest.mark.unit
 @PROPERTY
 @given(st.binary(max_size=3000) | st.builds(
     lambda kind, data, rate, channels: _frame(kind, data, rate, channels),
@@ -77,6 +81,7 @@ def _frame(kind: str, data: bytes, rate: int, channels: int) -> bytes:
     return frame.SerializeToString()
 
 
+@pytest.mark.unit
 @PROPERTY
 @given(wordy_text | st.text(max_size=300))
 def test_the_users_words_are_parsed_without_an_exception(text):
@@ -90,6 +95,7 @@ def test_the_users_words_are_parsed_without_an_exception(text):
     assert quoted_by_user(text, [text]) == bool(re.search(r"[a-z0-9']", text.lower().replace("\u2019", "'")))
 
 
+@pytest.mark.unit
 @PROPERTY
 @given(
     st.text(max_size=20),
@@ -105,12 +111,14 @@ def test_chart_arguments_of_any_shape_validate_or_say_why(chart_type, labels, se
         assert all(len(s["values"]) == len(kept_labels) for s in kept_series)
 
 
+@pytest.mark.unit
 @PROPERTY
 @given(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "tool"]),
                                        "content": st.text(max_size=200)}), max_size=6))
 def test_routing_constraints_read_any_conversation(messages):
-    from bot.tools import ALL_TOOLS
     from pipecat.adapters.llm.schemas.direct_function import DirectFunctionWrapper
+
+    from bot.tools import ALL_TOOLS
 
     schemas = {tool.__name__: DirectFunctionWrapper(tool).to_function_schema() for tool in ALL_TOOLS}
     chart = schemas["generate_chart"]
@@ -122,6 +130,7 @@ def test_routing_constraints_read_any_conversation(messages):
     assert "properties" in quoted_text_constraint(messages, parameters)
 
 
+@pytest.mark.e2e
 def test_the_api_campaign_finds_nothing_with_and_without_a_key(tmp_path):
     out = tmp_path / "fuzz.json"
     done = subprocess.run(

@@ -34,6 +34,7 @@ class ProcessWatcher(BaseObserver):
             self.seen.append((data.processor.name, data.frame.text))
 
 
+@pytest.mark.unit
 @pytest.mark.asyncio
 async def test_each_observer_gets_the_events_it_handles():
     pushes, processing = PushWatcher(), ProcessWatcher()
@@ -50,6 +51,7 @@ async def test_each_observer_gets_the_events_it_handles():
     assert ("identity", "hello") in processing.seen
 
 
+@pytest.mark.unit
 def test_none_of_the_session_observers_handles_processed_frames():
     # The saving rests on this: if one of them starts handling on_process_frame, it still
     # gets the events, but the per-frame fan-out comes back (see bench/capacity.py).
@@ -67,6 +69,7 @@ def test_none_of_the_session_observers_handles_processed_frames():
     assert handles(PushWatcher(), "on_push_frame")
 
 
+@pytest.mark.unit
 @pytest.mark.asyncio
 async def test_microphone_audio_is_not_pushed_past_the_turn_detection():
     audio = InputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
@@ -99,6 +102,7 @@ async def _push_audio_and_text(observers: list[BaseObserver]) -> None:
     await runner.run()
 
 
+@pytest.mark.unit
 @pytest.mark.asyncio
 async def test_microphone_audio_reaches_observers_only_if_one_may_want_it():
     declined, also_declined = MicrophoneWatcher(False), MicrophoneWatcher(False)
@@ -112,6 +116,7 @@ async def test_microphone_audio_reaches_observers_only_if_one_may_want_it():
     assert silent.audio > 0 and silent.texts
 
 
+@pytest.mark.model
 def test_no_session_observer_takes_microphone_audio():
     """The real session pipeline (its RTVI observer included) queues no microphone audio to
     its observers; the idle/duration watch is added later, the same way."""

@@ -13,6 +13,7 @@ import urllib.request
 
 import aiohttp
 import pytest
+from helpers import TURN_TIMEOUT
 
 from bot.limits import LoopLoad, SessionSlots
 from client.server_process import start_server, stop_server
@@ -33,7 +34,6 @@ SETTINGS = {
     "AGENT_API_KEY": API_KEY,
     "AGENT_METRICS_PUBLIC": "true",
 }
-TURN_TIMEOUT = 30
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -86,6 +86,7 @@ async def _record_of(url: str, session_id: str) -> dict:
     raise AssertionError(f"session {session_id} never ended: {record}")
 
 
+@pytest.mark.e2e
 async def test_one_session_over_the_limit_is_refused_and_the_first_goes_on(server):
     loopback_only_ice()
     await _no_sessions_left(server)
@@ -116,6 +117,7 @@ async def test_one_session_over_the_limit_is_refused_and_the_first_goes_on(serve
         await again.ready()
 
 
+@pytest.mark.e2e
 async def test_an_idle_session_ends_with_a_goodbye_and_its_record_says_why(server):
     await _no_sessions_left(server)
     async with _ws(server) as client:
@@ -141,6 +143,7 @@ async def test_an_idle_session_ends_with_a_goodbye_and_its_record_says_why(serve
     assert record["end_reason"] == "idle_timeout"
 
 
+@pytest.mark.e2e
 async def test_a_session_ends_at_its_maximum_duration_however_active(server):
     await _no_sessions_left(server)
     async with _ws(server) as client:
@@ -169,6 +172,7 @@ async def test_a_session_ends_at_its_maximum_duration_however_active(server):
     assert record["ended_at"] - record["started_at"] >= MAX_SECS - 1
 
 
+@pytest.mark.e2e
 def test_metrics_open_to_scrapers_when_the_setting_says_so(server):
     with urllib.request.urlopen(f"{server}/metrics", timeout=10) as response:
         assert b"voice_agent_sessions_total" in response.read()
@@ -178,6 +182,7 @@ def test_metrics_open_to_scrapers_when_the_setting_says_so(server):
     assert refused.value.code == 401
 
 
+@pytest.mark.unit
 async def test_loop_load_measures_a_busy_and_a_late_loop():
     load = LoopLoad(interval_secs=0.01, window=10)
     monitor = asyncio.create_task(load.run())
@@ -196,6 +201,7 @@ async def test_loop_load_measures_a_busy_and_a_late_loop():
         monitor.cancel()
 
 
+@pytest.mark.unit
 def test_an_overloaded_loop_refuses_new_sessions_but_not_the_first():
     class Load:
         busy_share, late_secs = 0.0, 0.0
@@ -240,6 +246,7 @@ def _allowance(clock: _Clock, **overrides):
     return ClientAllowance(Settings(**overrides), now=clock)
 
 
+@pytest.mark.unit
 def test_audio_may_burst_after_a_stall_but_not_flood():
     clock = _Clock()
     allowance = _allowance(clock)  # 1.25x real time over 5 s, 2 s of burst: 8.25 s held
@@ -253,6 +260,7 @@ def test_audio_may_burst_after_a_stall_but_not_flood():
         assert allowance.audio_allowed(0.02)
 
 
+@pytest.mark.unit
 def test_typed_messages_come_in_a_burst_then_at_the_rate():
     clock = _Clock()
     allowance = _allowance(clock, max_text_per_sec=1.0, text_burst=3)
@@ -261,6 +269,7 @@ def test_typed_messages_come_in_a_burst_then_at_the_rate():
     assert [allowance.text_allowed() for _ in range(2)] == [True, False]
 
 
+@pytest.mark.unit
 def test_a_burst_of_refusals_is_answered_and_a_sustained_one_disconnects():
     clock = _Clock()
     allowance = _allowance(clock, abuse_refusals=3, abuse_window_secs=10)

@@ -3,7 +3,6 @@
 check the guarantee itself (the patterns' shapes and the caps), not wall-clock time; timing
 under hostile input belongs to the fuzz command."""
 
-import re
 import re._constants as sre_constants
 import re._parser as sre_parse
 
@@ -29,6 +28,8 @@ from bot.tools.generate_chart import (
     said_pairs,
 )
 from bot.tools.get_realtime_data import ASKS_FOR_LIVE_DATA
+
+pytestmark = pytest.mark.unit
 
 BACKTRACKING = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
 

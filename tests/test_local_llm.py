@@ -79,6 +79,7 @@ async def _answer(engine: LocalLLMEngine, request: dict) -> tuple[str, str]:
 # --- the Pipecat service ----------------------------------------------------------------------
 
 
+@pytest.mark.model
 async def test_service_streams_a_plain_answer(engine):
     service = LocalLLMService(
         engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=40
@@ -115,6 +116,7 @@ async def test_service_streams_a_plain_answer(engine):
     assert usage[-1].completion_tokens <= len(texts) + 3, (usage, [f.text for f in texts])
 
 
+@pytest.mark.model
 async def test_service_calls_the_registered_tool(engine):
     service = LocalLLMService(engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0)
     context = LLMContext(
@@ -149,6 +151,7 @@ async def test_service_calls_the_registered_tool(engine):
 # --- the engine -------------------------------------------------------------------------------
 
 
+@pytest.mark.model
 async def test_cancel_stops_a_long_generation(engine):
     request = {
         **_request("Tell me a very long story about a dragon.", max_tokens=400),
@@ -179,6 +182,7 @@ async def test_cancel_stops_a_long_generation(engine):
     assert "paris" in answer.lower(), answer
 
 
+@pytest.mark.model
 async def test_consumer_task_cancellation_frees_the_request(engine):
     """Cancelling the consuming task (an interruption) stops decoding too."""
     request = {**_request("Tell me a very long story about a cat.", max_tokens=400)}
@@ -187,7 +191,7 @@ async def test_consumer_task_cancellation_frees_the_request(engine):
 
     async def consume():
         nonlocal tokens
-        async for chunk in engine.stream_chat(request, threading.Event()):
+        async for _chunk in engine.stream_chat(request, threading.Event()):
             tokens += 1
             first.set()
 
@@ -202,6 +206,7 @@ async def test_consumer_task_cancellation_frees_the_request(engine):
     assert tokens < 20
 
 
+@pytest.mark.model
 async def test_concurrent_sessions_get_their_own_answers(engine):
     questions = {
         "What is the capital of France?": "paris",
@@ -267,6 +272,7 @@ async def _replies_side_by_side(engine: LocalLLMEngine, questions: list[str], ma
     return events, [service._session_key for service in sessions]
 
 
+@pytest.mark.model
 async def test_replies_compute_their_first_sentences_one_after_another(engine):
     """On a CPU two replies batched together decode no faster than one after the other, so
     the first turn's reply runs alone until its answer is out; then the second starts."""
@@ -279,6 +285,7 @@ async def test_replies_compute_their_first_sentences_one_after_another(engine):
     assert engine.active_requests == 0 and not engine.replies_pending
 
 
+@pytest.mark.model
 async def test_a_long_reply_lets_the_next_start_after_its_first_sentence(engine):
     events, (long, short) = await _replies_side_by_side(
         engine,
@@ -293,6 +300,7 @@ async def test_a_long_reply_lets_the_next_start_after_its_first_sentence(engine)
     assert re.search(r"[a-z]{3}", after), (before, after)  # not its whole reply
 
 
+@pytest.mark.model
 async def test_an_answer_pauses_while_the_next_reply_computes_its_first_sentence(engine):
     """Past its first sentence a reply stops decoding while a later turn's reply computes
     its first, then goes on from the word it had reached, its words still in its KV cache."""
@@ -352,6 +360,7 @@ async def _timings(
     return "".join(text), timings
 
 
+@pytest.mark.model
 async def test_warm_up_puts_the_shared_prefix_in_every_slot(warm_engine):
     """Sessions that arrive together each land on a slot that already holds the system
     prompt and tools: none prefills them while the others wait on its batch."""
@@ -370,6 +379,7 @@ async def test_warm_up_puts_the_shared_prefix_in_every_slot(warm_engine):
         assert timings["prompt_n"] < 40, (question, timings)
 
 
+@pytest.mark.model
 async def test_each_session_keeps_its_conversation_cached(warm_engine):
     """Three sessions taking turns: each one's second turn finds its first turn still in the
     KV cache and prefills only the new question (plus the template's few tokens), though
@@ -398,6 +408,7 @@ def _turn_request(messages: list[dict]) -> dict:
     )
 
 
+@pytest.mark.model
 async def test_prefill_from_interim_words_leaves_the_turn_little_to_compute(warm_engine):
     """A session prefilled with the words heard so far ("What is the capital of")
     computes only the rest of its prompt when the turn ends; one that was not computes the
@@ -420,6 +431,7 @@ async def test_prefill_from_interim_words_leaves_the_turn_little_to_compute(warm
     assert prefilled["prompt_n"] <= 12 and cold["prompt_n"] >= prefilled["prompt_n"] + 6, (prefilled, cold)
 
 
+@pytest.mark.model
 async def test_interim_words_reach_the_engine_through_the_pipeline(warm_engine):
     """SpeculativePrefill hands an interim transcript to the LLM service, which prefills it:
     the answer that follows computes few new prompt tokens (its usage metrics say so), and
@@ -457,6 +469,7 @@ async def test_interim_words_reach_the_engine_through_the_pipeline(warm_engine):
     assert prefilled <= 20 and cold >= prefilled + 6, (prefilled, cold)
 
 
+@pytest.mark.model
 async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_engine):
     """A tool round (call, result, spoken sentence) is ~100 tokens no request computed; the
     service computes them as soon as the answer is in the context, so the next turn's
@@ -496,6 +509,7 @@ async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_en
     assert prefilled <= 30 and cold >= prefilled + 40, (prefilled, cold)
 
 
+@pytest.mark.model
 async def test_a_tool_call_computes_its_opening_as_prompt(engine):
     """Once the first token tells the tool apart (two names share "get"), the call's opening
     up to its arguments is prompt, not decoded token by token: the reply generates only the
@@ -525,6 +539,7 @@ async def test_a_tool_call_computes_its_opening_as_prompt(engine):
     assert usage.completion_tokens <= 14, usage
 
 
+@pytest.mark.model
 async def test_prefill_waits_for_an_idle_engine(warm_engine):
     """llama.cpp decodes every running request in one batch: a prefill started beside another
     session's answer would slow that answer, so none is started while one is decoding."""
@@ -550,6 +565,7 @@ async def test_prefill_waits_for_an_idle_engine(warm_engine):
     assert timings["prompt_n"] >= 15, timings  # nothing of the question was prefilled
 
 
+@pytest.mark.unit
 def test_slot_affinity_returns_a_session_to_its_own_slot():
     slots = SlotAffinity(2)
     a, b = slots.acquire("a"), slots.acquire("b")
@@ -580,6 +596,7 @@ def _long_conversation(turns: int, words: int = 60) -> list[dict]:
     return messages
 
 
+@pytest.mark.unit
 def test_build_request_trims_old_turns_to_the_budget():
     context = LLMContext(messages=[{"role": "system", "content": "Extra rule."}, *_long_conversation(60)])
     request = build_request(
@@ -604,6 +621,7 @@ def test_build_request_trims_old_turns_to_the_budget():
     assert request["cache_prompt"] is True
 
 
+@pytest.mark.unit
 def test_build_request_keeps_short_conversations_whole():
     messages = _long_conversation(3, words=5)
     request = build_request(
@@ -613,6 +631,7 @@ def test_build_request_keeps_short_conversations_whole():
     assert len(request["messages"]) == 1 + len(messages) + 1
 
 
+@pytest.mark.unit
 def test_build_request_with_a_tiny_budget_keeps_system_and_last_message():
     request = build_request(
         LLMContext(messages=_long_conversation(5)), system_prompt="SYS", max_tokens=80,
@@ -622,6 +641,7 @@ def test_build_request_with_a_tiny_budget_keeps_system_and_last_message():
     assert request["messages"][-2]["content"].startswith("Final question")
 
 
+@pytest.mark.unit
 def test_build_request_disallows_tools_after_a_tool_round():
     tools = ToolsSchema(standard_tools=[get_current_time])
     messages = [{"role": "user", "content": "What time is it in Tokyo?"}]
@@ -654,6 +674,7 @@ def test_build_request_disallows_tools_after_a_tool_round():
     assert "get_current_time" in third["grammar"]
 
 
+@pytest.mark.unit
 def test_build_request_with_a_tiny_budget_keeps_the_question_a_tool_result_answers():
     messages = _long_conversation(5) + [
         {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {

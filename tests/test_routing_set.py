@@ -6,15 +6,17 @@ is held out, and the arguments an item expects are real parameters of its tool's
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 
 from bot.services.tool_routing import NO_TOOL, routable_tools
 from bot.tools import ALL_TOOLS
 
-SET_PATH = Path(__file__).resolve().parent.parent / "evals" / "routing_set.json"
+pytestmark = pytest.mark.unit
+
+SET_PATH = ROOT / "evals" / "routing_set.json"
 MIN_PER_CLASS = 30
 SPLITS = {"tune", "held_out"}
 FIRST_BATCH = 33  # items per class before the held-out-only additions

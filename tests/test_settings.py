@@ -10,6 +10,8 @@ from bot.engines.loader import EmbeddedEngines
 from bot.service_factory import SPEAKABLE_TEXT, create_llm, create_stt, create_tts
 from bot.settings import Provider, Settings
 
+pytestmark = pytest.mark.unit
+
 KEY_VARS = {
     "llm": ("OPENAI_API_KEY", "AGENT_OPENAI_API_KEY"),
     "stt": ("DEEPGRAM_API_KEY", "AGENT_DEEPGRAM_API_KEY"),

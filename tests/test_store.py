@@ -6,12 +6,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from bot.records import Cost, SessionRecord, ToolCall, TurnLatency, TurnRecord, Usage
 from bot.store import SessionStore
+from client.server_process import ROOT
 
 DAY = 86400.0
 
@@ -54,6 +54,7 @@ async def store(tmp_path):
     await store.close()
 
 
+@pytest.mark.unit
 async def test_round_trip_across_restart(tmp_path):
     path = tmp_path / "records.sqlite3"
     session = make_session(
@@ -96,6 +97,7 @@ async def test_round_trip_across_restart(tmp_path):
     )
 
 
+@pytest.mark.unit
 async def test_save_session_keeps_turns_and_visualizations(store):
     session = make_session("s1", 100.0)
     await store.save_session(session)
@@ -109,6 +111,7 @@ async def test_save_session_keeps_turns_and_visualizations(store):
     assert await store.get_session("missing") is None
 
 
+@pytest.mark.unit
 async def test_list_order_counts_and_delete(store):
     for i, sid in enumerate(["old", "mid", "new"]):
         await store.save_session(make_session(sid, 100.0 * (i + 1), 100.0 * (i + 1) + 50))
@@ -129,6 +132,7 @@ async def test_list_order_counts_and_delete(store):
     assert [s["session_id"] for s in await store.list_sessions()] == ["new", "old"]
 
 
+@pytest.mark.unit
 async def test_prune_by_age(store):
     now = 100 * DAY
     await store.save_session(make_session("ended-old", now - 40 * DAY, now - 31 * DAY))
@@ -144,6 +148,7 @@ async def test_prune_by_age(store):
     assert await store.get_session("ended-old") is None
 
 
+@pytest.mark.unit
 async def test_concurrent_appends_all_persisted(tmp_path):
     path = tmp_path / "records.sqlite3"
     store = SessionStore(path)
@@ -166,6 +171,7 @@ async def test_concurrent_appends_all_persisted(tmp_path):
         assert [t.index for t in session.turns] == list(range(20))
 
 
+@pytest.mark.unit
 async def test_append_is_idempotent(store):
     await store.save_session(make_session("s1", 100.0))
     await store.append_turn(make_turn("s1", 0, cost=0.01))
@@ -175,6 +181,7 @@ async def test_append_is_idempotent(store):
     assert (await store.list_sessions())[0]["turns"] == 1
 
 
+@pytest.mark.unit
 async def test_iter_sessions_since(store):
     await store.save_session(make_session("a", 100.0))
     await store.save_session(make_session("b", 200.0))
@@ -184,6 +191,7 @@ async def test_iter_sessions_since(store):
     assert [s.session_id for s in recent] == ["b"] and len(recent[0].turns) == 1
 
 
+@pytest.mark.e2e
 async def test_turn_survives_a_crash(tmp_path):
     """A process that appended a turn and died without closing the store loses nothing."""
     path = tmp_path / "records.sqlite3"
@@ -203,8 +211,7 @@ async def test_turn_survives_a_crash(tmp_path):
         asyncio.run(main())
         """
     )
-    root = Path(__file__).resolve().parent.parent
-    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
     assert result.returncode == 3, result.stderr.decode()
 
     store = SessionStore(path)
@@ -214,6 +221,7 @@ async def test_turn_survives_a_crash(tmp_path):
     assert loaded is not None and [t.index for t in loaded.turns] == [0]
 
 
+@pytest.mark.unit
 async def test_closed_store_refuses_calls(tmp_path):
     store = SessionStore(tmp_path / "r.sqlite3")
     with pytest.raises(RuntimeError):
@@ -224,6 +232,7 @@ async def test_closed_store_refuses_calls(tmp_path):
         await store.append_turn(make_turn("s1", 0))
 
 
+@pytest.mark.unit
 async def test_writes_the_database_refuses_wait_in_order_until_it_is_back(tmp_path):
     path = tmp_path / "records.sqlite3"
     errors: list[str] = []
@@ -250,6 +259,7 @@ async def test_writes_the_database_refuses_wait_in_order_until_it_is_back(tmp_pa
     await store.close()
 
 
+@pytest.mark.unit
 async def test_a_full_spool_drops_a_write_and_says_so(tmp_path):
     path = tmp_path / "records.sqlite3"
     errors: list[str] = []
@@ -269,6 +279,7 @@ async def test_a_full_spool_drops_a_write_and_says_so(tmp_path):
         assert db.execute("SELECT idx FROM turns ORDER BY idx").fetchall() == [(0,), (1,)]
 
 
+@pytest.mark.unit
 async def test_only_this_servers_unfinished_sessions_are_closed_as_crashed(tmp_path):
     path = tmp_path / "records.sqlite3"
     for server, session_id in (("a", "mine"), ("b", "theirs")):
@@ -287,6 +298,7 @@ async def test_only_this_servers_unfinished_sessions_are_closed_as_crashed(tmp_p
     await store.close()
 
 
+@pytest.mark.unit
 async def test_records_are_readable_by_their_owner_only(tmp_path):
     import stat
 

@@ -13,6 +13,8 @@ from bot.percentiles import percentile
 from bot.records import SessionRecord, TurnLatency, TurnRecord, Usage
 from bot.telemetry import Telemetry
 
+pytestmark = pytest.mark.unit
+
 CLOUD = {"stt": "deepgram:nova-3-general", "llm": "openai:gpt-4.1-mini", "tts": "embedded:piper"}
 
 

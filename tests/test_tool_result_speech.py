@@ -1,6 +1,7 @@
 """ToolResultSpeech: a tool's own sentence is its answer, spoken at once, and the LLM is asked
 again only when the result has something it must word (Pipecat's run_test)."""
 
+import pytest
 from pipecat.frames.frames import (
     FunctionCallResultFrame,
     FunctionCallResultProperties,
@@ -13,6 +14,8 @@ from pipecat.frames.frames import (
 from pipecat.tests.utils import run_test
 
 from bot.processors.tool_result_speech import ToolResultSpeech
+
+pytestmark = pytest.mark.unit
 
 SENTENCE = "In Tokyo it is 6:19 AM on Thursday, December 3."
 

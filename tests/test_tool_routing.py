@@ -25,6 +25,8 @@ from bot.services.tool_routing import (
 )
 from bot.tools.current_time import get_current_time
 
+pytestmark = pytest.mark.unit
+
 # Answers whose JSON encoding exercises every escape the decoder handles.
 ANSWERS = [
     "Paris is the capital of France.",

@@ -1,12 +1,16 @@
-"""The data tools (generate_chart, analyze_sentiment, get_realtime_data) with real session
-resources: a SessionRecord, a Telemetry and an LLMContext. Only FunctionCallParams is faked,
-and each tool is invoked the way Pipecat invokes a direct function."""
+"""The tools (generate_chart, analyze_sentiment, get_realtime_data, get_current_time) with real
+session resources: a SessionRecord, a Telemetry and an LLMContext. Only FunctionCallParams is
+faked, and each tool is invoked the way Pipecat invokes a direct function."""
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from pipecat.adapters.llm.schemas.direct_function import DirectFunctionWrapper
@@ -21,6 +25,8 @@ from bot.tools.analyze_sentiment import analyze_sentiment, analyzer, quoted_by_u
 from bot.tools.current_time import get_current_time
 from bot.tools.generate_chart import generate_chart, said_numbers, said_pairs, spoken_number
 from bot.tools.get_realtime_data import get_realtime_data
+
+pytestmark = pytest.mark.unit
 
 SALES = {
     "chart_type": "bar",
@@ -716,6 +722,9 @@ async def test_a_session_at_its_limit_of_results_is_told_so_by_every_data_tool()
     assert len(resources.results) == 2 and len(resources.pending_visualizations) == 2
 
 
+# --- get_current_time -------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("timezone", ["America", "../../../etc/passwd", "/etc/hostname", "x" * 300, "Nowhere/City"])
 async def test_a_timezone_that_is_not_one_is_refused_without_revealing_the_server(timezone):
     result, _ = await call(get_current_time, make_resources(), timezone=timezone)
@@ -727,3 +736,48 @@ async def test_a_timezone_that_is_not_one_is_refused_without_revealing_the_serve
 async def test_the_time_in_a_real_timezone():
     result, _ = await call(get_current_time, make_resources(), timezone=" Europe/Paris ")
     assert result["timezone"] == "Europe/Paris" and ":" in result["time"]
+
+
+async def _call_time_tool(timezone: str) -> dict:
+    results = []
+
+    async def result_callback(result, *, properties=None):
+        results.append(result)
+
+    await get_current_time(SimpleNamespace(result_callback=result_callback), timezone)
+    assert len(results) == 1, results
+    return results[0]
+
+
+@pytest.mark.parametrize("bad", ["Mars/Olympus", "", "../../etc/passwd", "Europe/", "not a zone"])
+async def test_time_tool_reports_unknown_timezones(bad):
+    result = await _call_time_tool(bad)
+    assert set(result) == {"error"}
+    assert repr(bad.strip()) in result["error"] or repr(bad) in result["error"]
+    assert "IANA" in result["error"]
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", " Asia/Tokyo ", "UTC"])
+async def test_time_tool_gives_the_time_in_a_zone(zone):
+    before = datetime.now(ZoneInfo(zone.strip()))
+    result = await _call_time_tool(zone)
+    after = datetime.now(ZoneInfo(zone.strip()))
+    assert result["timezone"] == zone.strip()
+    assert result["time"] in {before.strftime("%H:%M"), after.strftime("%H:%M")}
+    assert re.fullmatch(r"\d{2}:\d{2}", result["time"])
+    assert re.fullmatch(r"\d{1,2}:\d{2} (AM|PM)", result["spoken_time"])
+    assert result["date"] in {before.strftime("%A, %B %-d, %Y"), after.strftime("%A, %B %-d, %Y")}
+    # The sentence spoken as the answer names the place and says the time.
+    place = {"Europe/Paris": "Paris", "Asia/Tokyo": "Tokyo", "UTC": "UTC"}[zone.strip()]
+    days = {moment.strftime("%A, %B %-d") for moment in (before, after)}
+    assert result["summary"] in {f"In {place} it is {result['spoken_time']} on {day}." for day in days}
+
+
+def test_time_tool_is_a_direct_function_with_a_timeout():
+    from pipecat.adapters.llm.schemas.direct_function import DirectFunctionWrapper
+
+    wrapper = DirectFunctionWrapper(get_current_time)
+    schema = wrapper.to_function_schema()
+    assert schema.name == "get_current_time"
+    assert schema.required == ["timezone"]
+    assert get_current_time.routing_examples

@@ -5,10 +5,14 @@ import asyncio
 import json
 import urllib.request
 
+import pytest
+from helpers import TOOL_TURN_TIMEOUT, connected, is_turn_metrics
+
 from client.speech import dictation_pcm, speech_pcm
 from client.ws import Received, VoiceClient
 
-TURN_TIMEOUT = 40
+pytestmark = pytest.mark.e2e
+
 # Spoken without the pauses a list's commas get: a pause with falling pitch ends a turn.
 CHART_REQUEST = "Show me a bar chart of monthly sales with January at 10 February at 20 and March at 30"
 
@@ -21,28 +25,16 @@ def _is_call(name: str):
     return lambda m: m.type == "llm-function-call-started" and m.data.get("function_name") == name
 
 
-async def _connected(url: str) -> VoiceClient:
-    client = VoiceClient(url)
-    await client.__aenter__()
-    await client.ready()
-    await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT)
-    return client
-
-
 async def _turn(client: VoiceClient, text: str) -> tuple[float, Received]:
     """Speak; return (end of speech, the turn's turn-metrics message)."""
     speech_end = await client.say(speech_pcm(text))
-    metrics = await client.wait_for(
-        lambda m: m.type == "server-message" and m.data.get("type") == "turn-metrics",
-        TURN_TIMEOUT,
-        after=speech_end,
-    )
+    metrics = await client.wait_for(is_turn_metrics, TOOL_TURN_TIMEOUT, after=speech_end)
     return speech_end, metrics
 
 
 async def test_spoken_chart_request_draws_the_chart_with_its_sentence(ws_url, live_server):
     speech_pcm(CHART_REQUEST)
-    client = await _connected(ws_url)
+    client = await connected(ws_url, TOOL_TURN_TIMEOUT)
     try:
         speech_end, metrics = await _turn(client, CHART_REQUEST)
         call = await client.wait_for(_is_call("generate_chart"), 1, after=speech_end)
@@ -77,7 +69,7 @@ async def test_sentiment_and_live_data_requests(ws_url):
     sentiment = "Is this sentence positive or negative: I absolutely love my new job."
     live = "What's your current response latency?"
     speech_pcm(sentiment), speech_pcm(live)
-    client = await _connected(ws_url)
+    client = await connected(ws_url, TOOL_TURN_TIMEOUT)
     try:
         speech_end, metrics = await _turn(client, sentiment)
         await client.wait_for(_is_call("analyze_sentiment"), 1, after=speech_end)
@@ -97,7 +89,7 @@ async def test_sentiment_and_live_data_requests(ws_url):
 async def test_two_tools_in_one_turn_run_together(ws_url):
     request = "What time is it in Tokyo and in London"
     speech_pcm(request)
-    client = await _connected(ws_url)
+    client = await connected(ws_url, TOOL_TURN_TIMEOUT)
     try:
         speech_end, metrics = await _turn(client, request)
         calls = metrics.data["turn"]["tool_calls"]
@@ -112,12 +104,12 @@ async def test_interrupting_a_tool_turn_leaves_nothing_stuck(ws_url):
     request = CHART_REQUEST
     follow_up = "Stop. What is the capital of France?"
     speech_pcm(request), speech_pcm(follow_up)
-    client = await _connected(ws_url)
+    client = await connected(ws_url, TOOL_TURN_TIMEOUT)
     try:
         speech_end = await client.say(speech_pcm(request))
         # Any tool: which one a recognised sentence routes to is the chart test's subject.
         await client.wait_for(
-            lambda m: m.type == "llm-function-call-started", TURN_TIMEOUT, after=speech_end
+            lambda m: m.type == "llm-function-call-started", TOOL_TURN_TIMEOUT, after=speech_end
         )
         # Barge in while the tool's answer is being prepared.
         _, metrics = await _turn(client, follow_up)
@@ -133,8 +125,7 @@ async def test_interrupting_a_tool_turn_leaves_nothing_stuck(ws_url):
 
 def _records(client: VoiceClient, after: float) -> list[dict]:
     return [
-        m.data["turn"] for m in client.messages
-        if m.at >= after and m.type == "server-message" and m.data.get("type") == "turn-metrics"
+        m.data["turn"] for m in client.messages if m.at >= after and is_turn_metrics(m)
     ]
 
 
@@ -143,10 +134,10 @@ async def test_a_chart_request_dictated_with_pauses_is_one_turn_with_its_values(
     once, with every word, and one chart of exactly the values said."""
     parts = ("Show me a bar chart of monthly sales:", "January 10,", "February 20,", "March 30")
     pcm = dictation_pcm(parts, (0.6,))
-    client = await _connected(ws_url)
+    client = await connected(ws_url, TOOL_TURN_TIMEOUT)
     try:
         started = await client.say(pcm) - len(pcm) / 32000
-        await client.wait_for(lambda m: bool(_records(client, started)), TURN_TIMEOUT, after=started)
+        await client.wait_for(lambda m: bool(_records(client, started)), TOOL_TURN_TIMEOUT, after=started)
         await asyncio.sleep(3)  # a part answered on its own would leave a second record
         (turn,) = _records(client, started)
         assert turn["status"] == "completed", turn

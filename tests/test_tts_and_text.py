@@ -1,11 +1,8 @@
-"""The shared Piper TTS service with the real voice, the speakable-text transforms it is given,
-and the current-time tool."""
+"""The shared Piper TTS service with the real voice, and the speakable-text transforms it is
+given."""
 
 import asyncio
 import re
-from datetime import datetime
-from types import SimpleNamespace
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -22,7 +19,6 @@ from pipecat.tests.utils import run_test
 from bot.engines.piper_voice import SharedPiperVoice, voice_files
 from bot.service_factory import SPEAKABLE_TEXT, strip_emoji
 from bot.services.piper_tts import SharedPiperTTSService
-from bot.tools.current_time import get_current_time
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +60,7 @@ async def _speak(service, text: str, out_rate: int):
     )
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("out_rate", [24000, 16000])
 async def test_piper_service_speaks_at_the_pipeline_rate(voice, out_rate):
     assert voice.sample_rate == 22050  # so the service really resamples
@@ -86,6 +83,7 @@ async def test_piper_service_speaks_at_the_pipeline_rate(voice, out_rate):
     assert context_ids == {down[start].context_id} == {down[stop].context_id}
 
 
+@pytest.mark.model
 async def test_piper_service_speaks_only_speakable_text(voice):
     recorder = RecordingVoice(voice)
     service = SharedPiperTTSService(voice=recorder, text_transforms=SPEAKABLE_TEXT)
@@ -100,6 +98,7 @@ async def test_piper_service_speaks_only_speakable_text(voice):
     assert _voiced_seconds(audio, 24000) >= 0.5
 
 
+@pytest.mark.unit
 def test_voice_files_exist_and_unknown_voice_is_rejected():
     model, config = voice_files("en_US-joe-medium")
     assert model.exists() and config.exists()
@@ -107,6 +106,7 @@ def test_voice_files_exist_and_unknown_voice_is_rejected():
         voice_files("en_US-nobody-low")
 
 
+@pytest.mark.model
 def test_voice_synthesizes_one_chunk_per_sentence(voice):
     chunks = voice.synthesize("One sentence. Another one here.")
     assert len(chunks) == 2
@@ -122,6 +122,7 @@ async def _speakable(text: str) -> str:
     return text
 
 
+@pytest.mark.unit
 async def test_speakable_text_strips_markdown_bullets_and_emoji():
     out = await _speakable("**Sure!** Here's a list:\n- one 😀")
     assert "*" not in out
@@ -130,6 +131,7 @@ async def test_speakable_text_strips_markdown_bullets_and_emoji():
     assert "Sure!" in out and "Here's a list:" in out and "one" in out
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -145,59 +147,13 @@ async def test_strip_emoji(text, expected):
     assert await strip_emoji(text, "sentence") == expected
 
 
+@pytest.mark.unit
 async def test_speakable_text_keeps_arithmetic_and_hyphens():
     out = await _speakable("It costs 2*3 = 6 dollars, a well-known fact.")
     assert "2" in out and "6 dollars" in out and "well-known" in out
 
 
-# --- get_current_time -------------------------------------------------------------------------
-
-
-async def _call_time_tool(timezone: str) -> dict:
-    results = []
-
-    async def result_callback(result, *, properties=None):
-        results.append(result)
-
-    await get_current_time(SimpleNamespace(result_callback=result_callback), timezone)
-    assert len(results) == 1, results
-    return results[0]
-
-
-@pytest.mark.parametrize("bad", ["Mars/Olympus", "", "../../etc/passwd", "Europe/", "not a zone"])
-async def test_time_tool_reports_unknown_timezones(bad):
-    result = await _call_time_tool(bad)
-    assert set(result) == {"error"}
-    assert repr(bad.strip()) in result["error"] or repr(bad) in result["error"]
-    assert "IANA" in result["error"]
-
-
-@pytest.mark.parametrize("zone", ["Europe/Paris", " Asia/Tokyo ", "UTC"])
-async def test_time_tool_gives_the_time_in_a_zone(zone):
-    before = datetime.now(ZoneInfo(zone.strip()))
-    result = await _call_time_tool(zone)
-    after = datetime.now(ZoneInfo(zone.strip()))
-    assert result["timezone"] == zone.strip()
-    assert result["time"] in {before.strftime("%H:%M"), after.strftime("%H:%M")}
-    assert re.fullmatch(r"\d{2}:\d{2}", result["time"])
-    assert re.fullmatch(r"\d{1,2}:\d{2} (AM|PM)", result["spoken_time"])
-    assert result["date"] in {before.strftime("%A, %B %-d, %Y"), after.strftime("%A, %B %-d, %Y")}
-    # The sentence spoken as the answer names the place and says the time.
-    place = {"Europe/Paris": "Paris", "Asia/Tokyo": "Tokyo", "UTC": "UTC"}[zone.strip()]
-    days = {moment.strftime("%A, %B %-d") for moment in (before, after)}
-    assert result["summary"] in {f"In {place} it is {result['spoken_time']} on {day}." for day in days}
-
-
-def test_time_tool_is_a_direct_function_with_a_timeout():
-    from pipecat.adapters.llm.schemas.direct_function import DirectFunctionWrapper
-
-    wrapper = DirectFunctionWrapper(get_current_time)
-    schema = wrapper.to_function_schema()
-    assert schema.name == "get_current_time"
-    assert schema.required == ["timezone"]
-    assert get_current_time.routing_examples
-
-
+@pytest.mark.unit
 def test_leading_silence_is_trimmed_to_a_short_lead_in():
     from bot.engines.piper_voice import LEAD_IN_SECS, trim_leading_silence
 
@@ -211,6 +167,7 @@ def test_leading_silence_is_trimmed_to_a_short_lead_in():
     assert trim_leading_silence(bytes(1000), rate) == bytes(1000)  # all silence: unchanged
 
 
+@pytest.mark.model
 async def test_sessions_synthesize_side_by_side(voice):
     """A short sentence is not held up by another session's long answer (only espeak-ng's
     phonemizer is taken one at a time), and concurrent renditions are the ones each would
@@ -235,6 +192,7 @@ async def test_sessions_synthesize_side_by_side(voice):
     assert short == alone
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "text, pieces",
     [

@@ -5,13 +5,13 @@ import math
 import urllib.error
 import urllib.request
 
+import pytest
+from helpers import TURN_TIMEOUT
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.records import MILESTONES, TurnLatency
+from bot.records import MILESTONES, TurnLatency, TurnRecord
 from client.speech import speech_pcm
 from client.ws import VoiceClient
-
-TURN_TIMEOUT = 30
 
 
 def _get(url: str):
@@ -20,6 +20,7 @@ def _get(url: str):
         return response.headers.get_content_type(), body
 
 
+@pytest.mark.unit
 def test_stages_are_consecutive_non_negative_and_add_up():
     latency = TurnLatency.from_milestones(
         {"bot_audio_sent": 1.0, "vad_stop": 0.2, "turn_end": 0.35, "llm_first_token": 0.3, "tts_first_audio": 0.9}
@@ -34,6 +35,7 @@ def test_stages_are_consecutive_non_negative_and_add_up():
     assert TurnLatency.from_milestones({"vad_stop": 0.2}).total is None
 
 
+@pytest.mark.unit
 def test_the_answer_audio_is_its_own_milestone_after_the_first_audio():
     """Words spoken before the tools returned ("Let me check") are first audio; the stages
     add up to the answer's audio, and those up to the first audio to the total."""
@@ -47,7 +49,7 @@ def test_the_answer_audio_is_its_own_milestone_after_the_first_audio():
     assert plain.total == plain.answer == 1.0
 
 
-async def _recorded(frames) -> "TurnRecord":
+async def _recorded(frames) -> TurnRecord:
     from turn_recording import recorded_turns
 
     (turn,) = await recorded_turns(frames)
@@ -84,6 +86,7 @@ def _tool_frames(*, spoken_first: bool) -> list:
     ]
 
 
+@pytest.mark.unit
 async def test_a_tool_turn_marks_the_answer_audio_after_the_result():
     turn = await _recorded(_tool_frames(spoken_first=False))
     milestones = turn.latency.milestones
@@ -91,6 +94,7 @@ async def test_a_tool_turn_marks_the_answer_audio_after_the_result():
     assert turn.latency.answer == turn.latency.total  # no words before the answer
 
 
+@pytest.mark.unit
 async def test_words_before_the_tool_result_are_first_audio_not_the_answer():
     turn = await _recorded(_tool_frames(spoken_first=True))
     milestones = turn.latency.milestones
@@ -98,6 +102,7 @@ async def test_words_before_the_tool_result_are_first_audio_not_the_answer():
     assert "answer_audio_sent" in milestones and turn.latency.answer >= turn.latency.total
 
 
+@pytest.mark.e2e
 async def test_a_spoken_turn_is_measured_costed_and_exposed(ws_url, live_server):
     question = speech_pcm("What is the capital of France?")
     async with VoiceClient(ws_url) as client:
@@ -154,6 +159,7 @@ async def test_a_spoken_turn_is_measured_costed_and_exposed(ws_url, live_server)
     assert snapshot["latency"]["total"]["p50"] > 0
 
 
+@pytest.mark.e2e
 def test_unknown_session_is_a_clear_404(live_server):
     try:
         _get(f"{live_server}/api/sessions/does-not-exist")
@@ -164,6 +170,7 @@ def test_unknown_session_is_a_clear_404(live_server):
         raise AssertionError("expected 404")
 
 
+@pytest.mark.unit
 async def test_a_turn_recorder_that_fails_once_goes_on_recording():
     from pipecat.frames.frames import (
         BotStartedSpeakingFrame,

@@ -4,6 +4,7 @@ the sentence that presents it, as a non-urgent RTVI server-message (Pipecat's ru
 import time
 from collections.abc import AsyncGenerator
 
+import pytest
 from pipecat.frames.frames import (
     Frame,
     FunctionCallResultFrame,
@@ -26,6 +27,8 @@ from bot.processors.visualization import VisualizationProcessor
 from bot.records import SessionRecord
 from bot.session_resources import SessionResources
 from bot.telemetry import Telemetry
+
+pytestmark = pytest.mark.unit
 
 FIGURE = {
     "data": [{"type": "bar", "x": ["Mon", "Tue", "Wed"], "y": [3, 5, 2]}],

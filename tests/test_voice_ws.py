@@ -4,28 +4,13 @@ import asyncio
 import json
 import urllib.request
 
+import pytest
+from helpers import TURN_TIMEOUT, answer_to, connected
+
 from client.speech import speech_pcm
 from client.ws import VoiceClient
 
-TURN_TIMEOUT = 30
-
-
-async def answer_to(client: VoiceClient, text: str) -> tuple[float, str]:
-    """Speak `text`, wait for the whole spoken answer; return (end of speech, bot text)."""
-    speech_end = await client.say(speech_pcm(text))
-    stopped = await client.wait_for(
-        lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end
-    )
-    return speech_end, client.bot_text(speech_end, stopped.at)
-
-
-async def connected(url: str) -> VoiceClient:
-    client = VoiceClient(url)
-    await client.__aenter__()
-    await client.ready()
-    # The greeting plays first; speaking over it would (rightly) interrupt it.
-    await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT)
-    return client
+pytestmark = pytest.mark.e2e
 
 
 async def test_spoken_question_gets_spoken_answer_and_follow_up_remembers(ws_url):
@@ -33,14 +18,14 @@ async def test_spoken_question_gets_spoken_answer_and_follow_up_remembers(ws_url
     speech_pcm("And what language do they speak there?")
     client = await connected(ws_url)
     try:
-        speech_end, answer = await answer_to(client, "What is the capital of France?")
+        speech_end, answer, _ = await answer_to(client, "What is the capital of France?")
         transcript = client.final_transcripts()[-1].lower()
         assert "capital" in transcript and "france" in transcript, transcript
         assert "paris" in answer.lower(), answer
         assert client.voiced_audio_seconds(speech_end) >= 0.5
         assert all(a.sample_rate == 24000 for a in client.audio)
 
-        _, follow_up = await answer_to(client, "And what language do they speak there?")
+        _, follow_up, _ = await answer_to(client, "And what language do they speak there?")
         assert "french" in follow_up.lower(), follow_up
     finally:
         await client.__aexit__(None, None, None)
@@ -50,7 +35,7 @@ async def test_tool_call_answers_with_live_data(ws_url):
     speech_pcm("What time is it in Tokyo?")
     client = await connected(ws_url)
     try:
-        speech_end, answer = await answer_to(client, "What time is it in Tokyo?")
+        speech_end, answer, _ = await answer_to(client, "What time is it in Tokyo?")
         call = await client.wait_for(
             lambda m: m.type == "llm-function-call-started", 1, after=speech_end
         )
@@ -96,7 +81,7 @@ async def test_concurrent_sessions_share_the_models_without_mixing(ws_url, live_
         answers = await asyncio.gather(
             *(answer_to(client, question) for client, question in zip(clients, questions))
         )
-        for (question, expected), (_, answer) in zip(questions.items(), answers):
+        for (question, expected), (_, answer, _) in zip(questions.items(), answers):
             assert expected in answer.lower(), (question, answer)
         # Each session's context holds only its own conversation.
         assert "shakespeare" not in answers[0][1].lower() and "paris" not in answers[1][1].lower()

@@ -3,8 +3,12 @@
 import asyncio
 import json
 
+import pytest
+
 from client.speech import speech_pcm
 from client.webrtc import WebRTCPeer, loopback_only_ice
+
+pytestmark = pytest.mark.e2e
 
 
 async def test_webrtc_round_trip(live_server):

@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bot.engines.llm_weights import MODELS, _still_verified
 from client.server_process import ROOT
 
 
+@pytest.mark.e2e
 def test_the_weight_chunks_are_found_without_importing_their_packages():
     probe = (
         "import sys; from bot.engines.llm_weights import MODELS, _chunk_files;"
@@ -29,6 +32,7 @@ def _verify(path, sha256: str):
     return record
 
 
+@pytest.mark.unit
 def test_a_cached_file_is_trusted_only_while_it_is_the_file_verified(tmp_path):
     weights = tmp_path / "model.gguf"
     weights.write_bytes(b"GGUF" + bytes(1000))

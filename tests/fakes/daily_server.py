@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -115,7 +115,7 @@ class FakeDaily:
         with self._lock:
             return [r for r in self.requests if r.endpoint == endpoint]
 
-    def start(self) -> "FakeDaily":
+    def start(self) -> FakeDaily:
         started = threading.Event()
         errors: list[BaseException] = []
 
@@ -147,7 +147,7 @@ class FakeDaily:
             self._thread.join(10)
         self._loop = self._thread = None
 
-    def __enter__(self) -> "FakeDaily":
+    def __enter__(self) -> FakeDaily:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -321,7 +321,7 @@ def _error(status: int, error: str, info: str) -> web.Response:
 
 
 def _iso_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _b64(value: Any) -> str:

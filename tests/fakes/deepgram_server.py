@@ -40,7 +40,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -111,7 +111,7 @@ class Connection:
 class _Session:
     """The per-connection state machine: loudness in, scripted Results out."""
 
-    def __init__(self, server: "FakeDeepgram", ws: ServerConnection, record: Connection):
+    def __init__(self, server: FakeDeepgram, ws: ServerConnection, record: Connection):
         self.server, self.ws, self.record = server, ws, record
         self.request_id = str(uuid.uuid4())
         self.interim_results = record.query.get("interim_results", "false") == "true"
@@ -291,7 +291,7 @@ class _Session:
                     "transaction_key": "deprecated",
                     "request_id": self.request_id,
                     "sha256": hashlib.sha256(bytes(self.record.audio)).hexdigest(),
-                    "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                    "created": datetime.now(UTC).isoformat(timespec="milliseconds"),
                     "duration": round(self.record.audio_seconds, 3),
                     "channels": self.record.channels,
                 }

@@ -90,7 +90,7 @@ class Connection:
 
 
 class _Session:
-    def __init__(self, server: "FakeElevenLabs", ws: ServerConnection, record: Connection):
+    def __init__(self, server: FakeElevenLabs, ws: ServerConnection, record: Connection):
         self.server, self.ws, self.record = server, ws, record
         self.auto_mode = record.query.get("auto_mode", "false") == "true"
         self.authenticated = record.headers.get("xi-api-key") == server.api_key or (
@@ -277,7 +277,7 @@ class FakeElevenLabs(ThreadedWebSocketFake):
             while True:
                 try:
                     raw = await asyncio.wait_for(ws.recv(), inactivity)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await ws.close(1008, "Have not received a new text input within the timeout")
                     break
                 try:

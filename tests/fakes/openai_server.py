@@ -346,7 +346,7 @@ class FakeOpenAI:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         self.start()
         return self
 
