@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/health", tags=["operations"], responses={**guarded, 503: {"description": "The server is draining."}})
     async def health(response: Response) -> dict:
-        """"ok", or "draining" with 503 once the server is stopping (no new sessions)."""
+        """ "ok", or "draining" with 503 once the server is stopping (no new sessions)."""
         sessions: SessionManager = app.state.sessions
         if slots.refusing is not None:
             response.status_code = 503
@@ -176,9 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @keyed_api.get("/sessions/{session_id}", tags=["sessions"], responses=not_found)
     async def get_session(session_id: str) -> dict:
         """One session: state, turns with their metrics and costs, totals."""
-        record = app.state.sessions.active.get(session_id) or await app.state.store.get_session(
-            session_id
-        )
+        record = app.state.sessions.active.get(session_id) or await app.state.store.get_session(session_id)
         if record is None:
             raise HTTPException(404, detail=f"no session {session_id!r}")
         return _session_view(record, full=True)
@@ -186,9 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @keyed_api.get("/sessions/{session_id}/visualizations", tags=["sessions"], responses=not_found)
     async def session_visualizations(session_id: str) -> dict:
         """Every visualization the session showed, newest first, each with its turn id."""
-        record = app.state.sessions.active.get(session_id) or await app.state.store.get_session(
-            session_id
-        )
+        record = app.state.sessions.active.get(session_id) or await app.state.store.get_session(session_id)
         if record is None:
             raise HTTPException(404, detail=f"no session {session_id!r}")
         return {"session_id": session_id, "visualizations": list(reversed(record.visualizations))}
@@ -293,7 +289,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             answer = await app.state.webrtc.handle_web_request(request, start)
         except SDP_PARSE_ERRORS as e:  # aiortc's parser on an SDP it cannot use
-            raise HTTPException(400, detail=f"the SDP offer cannot be used: {str(e)[:200] or type(e).__name__}") from None
+            raise HTTPException(
+                400, detail=f"the SDP offer cannot be used: {str(e)[:200] or type(e).__name__}"
+            ) from None
         finally:
             if not started:  # a renegotiation, or a failed offer: no new session
                 slots.release()
@@ -373,6 +371,8 @@ def _offer_schema() -> dict:
     schema["properties"]["type"] = {"const": "offer", "title": "Type"}
     schema["properties"]["sdp"] = {"type": "string", "pattern": r"^v=0[\s\S]*\nm=", "title": "Sdp"}
     return schema
+
+
 # What aiortc's SDP parser raises on an offer it cannot read (an AssertionError on an empty
 # media line, a ValueError on missing ICE credentials, ...).
 SDP_PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError)

@@ -94,8 +94,7 @@ def load_clips(voice: Voice = JOE, questions: list[tuple[str, str | None]] | Non
     for text, tool in questions or [(text, None) for text in UTTERANCES]:
         pcm = speech_pcm(text, MIC_RATE, voice)
         frames = [
-            audio_frame(pcm[i : i + CHUNK_BYTES].ljust(CHUNK_BYTES, b"\0"))
-            for i in range(0, len(pcm), CHUNK_BYTES)
+            audio_frame(pcm[i : i + CHUNK_BYTES].ljust(CHUNK_BYTES, b"\0")) for i in range(0, len(pcm), CHUNK_BYTES)
         ]
         silence = trailing_silence_seconds(pcm, MIC_RATE)
         clips.append(Clip(text, frames, silence, len(pcm) / 2 / MIC_RATE - silence, voice.name, tool))
@@ -326,10 +325,7 @@ def added_latency(turn: dict, delays: dict[str, float]) -> float | None:
     if "bot_audio_sent" not in milestones or "vad_stop" not in milestones or silence_fallback(turn):
         return None
     turn_end_path = max(turn.get("turn_model") or 0.0, delays["stt"])
-    return (
-        milestones["bot_audio_sent"] - milestones["vad_stop"] - turn_end_path
-        - delays["llm"] - delays["tts"]
-    )
+    return milestones["bot_audio_sent"] - milestones["vad_stop"] - turn_end_path - delays["llm"] - delays["tts"]
 
 
 async def run_load(url: str, http_url: str, pid: int, sessions: int, args, deck: QuestionDeck, delays) -> dict:
@@ -344,7 +340,9 @@ async def run_load(url: str, http_url: str, pid: int, sessions: int, args, deck:
     per_session = await asyncio.gather(
         *(
             run_session(
-                url, mic, deck,
+                url,
+                mic,
+                deck,
                 turns=args.turns,
                 arrival=i * gap + rng.uniform(0, gap),
                 rng=random.Random(rng.random()),
@@ -376,10 +374,16 @@ async def run_load(url: str, http_url: str, pid: int, sessions: int, args, deck:
                 "turns": sum(t.get("kind") == kind for t in turns),
                 "answered": sum(t.get("kind") == kind for t in answered),
                 "voice_to_voice": spread([t["voice_to_voice"] for t in answered if t["kind"] == kind]),
-                **({
-                    "answer_audio": spread([t["answer_audio"] for t in answered if t["kind"] == kind and "answer_audio" in t]),
-                    "tool_called_once": sum(t.get("tool_ok", False) for t in answered if t["kind"] == kind),
-                } if kind == "tool" else {}),
+                **(
+                    {
+                        "answer_audio": spread(
+                            [t["answer_audio"] for t in answered if t["kind"] == kind and "answer_audio" in t]
+                        ),
+                        "tool_called_once": sum(t.get("tool_ok", False) for t in answered if t["kind"] == kind),
+                    }
+                    if kind == "tool"
+                    else {}
+                ),
             }
             for kind in ("plain", "tool")
         },
@@ -464,9 +468,15 @@ async def bench(args) -> dict:
     log = Path(tempfile.mkdtemp()) / "server.log"
     process, http_url = start_server(log, **server_env(args.config, delays_ms))
     url = http_url.replace("http://", "ws://") + "/ws"
-    report = {"benchmark": "capacity", **provenance(), "config": args.config,
-              "delays_ms": delays_ms if args.config == "benchmark" else None,
-              "arguments": {k: str(v) for k, v in vars(args).items()}, "server_log": str(log), "runs": []}
+    report = {
+        "benchmark": "capacity",
+        **provenance(),
+        "config": args.config,
+        "delays_ms": delays_ms if args.config == "benchmark" else None,
+        "arguments": {k: str(v) for k, v in vars(args).items()},
+        "server_log": str(log),
+        "runs": [],
+    }
     try:
         if args.idle:
             report["idle"] = await idle_rss_per_session(url, http_url, process.pid, args.idle)
@@ -498,8 +508,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="where to write the report")
     args = parser.parse_args()
     report = asyncio.run(bench(args))
-    print("\nsessions  refused  answered   v2v p50/p95/max (s)   added p95 (ms)  turn model p95"
-          "  loop lag p95  loop busy p95  server CPU%  RSS MB  loadgen CPU%  stall p95/max (s)")
+    print(
+        "\nsessions  refused  answered   v2v p50/p95/max (s)   added p95 (ms)  turn model p95"
+        "  loop lag p95  loop busy p95  server CPU%  RSS MB  loadgen CPU%  stall p95/max (s)"
+    )
     for run in report["runs"]:
         v2v, added, model = run["voice_to_voice"] or {}, run["added_latency"] or {}, run["turn_model"] or {}
         lag, busy = run["loop_lag_ms"] or {}, run["loop_busy"] or {}

@@ -37,9 +37,18 @@ _CASES = re.compile(r"(\d+) generated(?:, \d+ found (\d+) unique failure)?")
 def run_campaign(url: str, *, key: str | None, max_examples: int, seed: int) -> dict:
     """One schemathesis run against a live server: its cases, failures and output tail."""
     command = [
-        str(SCHEMATHESIS), "run", f"{url}/openapi.json",
-        "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-        "--max-examples", str(max_examples), "--seed", str(seed), "--no-color",
+        str(SCHEMATHESIS),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--exclude-checks",
+        "positive_data_acceptance",
+        "--max-examples",
+        str(max_examples),
+        "--seed",
+        str(seed),
+        "--no-color",
     ]
     if key:
         command += ["--header", f"Authorization: Bearer {key}"]

@@ -96,11 +96,19 @@ DICTATED = [
     for parts, tool, pauses in [
         (("Show me a bar chart of monthly sales:", "January 10,", "February 20,", "March 30"), _CHART, (0.5, 0.4, 0.6)),
         (("Make a pie chart of my budget:", "rent 800,", "food 300,", "travel 200"), _CHART, (0.8, 0.5, 0.3)),
-        (("Draw a line chart of visitors:", "Monday 40,", "Tuesday 55,", "Wednesday 70,", "Thursday 65"), _CHART, (0.6, 0.3, 0.7, 0.4)),
+        (
+            ("Draw a line chart of visitors:", "Monday 40,", "Tuesday 55,", "Wednesday 70,", "Thursday 65"),
+            _CHART,
+            (0.6, 0.3, 0.7, 0.4),
+        ),
         (("Is this positive or negative:", "I absolutely love my new job"), _SENTIMENT, (0.7,)),
         (("Plot my running distances:", "week one 5,", "week two 8,", "week three 12"), _CHART, (0.4, 0.8, 0.5)),
         (("What is the sentiment of this review:", "the food was cold and the waiter was rude"), _SENTIMENT, (0.5,)),
-        (("Chart these scores:", "Alice 90,", "Bob 75,", "Carol 82,", "Dan 60,", "Eve 95"), _CHART, (0.3, 0.6, 0.4, 0.8, 0.5)),
+        (
+            ("Chart these scores:", "Alice 90,", "Bob 75,", "Carol 82,", "Dan 60,", "Eve 95"),
+            _CHART,
+            (0.3, 0.6, 0.4, 0.8, 0.5),
+        ),
         (("How does this sound:", "I am so tired of waiting for the bus every morning"), _SENTIMENT, (0.8,)),
         (("Make a bar chart of fruit sales:", "apples 12,", "bananas 18,", "cherries 7"), _CHART, (0.6, 0.7, 0.3)),
         (("Is this message positive:", "thank you so much for your help yesterday"), _SENTIMENT, (0.4,)),
@@ -134,7 +142,9 @@ async def ask(client: VoiceClient, request: Request, voice: Voice) -> dict:
         ended = [m.at for m in window if m.type == "user-stopped-speaking"]
         bot = [m for m in window if m.type in ("bot-started-speaking", "bot-stopped-speaking")]
         answered = ended and any(m.type == "bot-started-speaking" and m.at >= ended[-1] for m in bot)
-        last_start = max((m.at for m in window if m.type in ("user-started-speaking", "bot-started-speaking")), default=0.0)
+        last_start = max(
+            (m.at for m in window if m.type in ("user-started-speaking", "bot-started-speaking")), default=0.0
+        )
         if answered and bot[-1].type == "bot-stopped-speaking" and time.monotonic() - last_start > QUIET_SECS:
             done = bot[-1].at
             break
@@ -148,7 +158,9 @@ async def ask(client: VoiceClient, request: Request, voice: Voice) -> dict:
     until = done if done is not None else time.monotonic()
     window = [m for m in client.messages if speech_start <= m.at <= until]
     turn["user_turns"] = sum(1 for m in window if m.type == "user-stopped-speaking")
-    turn["transcripts"] = [m.data.get("text", "") for m in window if m.type == "user-transcription" and m.data.get("final")]
+    turn["transcripts"] = [
+        m.data.get("text", "") for m in window if m.type == "user-transcription" and m.data.get("final")
+    ]
     turn["tools"] = [m.data.get("function_name") for m in window if m.type == "llm-function-call-in-progress"]
     turn["answer"] = client.bot_text(speech_start, until)
     shown = [
@@ -159,8 +171,7 @@ async def ask(client: VoiceClient, request: Request, voice: Voice) -> dict:
     turn["visualizations"] = len(shown)
     # What each picture drew: the values of its traces.
     turn["drawn"] = [
-        [trace.get("y") or trace.get("values") for trace in (v.get("figure") or {}).get("data", [])]
-        for v in shown
+        [trace.get("y") or trace.get("values") for trace in (v.get("figure") or {}).get("data", [])] for v in shown
     ]
     if request.tool is not None:
         turn["tool_ok"] = turn["tools"] == [request.tool]
@@ -229,7 +240,10 @@ def figures(values: list[float]) -> dict | None:
 def summarize(turns: list[dict]) -> dict:
     """Per kind of turn, for the tuning voices and the held-out ones apart."""
     summary = {}
-    for group, members in (("tuning", lambda t: t["voice"] not in HELD_OUT), ("held_out", lambda t: t["voice"] in HELD_OUT)):
+    for group, members in (
+        ("tuning", lambda t: t["voice"] not in HELD_OUT),
+        ("held_out", lambda t: t["voice"] in HELD_OUT),
+    ):
         chosen = [t for t in turns if members(t)]
         if not chosen:
             continue

@@ -83,16 +83,15 @@ async def trial(engine, settings: Settings, pause_secs: float, long_q: str, shor
     a, b = service(), service()
     a_clock, b_clock = ReplyClock(a), ReplyClock(b)
     a_started = time.monotonic()
-    a_run = asyncio.create_task(
-        run_test(a, frames_to_send=[LLMContextFrame(_context(long_q))], observers=[a_clock])
-    )
+    a_run = asyncio.create_task(run_test(a, frames_to_send=[LLMContextFrame(_context(long_q))], observers=[a_clock]))
     deadline = time.monotonic() + 30
     while a_clock.first_sentence_at is None and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
     b_started = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(a_run, run_test(
-        b, frames_to_send=[LLMContextFrame(_context(short_q))], observers=[b_clock]
-    )), timeout=60)
+    await asyncio.wait_for(
+        asyncio.gather(a_run, run_test(b, frames_to_send=[LLMContextFrame(_context(short_q))], observers=[b_clock])),
+        timeout=60,
+    )
     return {
         "b_first_sentence": b_clock.first_sentence_at - b_started,
         "a_answer": a_clock.answer_end_at - a_started,
@@ -106,10 +105,13 @@ async def bench(trials: int) -> None:
     await warm_llm(engine, settings)
     settings_tried = {CONTINUATION_PAUSE_SECS: [], 0.0: []}
     for i in range(trials):
-        for pause_secs in (settings_tried if i % 2 == 0 else reversed(settings_tried)):
+        for pause_secs in settings_tried if i % 2 == 0 else reversed(settings_tried):
             result = await trial(
-                engine, settings, pause_secs,
-                LONG_QUESTIONS[i % len(LONG_QUESTIONS)], SHORT_QUESTIONS[i % len(SHORT_QUESTIONS)],
+                engine,
+                settings,
+                pause_secs,
+                LONG_QUESTIONS[i % len(LONG_QUESTIONS)],
+                SHORT_QUESTIONS[i % len(SHORT_QUESTIONS)],
             )
             settings_tried[pause_secs].append(result)
     print("continuation pause   B: request -> first sentence (mean / max)   A: whole answer (mean)   A words")
@@ -117,8 +119,10 @@ async def bench(trials: int) -> None:
         b = [r["b_first_sentence"] for r in results]
         a = [r["a_answer"] for r in results]
         words = statistics.fmean(r["a_words"] for r in results)
-        print(f"{pause_secs:>17.1f} s   {statistics.fmean(b):>22.2f} / {max(b):.2f} s"
-              f"   {statistics.fmean(a):>22.2f} s   {words:>7.0f}")
+        print(
+            f"{pause_secs:>17.1f} s   {statistics.fmean(b):>22.2f} / {max(b):.2f} s"
+            f"   {statistics.fmean(a):>22.2f} s   {words:>7.0f}"
+        )
 
 
 def main() -> None:

@@ -226,7 +226,9 @@ async def run(
             on_item(i, len(items), row)
             continue
         mark = "ok " if row["correct"] and row["arguments_ok"] is not False else "MISS"
-        print(f"{i:3d}/{len(items)} {mark} {item['id']:14s} -> {result['chosen']} {result['decision_s']:.2f}s", flush=True)
+        print(
+            f"{i:3d}/{len(items)} {mark} {item['id']:14s} -> {result['chosen']} {result['decision_s']:.2f}s", flush=True
+        )
     return rows
 
 

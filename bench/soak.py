@@ -89,8 +89,16 @@ async def settle(process: psutil.Process, baseline: Resources, deadline: float) 
         await asyncio.sleep(0.5)
 
 
-async def soak(url: str, pid: int, *, sessions: int, concurrency: int, speak_every: int = 10,
-               timeout: float = 20.0, progress: bool = False) -> SoakResult:
+async def soak(
+    url: str,
+    pid: int,
+    *,
+    sessions: int,
+    concurrency: int,
+    speak_every: int = 10,
+    timeout: float = 20.0,
+    progress: bool = False,
+) -> SoakResult:
     process = psutil.Process(pid)
     clips = load_clips()
     mic = SharedMicrophone()
@@ -155,14 +163,25 @@ async def main_async(args) -> int:
     finally:
         stop_server(process)
     problems = result.problems(args.max_rss_growth_mb)
-    print(json.dumps({
-        "config": args.config, "sessions": result.sessions, "concurrency": args.concurrency,
-        "spoken_turns": result.spoken_turns, "failures": len(result.failures),
-        "baseline": vars(result.baseline), "final": vars(result.final),
-        "rss_growth_mb": round(result.final.rss_mb - result.baseline.rss_mb, 1),
-        "peak_rss_mb": round(result.peak_rss_mb, 1), "seconds": round(result.seconds, 1),
-        "problems": problems, "server_log": str(log),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "sessions": result.sessions,
+                "concurrency": args.concurrency,
+                "spoken_turns": result.spoken_turns,
+                "failures": len(result.failures),
+                "baseline": vars(result.baseline),
+                "final": vars(result.final),
+                "rss_growth_mb": round(result.final.rss_mb - result.baseline.rss_mb, 1),
+                "peak_rss_mb": round(result.peak_rss_mb, 1),
+                "seconds": round(result.seconds, 1),
+                "problems": problems,
+                "server_log": str(log),
+            },
+            indent=2,
+        )
+    )
     return 1 if problems else 0
 
 

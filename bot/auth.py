@@ -110,9 +110,7 @@ class Auth:
 
     def require_key(self, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
         if self.required and not self.key_matches(credentials and credentials.credentials):
-            raise HTTPException(
-                401, detail="missing or wrong API key", headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise HTTPException(401, detail="missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
 
     def require_origin(self, request: Request) -> None:
         if problem := self.origin_problem(request.headers):

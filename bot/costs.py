@@ -56,9 +56,7 @@ class PriceTable(BaseModel):
         },
         description="ElevenLabs model -> USD per thousand characters; `default` for the rest.",
     )
-    daily_per_participant_minute: float = Field(
-        0.004, description="Daily (WebRTC rooms) USD per participant-minute."
-    )
+    daily_per_participant_minute: float = Field(0.004, description="Daily (WebRTC rooms) USD per participant-minute.")
 
     @field_validator("deepgram_per_minute", "elevenlabs_per_1k_chars")
     @classmethod
@@ -124,9 +122,7 @@ def price_turn(
     if provider == "elevenlabs":
         components["tts"] = usage.tts_characters / 1000 * prices.tts(model)
     if transport == "daily":
-        components["transport"] = (
-            DAILY_PARTICIPANTS * duration_secs / 60 * prices.daily_per_participant_minute
-        )
+        components["transport"] = DAILY_PARTICIPANTS * duration_secs / 60 * prices.daily_per_participant_minute
     return Cost(components=components, total=sum(components.values()))
 
 

@@ -184,10 +184,7 @@ class SessionSlots:
         if self._max_busy and (busy := self._load.busy()) > self._max_busy:
             return f"the server is overloaded (its event loop is {100 * busy:.0f}% busy); try again later"
         if self._max_late and (late := self._load.late()) > self._max_late:
-            return (
-                f"the server is overloaded (its event loop runs {1000 * late:.0f} ms late); "
-                "try again later"
-            )
+            return f"the server is overloaded (its event loop runs {1000 * late:.0f} ms late); try again later"
         return None
 
     def stop_admitting(self, reason: str) -> None:

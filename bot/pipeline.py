@@ -99,9 +99,7 @@ def build_worker(
         on_error=on_error,
     )
     # Sends what a tool produced just before the audio of the sentence that presents it.
-    visualizer = VisualizationProcessor(
-        resources, on_visualization, turn_id=lambda: recorder.current_turn_id
-    )
+    visualizer = VisualizationProcessor(resources, on_visualization, turn_id=lambda: recorder.current_turn_id)
 
     # A stage that fails or stays silent costs one turn: apology, failed record, next turn.
     fault_recovery = FaultRecovery(
@@ -137,27 +135,32 @@ def build_worker(
     assistant_aggregator = LLMAssistantAggregator(context)
 
     pipeline = Pipeline(
-        list(filter(None, [  # a text-only pipeline has no STT or TTS
-            transport.input(),
-            vad,
-            stt,
-            prefill,
-            user_aggregator,
-            # A request cut by a pause and unanswered in between reaches the LLM whole.
-            RequestMerge(),
-            ContextWindow(settings.max_context_messages),
-            # Past the turn detection nothing uses the microphone: without this, every 20 ms
-            # of it would still cross six more processors and their observers.
-            FunctionFilter(_is_not_microphone_audio, filter_system_frames=True),
-            llm,
-            # A tool's own sentence is its answer: spoken at once, without a second request.
-            ToolResultSpeech() if tool_speech else None,
-            tts,
-            visualizer,
-            fault_recovery,
-            transport.output(),
-            assistant_aggregator,
-        ]))
+        list(
+            filter(
+                None,
+                [  # a text-only pipeline has no STT or TTS
+                    transport.input(),
+                    vad,
+                    stt,
+                    prefill,
+                    user_aggregator,
+                    # A request cut by a pause and unanswered in between reaches the LLM whole.
+                    RequestMerge(),
+                    ContextWindow(settings.max_context_messages),
+                    # Past the turn detection nothing uses the microphone: without this, every 20 ms
+                    # of it would still cross six more processors and their observers.
+                    FunctionFilter(_is_not_microphone_audio, filter_system_frames=True),
+                    llm,
+                    # A tool's own sentence is its answer: spoken at once, without a second request.
+                    ToolResultSpeech() if tool_speech else None,
+                    tts,
+                    visualizer,
+                    fault_recovery,
+                    transport.output(),
+                    assistant_aggregator,
+                ],
+            )
+        )
     )
 
     if prefill is not None:
@@ -180,13 +183,9 @@ def build_worker(
         observers=[recorder, fault_recovery.observer],
         app_resources=resources,  # what the tools may use (FunctionCallParams.app_resources)
         # Every client message, from any transport, is checked before RTVI acts on it.
-        rtvi_processor=CheckedRTVIProcessor(
-            allowance=allowance or ClientAllowance(settings), on_rejected=on_error
-        ),
+        rtvi_processor=CheckedRTVIProcessor(allowance=allowance or ClientAllowance(settings), on_rejected=on_error),
         # The page shows which tool ran with which arguments: it is the user's own session.
-        rtvi_observer_params=RTVIObserverParams(
-            function_call_report_level={"*": RTVIFunctionCallReportLevel.FULL}
-        ),
+        rtvi_observer_params=RTVIObserverParams(function_call_report_level={"*": RTVIFunctionCallReportLevel.FULL}),
     )
 
     if settings.greeting:

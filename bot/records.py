@@ -68,9 +68,7 @@ class Usage(BaseModel):
 
 
 class Cost(BaseModel):
-    components: dict[str, float] = Field(
-        default_factory=dict, description="llm / stt / tts / transport -> US dollars."
-    )
+    components: dict[str, float] = Field(default_factory=dict, description="llm / stt / tts / transport -> US dollars.")
     total: float = 0.0
 
 

@@ -72,8 +72,7 @@ async def build_report(
             samples.setdefault("total", []).append(turn.latency.total)
     order = [*MILESTONES, *sorted(set(samples) - {*MILESTONES, "total"}), "total"]
     latency = {
-        stage: {"count": len(samples[stage])}
-        | {f"p{p}": percentile(samples[stage], p) for p in PERCENTILES}
+        stage: {"count": len(samples[stage])} | {f"p{p}": percentile(samples[stage], p) for p in PERCENTILES}
         for stage in order
         if stage in samples
     }
@@ -198,10 +197,7 @@ def _render_costs(costs: dict) -> list[str]:
     out = ["## Costs", ""]
     out += _table(
         ["Component", "Cost", "Share"],
-        [
-            [name, money(value), _pct(costs["shares_percent"].get(name))]
-            for name, value in costs["components"].items()
-        ]
+        [[name, money(value), _pct(costs["shares_percent"].get(name))] for name, value in costs["components"].items()]
         + [["**total**", f"**{money(costs['total'])}**", _pct(100.0 if costs["total"] else 0.0)]],
     )
     projection = costs["projection"]

@@ -11,9 +11,7 @@ from bot.engines.loader import EmbeddedEngines
 from bot.settings import Provider, Settings, ToolMode
 
 # Emoji and pictographs: a TTS either spells them out or chokes on them.
-_EMOJI = re.compile(
-    "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\u200d\ufe0f]++"
-)
+_EMOJI = re.compile("[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\u200d\ufe0f]++")
 
 
 async def strip_emoji(text: str, _text_type) -> str:
@@ -51,10 +49,7 @@ def describe_providers(settings: Settings) -> dict[str, str]:
 def embedded_threads(settings: Settings) -> dict[str, int | None]:
     """Stage -> CPU threads of its embedded engine, None where a cloud service does the work."""
     threads = {"stt": settings.stt_threads, "llm": settings.llm_threads, "tts": settings.tts_threads}
-    return {
-        stage: count if settings.resolved(stage) is Provider.EMBEDDED else None
-        for stage, count in threads.items()
-    }
+    return {stage: count if settings.resolved(stage) is Provider.EMBEDDED else None for stage, count in threads.items()}
 
 
 def create_stt(settings: Settings, engines: EmbeddedEngines) -> STTService:
@@ -62,9 +57,7 @@ def create_stt(settings: Settings, engines: EmbeddedEngines) -> STTService:
     if provider is Provider.BENCHMARK:
         from bot.services.benchmark import BenchmarkSTTService
 
-        return BenchmarkSTTService(
-            delay_secs=settings.benchmark_stt_delay_ms / 1000, faults=settings.benchmark_faults
-        )
+        return BenchmarkSTTService(delay_secs=settings.benchmark_stt_delay_ms / 1000, faults=settings.benchmark_faults)
     if provider is Provider.DEEPGRAM:
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -89,22 +82,16 @@ def create_llm(settings: Settings, engines: EmbeddedEngines) -> LLMService:
     if provider is Provider.BENCHMARK:
         from bot.services.benchmark import BenchmarkLLMService
 
-        return BenchmarkLLMService(
-            delay_secs=settings.benchmark_llm_delay_ms / 1000, faults=settings.benchmark_faults
-        )
+        return BenchmarkLLMService(delay_secs=settings.benchmark_llm_delay_ms / 1000, faults=settings.benchmark_faults)
     if provider is Provider.OPENAI:
         from pipecat.services.openai.llm import OpenAILLMService
 
         from bot.services.routed_openai_llm import RoutedOpenAILLMService
 
-        service_class = (
-            RoutedOpenAILLMService if settings.llm_tool_mode is ToolMode.ROUTED else OpenAILLMService
-        )
+        service_class = RoutedOpenAILLMService if settings.llm_tool_mode is ToolMode.ROUTED else OpenAILLMService
         return service_class(
             # A local OpenAI-compatible server may need no key, but the client wants one.
-            api_key=(
-                settings.openai_api_key.get_secret_value() if settings.openai_api_key else "none"
-            ),
+            api_key=(settings.openai_api_key.get_secret_value() if settings.openai_api_key else "none"),
             base_url=settings.openai_base_url,
             settings=OpenAILLMService.Settings(
                 model=settings.openai_model,
@@ -138,9 +125,7 @@ def create_tts(settings: Settings, engines: EmbeddedEngines) -> TTSService:
         return ElevenLabsTTSService(
             api_key=settings.elevenlabs_api_key.get_secret_value(),
             url=settings.elevenlabs_url,
-            settings=ElevenLabsTTSService.Settings(
-                voice=settings.elevenlabs_voice_id, model=settings.elevenlabs_model
-            ),
+            settings=ElevenLabsTTSService.Settings(voice=settings.elevenlabs_voice_id, model=settings.elevenlabs_model),
             text_transforms=SPEAKABLE_TEXT,
         )
     from bot.services.piper_tts import SharedPiperTTSService

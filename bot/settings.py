@@ -80,8 +80,7 @@ class Settings(BaseSettings):
 
     host: str = Field(
         "127.0.0.1",
-        description="Interface the server binds to; a non-loopback one without `AGENT_API_KEY` is"
-        " warned about loudly.",
+        description="Interface the server binds to; a non-loopback one without `AGENT_API_KEY` is warned about loudly.",
     )
     port: int = Field(7860, description="TCP port of the server.")
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -93,8 +92,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         Path.home() / ".cache" / "voice-agent",
-        description="Where prepared model files (the assembled LLM, the converted STT model) are"
-        " cached.",
+        description="Where prepared model files (the assembled LLM, the converted STT model) are cached.",
     )
     greeting: str = Field(
         "Hi! Ask me anything.",
@@ -103,13 +101,11 @@ class Settings(BaseSettings):
 
     store_path: Path | None = Field(
         None,
-        description="SQLite file of session records; unset: `sessions.sqlite3` in"
-        " `AGENT_DATA_DIR`.",
+        description="SQLite file of session records; unset: `sessions.sqlite3` in `AGENT_DATA_DIR`.",
     )
     retention_days: float = Field(
         30.0,
-        description="Session records older than this are pruned, at start and every 6 h (`0` keeps"
-        " them forever).",
+        description="Session records older than this are pruned, at start and every 6 h (`0` keeps them forever).",
     )
     server_id: str = Field(
         "",
@@ -129,15 +125,12 @@ class Settings(BaseSettings):
         "Sorry, I have to go now: the server is restarting. Goodbye!",
         description="What live sessions hear when the server is stopped (SIGTERM).",
     )
-    drain_timeout_secs: float = Field(
-        15.0, description="How long a stopping server waits for sessions to say goodbye."
-    )
+    drain_timeout_secs: float = Field(15.0, description="How long a stopping server waits for sessions to say goodbye.")
 
     max_sessions: int = Field(
         32,
         ge=0,
-        description="Most concurrent sessions over all transports; one more is refused (`0`: no"
-        " limit).",
+        description="Most concurrent sessions over all transports; one more is refused (`0`: no limit).",
     )
     max_loop_busy: float = Field(
         0.0,
@@ -169,8 +162,7 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         2000,
         ge=1,
-        description="Longest typed message (RTVI `send-text`) in characters; a longer one is"
-        " refused.",
+        description="Longest typed message (RTVI `send-text`) in characters; a longer one is refused.",
     )
     max_text_per_sec: float = Field(
         1.0,
@@ -180,8 +172,7 @@ class Settings(BaseSettings):
     text_burst: int = Field(
         5,
         ge=1,
-        description="Typed messages a client may send at once before `AGENT_MAX_TEXT_PER_SEC`"
-        " applies.",
+        description="Typed messages a client may send at once before `AGENT_MAX_TEXT_PER_SEC` applies.",
     )
     audio_rate_limit: float = Field(
         1.25,
@@ -201,8 +192,7 @@ class Settings(BaseSettings):
     max_utterance_secs: float = Field(
         30.0,
         gt=0,
-        description="Longest the user may speak without a pause; the utterance then ends and is"
-        " transcribed.",
+        description="Longest the user may speak without a pause; the utterance then ends and is transcribed.",
     )
     max_context_messages: int = Field(
         60,
@@ -214,8 +204,7 @@ class Settings(BaseSettings):
     max_results_per_session: int = Field(
         50,
         ge=1,
-        description="Most tool results (each with its picture) a session keeps; a tool call past"
-        " it is refused.",
+        description="Most tool results (each with its picture) a session keeps; a tool call past it is refused.",
     )
     abuse_refusals: int = Field(
         10,
@@ -238,8 +227,7 @@ class Settings(BaseSettings):
     )
     max_session_goodbye: str = Field(
         "We have reached the time limit for this conversation. Goodbye!",
-        description="What a session hears when it reaches the maximum duration"
-        " (`AGENT_MAX_SESSION_SECS`).",
+        description="What a session hears when it reaches the maximum duration (`AGENT_MAX_SESSION_SECS`).",
     )
     api_key: SecretStr | None = Field(
         None,
@@ -252,13 +240,10 @@ class Settings(BaseSettings):
     token_ttl_secs: float = Field(
         60.0, gt=0, description="Lifetime of a one-use session token from `POST /api/tokens`."
     )
-    metrics_public: bool = Field(
-        False, description="Serve `/metrics` without the API key (for Prometheus scrapers)."
-    )
+    metrics_public: bool = Field(False, description="Serve `/metrics` without the API key (for Prometheus scrapers).")
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma list of extra browser origins allowed to connect, besides the"
-        " server's own; `*` allows any.",
+        description="Comma list of extra browser origins allowed to connect, besides the server's own; `*` allows any.",
     )
 
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
@@ -316,13 +301,13 @@ class Settings(BaseSettings):
     benchmark_stt_delay_ms: float = Field(
         150.0,
         ge=0,
-        description="Benchmark STT: the transcript \"Benchmark utterance N, X.X seconds of"
-        " speech.\" this many milliseconds after the VAD stop.",
+        description='Benchmark STT: the transcript "Benchmark utterance N, X.X seconds of'
+        ' speech." this many milliseconds after the VAD stop.',
     )
     benchmark_llm_delay_ms: float = Field(
         350.0,
         ge=0,
-        description="Benchmark LLM: the fixed reply \"Sure, here is a short benchmark answer.\""
+        description='Benchmark LLM: the fixed reply "Sure, here is a short benchmark answer."'
         " streamed, its first token this many milliseconds after the request.",
     )
     benchmark_tts_delay_ms: float = Field(
@@ -347,13 +332,11 @@ class Settings(BaseSettings):
     llm_threads: int = Field(2, description="CPU threads of the embedded LLM.")
     llm_context_tokens: int = Field(
         4096,
-        description="Context window per session slot of the embedded LLM; older turns are"
-        " trimmed to fit.",
+        description="Context window per session slot of the embedded LLM; older turns are trimmed to fit.",
     )
     llm_parallel_sessions: int = Field(
         4,
-        description="KV-cache slots of the embedded LLM: sessions decoded side by side (more"
-        " queue).",
+        description="KV-cache slots of the embedded LLM: sessions decoded side by side (more queue).",
     )
     llm_max_answer_tokens: int = Field(
         80, description="Hard cap on the tokens of one spoken answer (keeps answers short)."
@@ -380,8 +363,7 @@ class Settings(BaseSettings):
     )
     llm_temperature: float = Field(
         0.0,
-        description="Sampling temperature of the LLM, embedded or cloud (`0` gives the most"
-        " reliable tool routing).",
+        description="Sampling temperature of the LLM, embedded or cloud (`0` gives the most reliable tool routing).",
     )
 
     stt_threads: int = Field(2, description="CPU threads of the embedded STT (Moonshine).")
@@ -394,36 +376,31 @@ class Settings(BaseSettings):
     tts_voice: str = Field("en_US-joe-medium", description="Embedded Piper voice name.")
     tts_threads: int = Field(2, description="CPU threads of the embedded TTS (Piper).")
 
-    vad_stop_secs: float = Field(
-        0.2, description="Silence, in seconds, before the VAD reports the end of speech."
-    )
+    vad_stop_secs: float = Field(0.2, description="Silence, in seconds, before the VAD reports the end of speech.")
     smart_turn: bool = Field(
         True,
         description="End turns with the Smart Turn v3 model (`false`: a fixed speech timeout).",
     )
     turn_max_silence_secs: float = Field(
         1.5,
-        description="Longest pause after which a turn ends even when Smart Turn judges it"
-        " unfinished.",
+        description="Longest pause after which a turn ends even when Smart Turn judges it unfinished.",
     )
     dictation_hold_secs: float = Field(
         0.8,
         ge=0,
         description="How much longer a turn waits after the VAD stop when its words say the"
         " request goes on (a chart with no numbers yet, a list or clause ending in a comma or"
-        " \"and\", \"is this positive or negative\" with nothing to judge); `0` never waits.",
+        ' "and", "is this positive or negative" with nothing to judge); `0` never waits.',
     )
 
     apology: str = Field(
         "Sorry, something went wrong on my side. Could you say that again?",
-        description="What the bot says when a turn fails (rendered once at startup with the"
-        " embedded Piper voice).",
+        description="What the bot says when a turn fails (rendered once at startup with the embedded Piper voice).",
     )
     stt_timeout_secs: float = Field(
         4.0,
         gt=0,
-        description="A turn fails when the STT gives no final transcript this long after the VAD"
-        " stop.",
+        description="A turn fails when the STT gives no final transcript this long after the VAD stop.",
     )
     llm_timeout_secs: float = Field(
         15.0,
@@ -433,8 +410,7 @@ class Settings(BaseSettings):
     tts_timeout_secs: float = Field(
         6.0,
         gt=0,
-        description="A turn fails when the TTS gives no audio this long after the answer's first"
-        " text.",
+        description="A turn fails when the TTS gives no audio this long after the answer's first text.",
     )
 
     openai_api_key: SecretStr | None = Field(
@@ -473,13 +449,9 @@ class Settings(BaseSettings):
         description="ElevenLabs key (also read as `AGENT_ELEVENLABS_API_KEY`); when set, `auto`"
         " uses `ElevenLabsTTSService` (WebSocket streaming) for TTS.",
     )
-    elevenlabs_voice_id: str = Field(
-        "21m00Tcm4TlvDq8ikWAM", description="ElevenLabs voice id (default: Rachel)."
-    )
+    elevenlabs_voice_id: str = Field("21m00Tcm4TlvDq8ikWAM", description="ElevenLabs voice id (default: Rachel).")
     elevenlabs_model: str = Field("eleven_flash_v2_5", description="ElevenLabs TTS model.")
-    elevenlabs_url: str = Field(
-        "wss://api.elevenlabs.io", description="ElevenLabs WebSocket API base URL."
-    )
+    elevenlabs_url: str = Field("wss://api.elevenlabs.io", description="ElevenLabs WebSocket API base URL.")
     daily_api_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("DAILY_API_KEY", "AGENT_DAILY_API_KEY"),
@@ -489,8 +461,7 @@ class Settings(BaseSettings):
     daily_api_url: str = Field("https://api.daily.co/v1", description="Daily REST API base URL.")
     daily_room_minutes: float = Field(
         60.0,
-        description="Lifetime, in minutes, of the Daily rooms and tokens `POST /api/daily`"
-        " creates.",
+        description="Lifetime, in minutes, of the Daily rooms and tokens `POST /api/daily` creates.",
     )
     daily_join_timeout_secs: float = Field(
         300.0,
@@ -501,7 +472,7 @@ class Settings(BaseSettings):
         default_factory=PriceTable,
         description="Provider list prices for the cost report, in US dollars (the defaults are in"
         " `bot/costs.py`); `AGENT_PRICES` as JSON replaces each field it gives as a whole, e.g."
-        " `{\"daily_per_participant_minute\": 0.003}`.",
+        ' `{"daily_per_participant_minute": 0.003}`.',
     )
 
     system_prompt: str = Field(
@@ -527,9 +498,7 @@ class Settings(BaseSettings):
                 )
             has_key = getattr(self, key_name) is not None
             if chosen is cloud and not has_key and not (stage == "llm" and self.openai_base_url):
-                raise ValueError(
-                    f"AGENT_{stage.upper()}_PROVIDER={cloud.value} needs {key_name.upper()}"
-                )
+                raise ValueError(f"AGENT_{stage.upper()}_PROVIDER={cloud.value} needs {key_name.upper()}")
         return self
 
     @property

@@ -114,10 +114,7 @@ def sections() -> list[tuple[str, str, list[tuple[str, FieldInfo]]]]:
     if starts[0] != 0 or starts != sorted(starts):
         raise ValueError("SECTIONS must start at the first field and follow the field order")
     ends = starts[1:] + [len(fields)]
-    return [
-        (title, sentence, fields[start:end])
-        for (title, _, sentence), start, end in zip(SECTIONS, starts, ends)
-    ]
+    return [(title, sentence, fields[start:end]) for (title, _, sentence), start, end in zip(SECTIONS, starts, ends)]
 
 
 def reference_markdown() -> str:
@@ -166,16 +163,10 @@ def generated() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Write docs/configuration.md and .env.example from bot/settings.py."
-    )
+    parser = argparse.ArgumentParser(description="Write docs/configuration.md and .env.example from bot/settings.py.")
     parser.add_argument("--check", action="store_true", help="report stale files, write nothing")
     args = parser.parse_args(argv)
-    stale = {
-        path: text
-        for path, text in generated().items()
-        if not path.exists() or path.read_text() != text
-    }
+    stale = {path: text for path, text in generated().items() if not path.exists() or path.read_text() != text}
     names = ", ".join(str(path.relative_to(ROOT)) for path in stale)
     if args.check:
         if stale:

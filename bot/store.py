@@ -54,8 +54,7 @@ CREATE TABLE IF NOT EXISTS turns (
 """
 
 _SESSION_COLUMNS = (
-    "session_id, transport, started_at, ended_at, state, providers, resources, visualizations,"
-    " end_reason"
+    "session_id, transport, started_at, ended_at, state, providers, resources, visualizations, end_reason"
 )
 
 
@@ -299,9 +298,7 @@ class SessionStore:
         with self._conn:  # one transaction: a session never loses its row but keeps turns
             for session_id in session_ids:
                 self._conn.execute("DELETE FROM turns WHERE session_id = ?", (session_id,))
-                cursor = self._conn.execute(
-                    "DELETE FROM sessions WHERE session_id = ?", (session_id,)
-                )
+                cursor = self._conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
                 deleted += cursor.rowcount
         return deleted
 

@@ -101,19 +101,12 @@ class Telemetry:
         self._m_tokens = counter("voice_agent_llm_tokens", "LLM tokens.", ["kind"])
         self._m_characters = counter("voice_agent_tts_characters", "Characters sent to the TTS.")
         self._m_audio = counter("voice_agent_stt_audio_seconds", "Seconds of audio transcribed.")
-        self._m_cpu = counter(
-            "voice_agent_embedded_cpu_seconds", "CPU seconds of embedded engines.", ["stage"]
-        )
-        self._m_cost = counter(
-            "voice_agent_cost_usd", "Provider fees in US dollars.", ["component"]
-        )
+        self._m_cpu = counter("voice_agent_embedded_cpu_seconds", "CPU seconds of embedded engines.", ["stage"])
+        self._m_cost = counter("voice_agent_cost_usd", "Provider fees in US dollars.", ["component"])
         self._m_errors = counter("voice_agent_errors", "Errors by kind.", ["kind"])
-        self._m_resources = {
-            name: gauge(f"voice_agent_process_{name}", doc) for name, doc in RESOURCES.items()
-        }
+        self._m_resources = {name: gauge(f"voice_agent_process_{name}", doc) for name, doc in RESOURCES.items()}
         self._m_peaks = {
-            name: gauge(f"voice_agent_process_peak_{name}", f"Peak of: {doc}")
-            for name, doc in RESOURCES.items()
+            name: gauge(f"voice_agent_process_peak_{name}", f"Peak of: {doc}") for name, doc in RESOURCES.items()
         }
 
     # --- sessions ---
@@ -252,9 +245,7 @@ class Telemetry:
                 "count": len(values),
             }
         talk = sum((t.ended_at - t.started_at) for t in turns if t.ended_at is not None)
-        observed_since = (
-            turns[0].started_at if self._turn_count > len(turns) else self._started
-        )
+        observed_since = turns[0].started_at if self._turn_count > len(turns) else self._started
         history = list(self._history)[-HISTORY_IN_SNAPSHOT:]
         return {
             "uptime_seconds": now - self._started,
@@ -262,9 +253,7 @@ class Telemetry:
             "turns": {"total": self._turn_count, "by_status": dict(self._by_status)},
             "latency": latency,
             "usage": self._usage.model_dump(),
-            "cost": cost_summary(
-                turns, talk, window_seconds=now - observed_since, prices=self._prices
-            ),
+            "cost": cost_summary(turns, talk, window_seconds=now - observed_since, prices=self._prices),
             "resources": {
                 "current": history[-1] if history else None,
                 "peak": dict(self._peak),

@@ -202,9 +202,7 @@ class SileroBatcher:
             rows = [(i, state, windows[round_]) for i, (state, windows, _) in enumerate(batch) if round_ < len(windows)]
             x = np.concatenate([np.concatenate((s.context, w[None, :]), axis=1) for _, s, w in rows])
             h = np.concatenate([s.state for _, s, _ in rows], axis=1)
-            out, h_next = self._session.run(
-                None, {"input": x, "state": h, "sr": np.array(VAD_RATE, dtype=np.int64)}
-            )
+            out, h_next = self._session.run(None, {"input": x, "state": h, "sr": np.array(VAD_RATE, dtype=np.int64)})
             for k, (i, state, _) in enumerate(rows):
                 state.state = np.ascontiguousarray(h_next[:, k : k + 1, :])
                 state.context = x[k : k + 1, -VAD_CONTEXT:].copy()
@@ -282,12 +280,8 @@ class SharedSmartTurnModel:
     inference runs on."""
 
     def __init__(self) -> None:
-        self.session = _session(
-            "pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.onnx", SMART_TURN_THREADS
-        )
-        self.executor = ThreadPoolExecutor(
-            max_workers=SMART_TURN_WORKERS, thread_name_prefix="smart-turn"
-        )
+        self.session = _session("pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.onnx", SMART_TURN_THREADS)
+        self.executor = ThreadPoolExecutor(max_workers=SMART_TURN_WORKERS, thread_name_prefix="smart-turn")
         # Start every thread now (the pool would start them one busy moment at a time), so the
         # process's thread count is settled once the first session has begun.
         started = threading.Barrier(SMART_TURN_WORKERS)

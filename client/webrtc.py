@@ -136,10 +136,16 @@ class WebRTCPeer:
         self._tasks.append(asyncio.create_task(drain()))
 
     def _on_open(self) -> None:
-        self._channel.send(json.dumps({
-            "label": "rtvi-ai", "type": "client-ready", "id": "1",
-            "data": {"version": "2.2.0", "about": {"library": "voice-agent-webrtc-client"}},
-        }))
+        self._channel.send(
+            json.dumps(
+                {
+                    "label": "rtvi-ai",
+                    "type": "client-ready",
+                    "id": "1",
+                    "data": {"version": "2.2.0", "about": {"library": "voice-agent-webrtc-client"}},
+                }
+            )
+        )
 
         async def keep_alive() -> None:
             while True:

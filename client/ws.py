@@ -65,9 +65,7 @@ def audio_frame(pcm: bytes, sample_rate: int = MIC_RATE) -> bytes:
 
 def rtvi_frame(type_: str, data: dict | None = None, id_: str = "1") -> bytes:
     frame = frames_pb2.Frame()
-    frame.message.data = json.dumps(
-        {"label": "rtvi-ai", "type": type_, "id": id_, "data": data or {}}
-    )
+    frame.message.data = json.dumps({"label": "rtvi-ai", "type": type_, "id": id_, "data": data or {}})
     return frame.SerializeToString()
 
 
@@ -113,9 +111,7 @@ class VoiceClient:
         self._speech += pcm
         return await self._speech_done
 
-    async def wait_for(
-        self, predicate: Callable[[Received], bool], timeout: float, *, after: float = 0.0
-    ) -> Received:
+    async def wait_for(self, predicate: Callable[[Received], bool], timeout: float, *, after: float = 0.0) -> Received:
         """The first message (received at or after `after`) that satisfies `predicate`."""
         deadline = time.monotonic() + timeout
         while True:
@@ -138,9 +134,7 @@ class VoiceClient:
 
     def voiced_audio_seconds(self, start: float, end: float = float("inf")) -> float:
         return sum(
-            len(a.pcm) / 2 / a.sample_rate
-            for a in self.audio
-            if start <= a.at <= end and rms(a.pcm) > SILENCE_RMS
+            len(a.pcm) / 2 / a.sample_rate for a in self.audio if start <= a.at <= end and rms(a.pcm) > SILENCE_RMS
         )
 
     def playback_stall_seconds(self, start: float, end: float = float("inf")) -> float:

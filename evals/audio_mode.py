@@ -29,6 +29,8 @@ def user_voice(speech: dict[str, Any]) -> Voice:
         return Voice("piper", "piper", JOE.speaker, float(speech.get("length_scale") or 1.0))
     voice = str(speech.get("voice") or DEFAULT_VOICE)
     return Voice(voice, "espeak", voice, int(speech.get("speed") or DEFAULT_SPEED))
+
+
 TURN_DONE_TIMEOUT_S = 60.0
 
 
@@ -37,8 +39,7 @@ def server_env(stack: str) -> dict[str, str]:
     if stack == "embedded":
         return {}
     return {
-        f"AGENT_{stage}_PROVIDER": os.environ.get(f"AGENT_{stage}_PROVIDER", "auto")
-        for stage in ("STT", "LLM", "TTS")
+        f"AGENT_{stage}_PROVIDER": os.environ.get(f"AGENT_{stage}_PROVIDER", "auto") for stage in ("STT", "LLM", "TTS")
     }
 
 

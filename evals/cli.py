@@ -40,23 +40,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m evals", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("paths", nargs="*", type=Path, default=[ROOT / "evals"],
-                        help="scenario files or folders (searched for *.yaml); default evals/")
-    parser.add_argument("-k", "--filter", action="append", default=[], metavar="NAME",
-                        help="only scenarios whose name contains NAME (repeatable)")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        default=[ROOT / "evals"],
+        help="scenario files or folders (searched for *.yaml); default evals/",
+    )
+    parser.add_argument(
+        "-k",
+        "--filter",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only scenarios whose name contains NAME (repeatable)",
+    )
     parser.add_argument("--tag", action="append", default=[], help="only scenarios with this tag (repeatable)")
     parser.add_argument("--mode", choices=("text", "audio", "all"), default="all")
     parser.add_argument("-j", "--parallel", type=int, default=1, help="scenarios run at once (default 1)")
-    parser.add_argument("--routing", action=argparse.BooleanOptionalAction, default=None,
-                        help="tool-routing accuracy on evals/routing_set.json (default: on, "
-                             "off when -k or --tag narrows the run)")
+    parser.add_argument(
+        "--routing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tool-routing accuracy on evals/routing_set.json (default: on, off when -k or --tag narrows the run)",
+    )
     parser.add_argument("--routing-split", choices=("all", "tune", "held_out"), default="all")
-    parser.add_argument("--stack", choices=("auto", "embedded"), default="auto",
-                        help="auto: cloud services where keys are set (the settings); embedded: offline")
-    parser.add_argument("--timeout-ms", type=int, default=DEFAULT_TIMEOUT_MS,
-                        help="budget of an expectation without within_ms")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="folder for report.json, report.md and the logs (default .cache/evals)")
+    parser.add_argument(
+        "--stack",
+        choices=("auto", "embedded"),
+        default="auto",
+        help="auto: cloud services where keys are set (the settings); embedded: offline",
+    )
+    parser.add_argument(
+        "--timeout-ms", type=int, default=DEFAULT_TIMEOUT_MS, help="budget of an expectation without within_ms"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="folder for report.json, report.md and the logs (default .cache/evals)",
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     parser.add_argument("--markdown", type=Path, help="also write the Markdown report here")
     parser.add_argument("--list", action="store_true", help="list the selected scenarios and exit")
@@ -80,7 +103,9 @@ async def run_routing(ctx: RunContext, split: str, progress: Progress) -> dict[s
     task = progress.add_task("tool routing", total=len(items))
     started = time.monotonic()
     rows = await bench.run(
-        items, ctx.settings, engine=ctx.engines.llm,
+        items,
+        ctx.settings,
+        engine=ctx.engines.llm,
         on_item=lambda i, n, row: progress.update(task, completed=i),
     )
     summary = bench.summarize(rows)

@@ -7,9 +7,18 @@ from bot.percentiles import percentile
 
 # Stage order in the tables: text mode's, then the server's turn milestones, then the client's.
 STAGE_ORDER = (
-    "first_output", "tool_calls", "first_answer_text", "answer_complete",
-    "vad_stop", "turn_end", "llm_first_token", "tools_done", "tts_first_audio", "bot_audio_sent",
-    "server_total", "voice_to_voice",
+    "first_output",
+    "tool_calls",
+    "first_answer_text",
+    "answer_complete",
+    "vad_stop",
+    "turn_end",
+    "llm_first_token",
+    "tools_done",
+    "tts_first_audio",
+    "bot_audio_sent",
+    "server_total",
+    "voice_to_voice",
 )
 
 
@@ -77,13 +86,9 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for r in report["scenarios"]:
-        why = "; ".join(
-            f"turn {f['turn']} `{f['event']}`: {f['reason']}" for f in r["failures"]
-        )
+        why = "; ".join(f"turn {f['turn']} `{f['event']}`: {f['reason']}" for f in r["failures"])
         verdict = "pass" if r["passed"] else "**FAIL**"
-        lines.append(
-            f"| {_cell(r['name'])} | {r['mode']} | {verdict} | {r['duration_s']} s | {_cell(why)} |"
-        )
+        lines.append(f"| {_cell(r['name'])} | {r['mode']} | {verdict} | {r['duration_s']} s | {_cell(why)} |")
     routing = report.get("routing")
     if routing:
         lines += ["", "## Tool routing", ""]
@@ -91,8 +96,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"Skipped: {routing['skipped']}")
         else:
             lines += [
-                f"`{routing['set']}`, {routing['items']} items, model `{routing['model']}`, "
-                f"{routing['wall_s']} s.",
+                f"`{routing['set']}`, {routing['items']} items, model `{routing['model']}`, {routing['wall_s']} s.",
                 "",
                 "| Split | Tool choice | Arguments |",
                 "|---|---|---|",
@@ -101,9 +105,7 @@ def markdown(report: dict[str, Any]) -> str:
             for split, f in summary["splits"].items():
                 args = summary["arguments"].get(split)
                 arg_text = f"{args['correct']}/{args['n']} ({args['accuracy']:.1%})" if args else "-"
-                lines.append(
-                    f"| {split} | {f['correct']}/{f['n']} ({f['accuracy']:.1%}) | {arg_text} |"
-                )
+                lines.append(f"| {split} | {f['correct']}/{f['n']} ({f['accuracy']:.1%}) | {arg_text} |")
             o = summary["overall"]
             lines.append(f"| **all** | **{o['correct']}/{o['n']} ({o['accuracy']:.1%})** | |")
             classes: dict[str, list[int]] = defaultdict(lambda: [0, 0])

@@ -68,8 +68,7 @@ def _text_latency(session: TextSession) -> list[dict[str, float]]:
         outputs = [t for t in first.values() if t is not None]
         calls_done = [at for at, m in window if m.get("type") == "llm-function-call-stopped"]
         texts_after_tools = [
-            at for at, m in window
-            if m.get("type") == "bot-llm-text" and (not calls_done or at >= calls_done[-1])
+            at for at, m in window if m.get("type") == "bot-llm-text" and (not calls_done or at >= calls_done[-1])
         ]
         stopped = [at for at, m in window if m.get("type") == "bot-llm-stopped"]
         stages: dict[str, float] = {}
@@ -117,9 +116,7 @@ def _expectations(scenario: Scenario, result: EvalScriptResult) -> list[dict[str
             else:
                 entry.update(status="not_run")
             expectations.append(entry)
-        turn_failures = [
-            {"reason": f.reason, "kind": f.kind} for f in failures.values() if f.expectation_index < 0
-        ]
+        turn_failures = [{"reason": f.reason, "kind": f.kind} for f in failures.values() if f.expectation_index < 0]
         turns.append(
             {
                 "index": index,
@@ -163,9 +160,7 @@ async def run_scenario(scenario: Scenario, ctx: RunContext) -> dict[str, Any]:
             await session.wait_idle()  # the last reply's end (and its turn-metrics) too
     except Exception as e:  # noqa: BLE001 -- a broken session fails its scenario, not the run
         logger.exception(f"{scenario.name}: harness error")
-        failure = EvalAssertionFailure(
-            max(trace.turn, 0), -1, "harness", f"{type(e).__name__}: {e}", "harness_error"
-        )
+        failure = EvalAssertionFailure(max(trace.turn, 0), -1, "harness", f"{type(e).__name__}: {e}", "harness_error")
         driver.record_failure(failure)
         failures.append(failure)
         trace.log(traceback.format_exc())
@@ -221,4 +216,3 @@ async def run_all(
         return result
 
     return list(await asyncio.gather(*(one(s) for s in scenarios)))
-

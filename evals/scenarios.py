@@ -87,9 +87,7 @@ def discover(paths: list[Path]) -> list[Scenario]:
     return scenarios
 
 
-def select(
-    scenarios: list[Scenario], *, names: list[str], tags: list[str], mode: str
-) -> list[Scenario]:
+def select(scenarios: list[Scenario], *, names: list[str], tags: list[str], mode: str) -> list[Scenario]:
     """Scenarios whose name contains any of `names`, carrying any of `tags`, in `mode`."""
     return [
         s

@@ -107,9 +107,7 @@ class TextSession:
 
     has_user_tts = False
 
-    def __init__(
-        self, settings: Settings, engines: EmbeddedEngines, on_message: OnMessage, telemetry: Telemetry
-    ):
+    def __init__(self, settings: Settings, engines: EmbeddedEngines, on_message: OnMessage, telemetry: Telemetry):
         session_id = uuid.uuid4().hex
         record = SessionRecord(
             session_id=session_id,

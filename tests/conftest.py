@@ -20,9 +20,7 @@ def pytest_collection_modifyitems(config, items):
         if len(kinds) != 1:
             wrong.append(f"{item.nodeid}: {', '.join(kinds) or 'no kind'}")
     if wrong:
-        raise pytest.UsageError(
-            "each test needs exactly one of the marks unit, model, e2e:\n  " + "\n  ".join(wrong)
-        )
+        raise pytest.UsageError("each test needs exactly one of the marks unit, model, e2e:\n  " + "\n  ".join(wrong))
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +44,7 @@ def ws_url(live_server) -> str:
 
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `playwright install` is never used
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"
-)
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium")
 
 
 def launch_chromium(playwright, *extra_args: str):

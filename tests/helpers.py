@@ -44,7 +44,5 @@ async def connected(url: str, timeout: float = TURN_TIMEOUT) -> VoiceClient:
 async def answer_to(client: VoiceClient, text: str) -> tuple[float, str, float]:
     """Speak `text`, wait for the whole spoken answer; (end of speech, bot text, bot-stopped time)."""
     speech_end = await client.say(speech_pcm(text))
-    stopped = await client.wait_for(
-        lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end
-    )
+    stopped = await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end)
     return speech_end, client.bot_text(speech_end, stopped.at), stopped.at

@@ -164,7 +164,9 @@ def _raw_post(url: str, body: bytes, *, chunked: bool = False) -> tuple[int, dic
     """(status, JSON body) of a POST with `body` as it is; `chunked` sends it without a length."""
     chunks = (body[i : i + 8192] for i in range(0, len(body), 8192))
     request = urllib.request.Request(
-        url, method="POST", data=chunks if chunked else body,
+        url,
+        method="POST",
+        data=chunks if chunked else body,
         headers={"Content-Type": "application/json", **({"Transfer-Encoding": "chunked"} if chunked else {})},
     )
     try:
@@ -339,6 +341,7 @@ def test_a_dns_rebinding_page_is_refused_on_http_and_websocket(live_server):
         status, answer, _ = _request(f"{live_server}{path}", headers=rebound)
         assert status == 400, (path, status, answer)
         assert "'rebound.example' is not served here; list it in AGENT_ALLOWED_HOSTS" in answer["detail"]
+
     # A raw handshake: a WebSocket client library sets Host from the URL it dials.
     async def rebound_handshake() -> int:
         reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
@@ -369,10 +372,15 @@ def test_allowed_hosts_are_the_loopback_names_the_bound_address_and_the_listed_o
 @pytest.mark.e2e
 @pytest.mark.parametrize("key", ["", "   ", "short-key"])
 def test_an_empty_or_short_api_key_stops_the_server_at_startup(tmp_path, key):
-    env = {**os.environ, "AGENT_API_KEY": key, "AGENT_PORT": str(free_port()),
-           "AGENT_STORE_PATH": str(tmp_path / "records.sqlite3")}
-    done = subprocess.run([sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "AGENT_API_KEY": key,
+        "AGENT_PORT": str(free_port()),
+        "AGENT_STORE_PATH": str(tmp_path / "records.sqlite3"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"AGENT_API_KEY is {len(key.strip())} characters" in done.stderr
     assert "Traceback" not in done.stderr

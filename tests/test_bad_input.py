@@ -80,14 +80,21 @@ BAD_INPUTS = {
         f"exceeds the {MAX_MESSAGE_BYTES}-byte limit",
     ),
     "raw-audio (a microphone path past the audio checks)": (
-        _message_frame(_raw_audio(bytes(640), 16000, 1)), "'raw-audio' messages are not accepted"
+        _message_frame(_raw_audio(bytes(640), 16000, 1)),
+        "'raw-audio' messages are not accepted",
     ),
     "send-file": (
-        _message_frame(_rtvi("send-file", {"file": {"format": "image/png", "source": {"type": "url", "url": "http://x"}}})),
+        _message_frame(
+            _rtvi("send-file", {"file": {"format": "image/png", "source": {"type": "url", "url": "http://x"}}})
+        ),
         "'send-file' messages are not accepted",
     ),
     "a tool result injected by the client": (
-        _message_frame(_rtvi("llm-function-call-result", {"function_name": "f", "tool_call_id": "c1", "arguments": {}, "result": "x"})),
+        _message_frame(
+            _rtvi(
+                "llm-function-call-result", {"function_name": "f", "tool_call_id": "c1", "arguments": {}, "result": "x"}
+            )
+        ),
         "'llm-function-call-result' messages are not accepted",
     ),
     "typed message over the limit": (

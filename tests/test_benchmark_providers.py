@@ -80,9 +80,7 @@ async def test_turns_get_the_benchmark_reply_delays_and_faults(benchmark_server)
         await client.say(speech_pcm("How many legs does a spider have?"))
         await asyncio.sleep(2)
         speech_end = await client.say(speech_pcm("Which ocean is the biggest?"))
-        message = await client.wait_for(
-            lambda m: is_turn_metrics(m) and m.data["turn"]["index"] == 3, TURN_TIMEOUT
-        )
+        message = await client.wait_for(lambda m: is_turn_metrics(m) and m.data["turn"]["index"] == 3, TURN_TIMEOUT)
         turn = message.data["turn"]
         assert turn["status"] == "completed" and turn["bot_text"] == BENCHMARK_REPLY, turn
         assert turn["user_text"].count("Benchmark utterance") == 2, turn["user_text"]

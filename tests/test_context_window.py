@@ -30,7 +30,8 @@ def _turn(n: int, *, tool: bool = False) -> list[dict]:
 async def _through_window(messages: list[dict], max_messages: int) -> list:
     context = LLMContext(messages=list(messages))
     received, _ = await run_test(
-        ContextWindow(max_messages), frames_to_send=[LLMContextFrame(context)],
+        ContextWindow(max_messages),
+        frames_to_send=[LLMContextFrame(context)],
         expected_down_frames=[LLMContextFrame],
     )
     return received[0].context.get_messages()

@@ -97,7 +97,13 @@ async def test_fake_daily_speaks_the_helpers_protocol():
             with pytest.raises(Exception, match="status: 401"):
                 await wrong.create_room(DailyRoomParams())
     assert [r.endpoint for r in fake.requests] == [
-        "create_room", "create_token", "get_room", "delete_room", "get_room", "create_room", "create_room"
+        "create_room",
+        "create_token",
+        "get_room",
+        "delete_room",
+        "get_room",
+        "create_room",
+        "create_room",
     ]
     assert fake.requests[-1].status == 401 and fake.requests[-1].bearer_key == "wrong"
 

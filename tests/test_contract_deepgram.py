@@ -81,12 +81,8 @@ async def test_deepgram_stt_in_the_real_server(fake_deepgram, tmp_path):
             connection = fake_deepgram.connections[0]
 
             speech_end = await client.say(speech)
-            final = await client.wait_for(
-                lambda m: m.type == "user-transcription" and m.data.get("final"), 10
-            )
-            stopped = await client.wait_for(
-                lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end
-            )
+            final = await client.wait_for(lambda m: m.type == "user-transcription" and m.data.get("final"), 10)
+            stopped = await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end)
             answer = client.bot_text(speech_end, stopped.at)
 
             # The documented request: path, query parameters and the Token authorization.

@@ -65,9 +65,7 @@ async def test_elevenlabs_tts_in_the_real_server(fake_elevenlabs, tmp_path):
             assert client.voiced_audio_seconds(0, greeted.at) >= 0.5
 
             speech_end = await client.say(speech)
-            stopped = await client.wait_for(
-                lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end
-            )
+            stopped = await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end)
             answer = client.bot_text(speech_end, stopped.at)
 
             # The answer went to the fake as text of one context, flushed, then closed.

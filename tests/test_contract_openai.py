@@ -38,7 +38,7 @@ def tool_result(body: dict) -> dict | None:
         if message["role"] == "tool":
             return json.loads(text)
         if message["role"] == "user":
-            return json.loads(text[len(ROUTED_TOOL_NOTE):]) if text.startswith(ROUTED_TOOL_NOTE) else None
+            return json.loads(text[len(ROUTED_TOOL_NOTE) :]) if text.startswith(ROUTED_TOOL_NOTE) else None
     return None
 
 
@@ -185,9 +185,7 @@ async def test_streamed_tool_call(script, native_ws):
     async with VoiceClient(native_ws) as client:
         await client.ready()
         speech_end, answer, _ = await answer_to(client, TOKYO)
-        started = await client.wait_for(
-            lambda m: m.type == "llm-function-call-started", 1, after=speech_end
-        )
+        started = await client.wait_for(lambda m: m.type == "llm-function-call-started", 1, after=speech_end)
         turn = await turn_metrics(client, speech_end)
     assert started.data.get("function_name") == "get_current_time", started.data
 
@@ -211,9 +209,7 @@ async def test_streamed_tool_call(script, native_ws):
     # The turn record holds both completions' usage and the call with its real result.
     usage = turn["usage"]
     assert usage["llm_prompt_tokens"] == first.usage["prompt_tokens"] + second.usage["prompt_tokens"]
-    assert usage["llm_completion_tokens"] == (
-        first.usage["completion_tokens"] + second.usage["completion_tokens"]
-    )
+    assert usage["llm_completion_tokens"] == (first.usage["completion_tokens"] + second.usage["completion_tokens"])
     recorded = turn["tool_calls"]
     assert recorded and all(
         entry["id"] == call["id"]
@@ -263,9 +259,7 @@ async def test_routed_mode_answers_and_calls_tools(script, routed_ws):
         [plain] = fake.completions()
 
         speech_end, answer, _ = await answer_to(client, TOKYO)
-        started = await client.wait_for(
-            lambda m: m.type == "llm-function-call-started", 1, after=speech_end
-        )
+        started = await client.wait_for(lambda m: m.type == "llm-function-call-started", 1, after=speech_end)
     assert started.data.get("function_name") == "get_current_time", started.data
 
     body = plain.body

@@ -60,30 +60,34 @@ def test_stt_and_tts_prices():
 
 
 def test_total_is_the_sum_of_the_components():
-    usage = Usage(llm_prompt_tokens=1200, llm_completion_tokens=80, stt_audio_seconds=3.0,
-                  tts_characters=100)
+    usage = Usage(llm_prompt_tokens=1200, llm_completion_tokens=80, stt_audio_seconds=3.0, tts_characters=100)
     cost = price(usage, transport="daily", duration_secs=30.0)
     assert set(cost.components) == {"llm", "stt", "tts", "transport"}
-    expected = (
-        (1200 * 0.40 + 80 * 1.60) / 1e6 + 3.0 / 60 * 0.0077 + 100 / 1000 * 0.05
-        + 2 * 30.0 / 60 * 0.004
-    )
+    expected = (1200 * 0.40 + 80 * 1.60) / 1e6 + 3.0 / 60 * 0.0077 + 100 / 1000 * 0.05 + 2 * 30.0 / 60 * 0.004
     assert cost.total == pytest.approx(expected)
 
 
 def test_embedded_stack_costs_nothing():
-    usage = Usage(llm_prompt_tokens=900, llm_completion_tokens=40, stt_audio_seconds=4.0,
-                  tts_characters=120, cpu_seconds={"llm": 0.8, "stt": 0.1, "tts": 0.3})
+    usage = Usage(
+        llm_prompt_tokens=900,
+        llm_completion_tokens=40,
+        stt_audio_seconds=4.0,
+        tts_characters=120,
+        cpu_seconds={"llm": 0.8, "stt": 0.1, "tts": 0.3},
+    )
     cost = price(usage, EMBEDDED)
     assert cost.components == {"llm": 0.0, "stt": 0.0, "tts": 0.0, "transport": 0.0}
     assert cost.total == 0.0
 
 
-@pytest.mark.parametrize("transport, expected", [
-    ("daily", 2 * 45.0 / 60 * 0.004),  # user + bot, 0.75 minutes each
-    ("websocket", 0.0),
-    ("webrtc", 0.0),
-])
+@pytest.mark.parametrize(
+    "transport, expected",
+    [
+        ("daily", 2 * 45.0 / 60 * 0.004),  # user + bot, 0.75 minutes each
+        ("websocket", 0.0),
+        ("webrtc", 0.0),
+    ],
+)
 def test_transport_fees(transport, expected):
     cost = price(Usage(), EMBEDDED, transport=transport, duration_secs=45.0)
     assert cost.components["transport"] == pytest.approx(expected)
@@ -91,16 +95,21 @@ def test_transport_fees(transport, expected):
 
 
 def turn(index, usage, providers=CLOUD, transport="websocket", duration=10.0):
-    record = TurnRecord(turn_id=f"t{index}", session_id="s", index=index, usage=usage,
-                        providers=providers, started_at=1000.0 + 20 * index)
+    record = TurnRecord(
+        turn_id=f"t{index}",
+        session_id="s",
+        index=index,
+        usage=usage,
+        providers=providers,
+        started_at=1000.0 + 20 * index,
+    )
     record.ended_at = record.started_at + duration
     record.cost = price_turn(usage, providers, PRICES, transport=transport, duration_secs=duration)
     return record
 
 
 def test_summary_totals_rates_shares_and_projections():
-    usage = Usage(llm_prompt_tokens=2000, llm_completion_tokens=100, stt_audio_seconds=6.0,
-                  tts_characters=200)
+    usage = Usage(llm_prompt_tokens=2000, llm_completion_tokens=100, stt_audio_seconds=6.0, tts_characters=200)
     turns = [turn(i, usage) for i in range(3)]
     llm = 3 * (2000 * 0.40 + 100 * 1.60) / 1e6
     stt = 3 * 6.0 / 60 * 0.0077
@@ -109,9 +118,7 @@ def test_summary_totals_rates_shares_and_projections():
     summary = cost_summary(turns, conversation_seconds=30.0, window_seconds=600.0)
 
     assert summary["turns"] == 3
-    assert summary["components"] == pytest.approx(
-        {"llm": llm, "stt": stt, "tts": tts, "transport": 0.0}
-    )
+    assert summary["components"] == pytest.approx({"llm": llm, "stt": stt, "tts": tts, "transport": 0.0})
     assert summary["total"] == pytest.approx(total)
     assert summary["per_turn"] == pytest.approx(total / 3)
     assert summary["per_minute"] == pytest.approx(total / 0.5)  # 30 s of conversation
@@ -126,8 +133,7 @@ def test_summary_totals_rates_shares_and_projections():
 
 
 def test_summary_recommends_a_cheaper_tts_when_it_dominates():
-    turns = [turn(i, Usage(tts_characters=400), {"tts": "elevenlabs:eleven_multilingual_v2"})
-             for i in range(2)]
+    turns = [turn(i, Usage(tts_characters=400), {"tts": "elevenlabs:eleven_multilingual_v2"}) for i in range(2)]
     advice = cost_summary(turns, 20.0)["recommendations"]
     assert advice[0] == "tts is 100% of the cost ($0.0800)."  # 2 x 400/1000 x $0.10
     # eleven_flash_v2_5 and eleven_turbo_v2_5 tie at $0.05; the name breaks the tie

@@ -68,9 +68,7 @@ def test_failing_scenario_fails_the_run_with_its_reason(scenario_dir, tmp_path):
     assert "expected no 'llm_started'" in first["reason"]
     assert second["status"] == "passed"  # as in Pipecat, only a timeout ends a turn's matching
     assert failing["debug_log"], "a failed scenario keeps its trace"
-    assert report["summary"] == {
-        "scenarios": 2, "passed": 1, "failed": 1, "expectations": 4, "expectations_passed": 3
-    }
+    assert report["summary"] == {"scenarios": 2, "passed": 1, "failed": 1, "expectations": 4, "expectations_passed": 3}
     assert report["routing"] is None
     assert report["latency"]["text"]["first_output"]["n"] == 2
     markdown = (tmp_path / "report.md").read_text()
@@ -138,8 +136,10 @@ def test_spoken_scenarios_use_the_tuning_voices_and_never_the_held_out_one():
     from evals.scenarios import load_file
 
     spoken = [
-        s for path in sorted((ROOT / "evals" / "scenarios").glob("*.yaml"))
-        for s in load_file(path) if s.mode == "audio"
+        s
+        for path in sorted((ROOT / "evals" / "scenarios").glob("*.yaml"))
+        for s in load_file(path)
+        if s.mode == "audio"
     ]
     voices = {user_voice(s.script.user_speech or {}) for s in spoken}
     assert len({v.speaker for v in voices}) >= 3 and len(voices) >= 6, voices
@@ -154,9 +154,21 @@ def test_a_pictures_event_says_what_it_shows():
     """A chart's values and the words a sentiment reading scored, for `text_contains`."""
     from evals.events import visualization_event
 
-    chart = {"visualization": {"type": "chart", "chart_type": "bar", "title": "Monthly sales",
-                               "figure": {"data": [{"type": "bar", "y": [10.0, 20.0, 30.5]}]}}}
+    chart = {
+        "visualization": {
+            "type": "chart",
+            "chart_type": "bar",
+            "title": "Monthly sales",
+            "figure": {"data": [{"type": "bar", "y": [10.0, 20.0, 30.5]}]},
+        }
+    }
     assert visualization_event(chart)["text"] == "chart bar: Monthly sales | 10, 20, 30.5"
-    sentiment = {"visualization": {"type": "sentiment", "title": "Sentiment", "text": "I love my new job",
-                                   "figure": {"data": [{"type": "bar", "y": [0.5]}]}}}
+    sentiment = {
+        "visualization": {
+            "type": "sentiment",
+            "title": "Sentiment",
+            "text": "I love my new job",
+            "figure": {"data": [{"type": "bar", "y": [0.5]}]},
+        }
+    }
     assert visualization_event(sentiment)["text"] == "sentiment bar: Sentiment | I love my new job"

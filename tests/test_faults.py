@@ -94,18 +94,14 @@ async def _turn(client: VoiceClient) -> tuple[float, dict, float]:
     """Speak the question; (end of speech, its turn record, when the bot stopped speaking)."""
     speech_end = await client.say(speech_pcm(QUESTION))
     turn = (await client.wait_for(is_turn_metrics, TURN_TIMEOUT, after=speech_end)).data["turn"]
-    stopped = await client.wait_for(
-        lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end
-    )
+    stopped = await client.wait_for(lambda m: m.type == "bot-stopped-speaking", TURN_TIMEOUT, after=speech_end)
     # Pipecat's user turn (Smart Turn, or its 5 s timeout when no transcript came) must be
     # over before the next one can start.
     await client.wait_for(lambda m: m.type == "user-stopped-speaking", TURN_TIMEOUT, after=speech_end)
     return speech_end, turn, stopped.at
 
 
-async def _fails_then_recovers(
-    client: VoiceClient, http_url: str, stage: str, kind: str, answer: str
-) -> dict:
+async def _fails_then_recovers(client: VoiceClient, http_url: str, stage: str, kind: str, answer: str) -> dict:
     """One failed turn, checked whole, then one answered turn; returns the failed record."""
     apology_seconds = len(speech_pcm(APOLOGY, OUT_RATE)) / 2 / OUT_RATE
     speech_end, failed, stopped = await _turn(client)
@@ -134,9 +130,7 @@ async def _fails_then_recovers(
     return failed
 
 
-async def _session_fails_then_recovers(
-    http_url: str, inject: Callable[[], None], stage: str, kind: str
-) -> dict:
+async def _session_fails_then_recovers(http_url: str, inject: Callable[[], None], stage: str, kind: str) -> dict:
     """A new session; once greeted, `inject` arms the fault for its first turn."""
     async with VoiceClient(http_url.replace("http://", "ws://") + "/ws") as client:
         await _ready(client)

@@ -61,11 +61,16 @@ def test_any_parsed_message_is_accepted_or_refused_with_a_reason(message):
 
 @pytest.mark.unit
 @PROPERTY
-@given(st.binary(max_size=3000) | st.builds(
-    lambda kind, data, rate, channels: _frame(kind, data, rate, channels),
-    st.sampled_from(["audio", "message"]), st.binary(max_size=2000) | st.text(max_size=500).map(str.encode),
-    st.sampled_from([0, 8000, 16000, 48000, -1]), st.integers(-1, 3),
-))
+@given(
+    st.binary(max_size=3000)
+    | st.builds(
+        lambda kind, data, rate, channels: _frame(kind, data, rate, channels),
+        st.sampled_from(["audio", "message"]),
+        st.binary(max_size=2000) | st.text(max_size=500).map(str.encode),
+        st.sampled_from([0, 8000, 16000, 48000, -1]),
+        st.integers(-1, 3),
+    )
+)
 def test_the_serializer_turns_any_frame_into_a_frame_or_nothing(data):
     serializer = CheckedProtobufSerializer()
     frame = asyncio.run(serializer.deserialize(data))
@@ -113,8 +118,14 @@ def test_chart_arguments_of_any_shape_validate_or_say_why(chart_type, labels, se
 
 @pytest.mark.unit
 @PROPERTY
-@given(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "tool"]),
-                                       "content": st.text(max_size=200)}), max_size=6))
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "assistant", "tool"]), "content": st.text(max_size=200)}
+        ),
+        max_size=6,
+    )
+)
 def test_routing_constraints_read_any_conversation(messages):
     from pipecat.adapters.llm.schemas.direct_function import DirectFunctionWrapper
 
@@ -135,7 +146,10 @@ def test_the_api_campaign_finds_nothing_with_and_without_a_key(tmp_path):
     out = tmp_path / "fuzz.json"
     done = subprocess.run(
         [sys.executable, "bench/fuzz.py", "--max-examples", "5", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     summary = json.loads(out.read_text())
     assert [run["auth"] for run in summary["runs"]] == ["none", "api key"]

@@ -59,8 +59,11 @@ def test_none_of_the_session_observers_handles_processed_frames():
         pass
 
     recovery = FaultRecovery(
-        stages={}, timeouts=StageTimeouts(stt=1, llm=1, tts=1), apology=b"",
-        apology_sample_rate=24000, on_failure=ignore,
+        stages={},
+        timeouts=StageTimeouts(stt=1, llm=1, tts=1),
+        apology=b"",
+        apology_sample_rate=24000,
+        on_failure=ignore,
     )
     recorder = TurnRecorder(session_id="s", providers={}, engines={}, on_turn=ignore)
     for observer in (recorder, recovery.observer, RTVIObserver(rtvi=None)):
@@ -92,7 +95,9 @@ class MicrophoneWatcher(BaseObserver):
 async def _push_audio_and_text(observers: list[BaseObserver]) -> None:
     # As the session pipeline runs it: no Pipecat turn-tracking or idle observers.
     worker = LeanPipelineWorker(
-        Pipeline([IdentityFilter()]), observers=observers, enable_turn_tracking=False,
+        Pipeline([IdentityFilter()]),
+        observers=observers,
+        enable_turn_tracking=False,
         idle_timeout_secs=None,
     )
     audio = InputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
@@ -135,7 +140,11 @@ def test_no_session_observer_takes_microphone_audio():
 
     settings = Settings(stt_provider="benchmark", llm_provider="benchmark", tts_provider="benchmark")
     worker, _ = build_worker(
-        TextTransport(ignore), settings, EmbeddedEngines(), session_id="s", on_turn=ignore,
+        TextTransport(ignore),
+        settings,
+        EmbeddedEngines(),
+        session_id="s",
+        on_turn=ignore,
         resources=SessionResources(
             record=SessionRecord(session_id="s", transport="test", started_at=0.0), telemetry=Telemetry()
         ),

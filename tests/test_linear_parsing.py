@@ -97,9 +97,7 @@ def test_a_request_longer_than_a_dictation_is_not_read_for_pairs():
 def test_runs_of_spaces_and_the_old_worst_cases_parse_as_before():
     # "a" + 800 spaces + "x" took 7.3 s with the old backtracking pattern.
     assert said_pairs("a" + " " * 800 + "x") is None
-    assert said_pairs("sales: rent" + " " * 300 + "900, food   300") == (
-        "", ["rent", "food"], [900, 300]
-    )
+    assert said_pairs("sales: rent" + " " * 300 + "900, food   300") == ("", ["rent", "food"], [900, 300])
 
 
 def test_quoted_text_is_found_as_whole_words():

@@ -81,9 +81,7 @@ async def _answer(engine: LocalLLMEngine, request: dict) -> tuple[str, str]:
 
 @pytest.mark.model
 async def test_service_streams_a_plain_answer(engine):
-    service = LocalLLMService(
-        engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=40
-    )
+    service = LocalLLMService(engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=40)
     context = LLMContext(messages=[{"role": "user", "content": "What is the capital of France?"}])
     down, up = await asyncio.wait_for(
         run_test(
@@ -110,8 +108,11 @@ async def test_service_streams_a_plain_answer(engine):
     # Decoded: the token that chose to answer, the answer's tokens and its closing `"}` + EOS.
     # The JSON between (`", "answer": "`, ~6 tokens) was computed as prompt instead.
     usage = [
-        data.value for frame in down if isinstance(frame, MetricsFrame)
-        for data in frame.data if isinstance(data, LLMUsageMetricsData)
+        data.value
+        for frame in down
+        if isinstance(frame, MetricsFrame)
+        for data in frame.data
+        if isinstance(data, LLMUsageMetricsData)
     ]
     assert usage[-1].completion_tokens <= len(texts) + 3, (usage, [f.text for f in texts])
 
@@ -123,9 +124,7 @@ async def test_service_calls_the_registered_tool(engine):
         messages=[{"role": "user", "content": "What time is it in Tokyo?"}],
         tools=ToolsSchema(standard_tools=[get_current_time]),
     )
-    down, up = await asyncio.wait_for(
-        run_test(service, frames_to_send=[LLMContextFrame(context)]), timeout=120
-    )
+    down, up = await asyncio.wait_for(run_test(service, frames_to_send=[LLMContextFrame(context)]), timeout=120)
     assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
     started = [f for f in down if isinstance(f, FunctionCallsStartedFrame)]
     assert len(started) == 1, [type(f).__name__ for f in down]
@@ -135,9 +134,7 @@ async def test_service_calls_the_registered_tool(engine):
     assert call.context is context
 
     in_progress = [f for f in down if isinstance(f, FunctionCallInProgressFrame)]
-    assert [(f.function_name, f.arguments) for f in in_progress] == [
-        ("get_current_time", {"timezone": "Asia/Tokyo"})
-    ]
+    assert [(f.function_name, f.arguments) for f in in_progress] == [("get_current_time", {"timezone": "Asia/Tokyo"})]
     # The real tool ran (auto-registered from the context's direct function) and answered.
     results = [f for f in down if isinstance(f, FunctionCallResultFrame)]
     assert len(results) == 1
@@ -240,13 +237,18 @@ async def _replies_side_by_side(engine: LocalLLMEngine, questions: list[str], ma
     ("request", session, "") when a request starts, ("text", session, piece) for each piece
     of reply generated, ("computed", session, "N") when a request ends having computed N
     prompt tokens (the rest came from its KV cache)."""
-    events, sessions = [], [
-        LocalLLMService(
-            engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0,
-            max_answer_tokens=max_tokens,
-        )
-        for _ in questions
-    ]
+    events, sessions = (
+        [],
+        [
+            LocalLLMService(
+                engine=engine,
+                system_prompt=SYSTEM_PROMPT,
+                temperature=0.0,
+                max_answer_tokens=max_tokens,
+            )
+            for _ in questions
+        ],
+    )
     stream_chat = engine.stream_chat
 
     async def recorded(request, cancelled, session=None):
@@ -261,12 +263,18 @@ async def _replies_side_by_side(engine: LocalLLMEngine, questions: list[str], ma
 
     engine.stream_chat = recorded
     try:
-        await asyncio.wait_for(asyncio.gather(*(
-            run_test(service, frames_to_send=[LLMContextFrame(
-                LLMContext(messages=[{"role": "user", "content": question}])
-            )])
-            for service, question in zip(sessions, questions)
-        )), timeout=180)
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    run_test(
+                        service,
+                        frames_to_send=[LLMContextFrame(LLMContext(messages=[{"role": "user", "content": question}]))],
+                    )
+                    for service, question in zip(sessions, questions)
+                )
+            ),
+            timeout=180,
+        )
     finally:
         del engine.stream_chat
     return events, [service._session_key for service in sessions]
@@ -293,9 +301,9 @@ async def test_a_long_reply_lets_the_next_start_after_its_first_sentence(engine)
         max_tokens=70,
     )
     short_starts = events.index(("request", short, ""))
-    before, after = ("".join(e[2] for e in part if e[1] == long) for part in (
-        events[:short_starts], events[short_starts:]
-    ))
+    before, after = (
+        "".join(e[2] for e in part if e[1] == long) for part in (events[:short_starts], events[short_starts:])
+    )
     assert re.search(r"[.!?] ", before), (before, after)  # its first sentence, at least
     assert re.search(r"[a-z]{3}", after), (before, after)  # not its whole reply
 
@@ -305,13 +313,12 @@ async def test_an_answer_pauses_while_the_next_reply_computes_its_first_sentence
     """Past its first sentence a reply stops decoding while a later turn's reply computes
     its first, then goes on from the word it had reached, its words still in its KV cache."""
     events, (long, short) = await _replies_side_by_side(
-        engine, ["Describe the moon in three sentences.", "What is the capital of Japan?"],
+        engine,
+        ["Describe the moon in three sentences.", "What is the capital of Japan?"],
         max_tokens=70,
     )
     short_starts = events.index(("request", short, ""))
-    short_done = next(
-        i for i, e in enumerate(events) if e[1] == short and '"' in e[2] and i > short_starts
-    )
+    short_done = next(i for i, e in enumerate(events) if e[1] == short and '"' in e[2] and i > short_starts)
 
     def text(part):
         return "".join(e[2] for e in part if e[0] == "text" and e[1] == long)
@@ -344,13 +351,14 @@ async def warm_engine() -> tuple[LocalLLMEngine, dict[int, int]]:
     return engine, restored
 
 
-async def _timings(
-    engine: LocalLLMEngine, messages: list[dict], session: str | None = None
-) -> tuple[str, dict]:
+async def _timings(engine: LocalLLMEngine, messages: list[dict], session: str | None = None) -> tuple[str, dict]:
     """(answer, llama.cpp's timings) of one request for a conversation."""
     request = build_request(
-        LLMContext(messages=messages, tools=TOOLS), system_prompt=SYSTEM_PROMPT,
-        max_tokens=24, temperature=0.0, context_tokens=CONTEXT_TOKENS,
+        LLMContext(messages=messages, tools=TOOLS),
+        system_prompt=SYSTEM_PROMPT,
+        max_tokens=24,
+        temperature=0.0,
+        context_tokens=CONTEXT_TOKENS,
     )
     decoder, text, timings = ReplyDecoder(prefill=REPLY_PREFILL), [], {}
     async for chunk in engine.stream_chat(request, threading.Event(), session=session):
@@ -368,8 +376,7 @@ async def test_warm_up_puts_the_shared_prefix_in_every_slot(warm_engine):
     prefix = min(restored.values())
     assert set(restored) == {1, 2} and prefix > 500, restored
 
-    questions = ["What is the capital of Peru?", "How many legs does a spider have?",
-                 "Which ocean is the largest?"]
+    questions = ["What is the capital of Peru?", "How many legs does a spider have?", "Which ocean is the largest?"]
     results = await asyncio.wait_for(
         asyncio.gather(*(_timings(engine, [{"role": "user", "content": q}]) for q in questions)),
         timeout=120,
@@ -385,14 +392,15 @@ async def test_each_session_keeps_its_conversation_cached(warm_engine):
     KV cache and prefills only the new question (plus the template's few tokens), though
     the others' requests came in between and every slot held the same prefix."""
     engine, _ = warm_engine
-    first = ["What is the capital of Peru?", "How many legs does a spider have?",
-             "Which ocean is the largest?"]
+    first = ["What is the capital of Peru?", "How many legs does a spider have?", "Which ocean is the largest?"]
     conversations = [[{"role": "user", "content": q}] for q in first]
     before = []
     for index, conversation in enumerate(conversations):
         answer, timings = await _timings(engine, conversation, session=f"session-{index}")
-        conversation += [{"role": "assistant", "content": answer},
-                         {"role": "user", "content": "Can you say that again?"}]
+        conversation += [
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "Can you say that again?"},
+        ]
         before.append(timings)
     for index, conversation in enumerate(conversations):
         _, after = await _timings(engine, conversation, session=f"session-{index}")
@@ -403,8 +411,11 @@ async def test_each_session_keeps_its_conversation_cached(warm_engine):
 
 def _turn_request(messages: list[dict]) -> dict:
     return build_request(
-        LLMContext(messages=messages, tools=TOOLS), system_prompt=SYSTEM_PROMPT,
-        max_tokens=24, temperature=0.0, context_tokens=CONTEXT_TOKENS,
+        LLMContext(messages=messages, tools=TOOLS),
+        system_prompt=SYSTEM_PROMPT,
+        max_tokens=24,
+        temperature=0.0,
+        context_tokens=CONTEXT_TOKENS,
     )
 
 
@@ -439,11 +450,8 @@ async def test_interim_words_reach_the_engine_through_the_pipeline(warm_engine):
     engine, _ = warm_engine
 
     async def new_prompt_tokens(interim: str | None) -> int:
-        service = LocalLLMService(
-            engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=24
-        )
-        history = [{"role": "user", "content": "Hello!"},
-                   {"role": "assistant", "content": "Hi! How can I help?"}]
+        service = LocalLLMService(engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=24)
+        history = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hi! How can I help?"}]
         context = LLMContext(messages=history, tools=TOOLS)
         final = LLMContext(
             messages=[*history, {"role": "user", "content": "Which ocean is the largest?"}],
@@ -457,8 +465,11 @@ async def test_interim_words_reach_the_engine_through_the_pipeline(warm_engine):
         )
         assert [f for f in down if isinstance(f, InterimTranscriptionFrame)] == heard
         usage = [
-            data.value for frame in down if isinstance(frame, MetricsFrame)
-            for data in frame.data if isinstance(data, LLMUsageMetricsData)
+            data.value
+            for frame in down
+            if isinstance(frame, MetricsFrame)
+            for data in frame.data
+            if isinstance(data, LLMUsageMetricsData)
         ]
         return usage[-1].prompt_tokens - usage[-1].cache_read_input_tokens
 
@@ -477,20 +488,28 @@ async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_en
     engine, _ = warm_engine
     history = [
         {"role": "user", "content": "What time is it in Tokyo?"},
-        {"role": "assistant", "content": None, "tool_calls": [{
-            "id": "c1", "type": "function",
-            "function": {"name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'},
-        }]},
-        {"role": "tool", "tool_call_id": "c1",
-         "content": '{"timezone": "Asia/Tokyo", "time": "06:19", "summary": "In Tokyo it is 6:19 AM."}'},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "c1",
+            "content": '{"timezone": "Asia/Tokyo", "time": "06:19", "summary": "In Tokyo it is 6:19 AM."}',
+        },
         {"role": "assistant", "content": "In Tokyo it is 6:19 AM on Thursday, December 3."},
     ]
     question = {"role": "user", "content": "Which ocean is the largest?"}
 
     async def new_prompt_tokens(prefilled: bool) -> int:
-        service = LocalLLMService(
-            engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=24
-        )
+        service = LocalLLMService(engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=24)
         if prefilled:
             service.prefill_user_turn(LLMContext(messages=history, tools=TOOLS), "")
         down, _ = await run_test(
@@ -499,8 +518,11 @@ async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_en
             pipeline_params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
         )
         usage = [
-            data.value for frame in down if isinstance(frame, MetricsFrame)
-            for data in frame.data if isinstance(data, LLMUsageMetricsData)
+            data.value
+            for frame in down
+            if isinstance(frame, MetricsFrame)
+            for data in frame.data
+            if isinstance(data, LLMUsageMetricsData)
         ]
         return usage[-1].prompt_tokens - usage[-1].cache_read_input_tokens
 
@@ -522,8 +544,11 @@ async def test_a_tool_call_computes_its_opening_as_prompt(engine):
         tools=ToolsSchema(standard_tools=[get_current_time, get_realtime_data]),
     )
     down, up = await asyncio.wait_for(
-        run_test(service, frames_to_send=[LLMContextFrame(context)],
-                 pipeline_params=PipelineParams(enable_metrics=True, enable_usage_metrics=True)),
+        run_test(
+            service,
+            frames_to_send=[LLMContextFrame(context)],
+            pipeline_params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
+        ),
         timeout=120,
     )
     assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
@@ -532,8 +557,11 @@ async def test_a_tool_call_computes_its_opening_as_prompt(engine):
         ("get_current_time", {"timezone": "Asia/Tokyo"})
     ]
     (usage,) = [
-        data.value for frame in down if isinstance(frame, MetricsFrame)
-        for data in frame.data if isinstance(data, LLMUsageMetricsData)
+        data.value
+        for frame in down
+        if isinstance(frame, MetricsFrame)
+        for data in frame.data
+        if isinstance(data, LLMUsageMetricsData)
     ]
     # '{"timezone": "Asia/Tokyo"}}' is ~10 tokens; the name and '", "arguments": ' ~8 more.
     assert usage.completion_tokens <= 14, usage
@@ -599,9 +627,7 @@ def _long_conversation(turns: int, words: int = 60) -> list[dict]:
 @pytest.mark.unit
 def test_build_request_trims_old_turns_to_the_budget():
     context = LLMContext(messages=[{"role": "system", "content": "Extra rule."}, *_long_conversation(60)])
-    request = build_request(
-        context, system_prompt="SYS", max_tokens=80, temperature=0.2, context_tokens=2048
-    )
+    request = build_request(context, system_prompt="SYS", max_tokens=80, temperature=0.2, context_tokens=2048)
     *routed, prefill = request["messages"]
     assert prefill == {"role": "assistant", "content": REPLY_PREFILL}
     total = sum(len(m["content"]) for m in routed)
@@ -625,7 +651,10 @@ def test_build_request_trims_old_turns_to_the_budget():
 def test_build_request_keeps_short_conversations_whole():
     messages = _long_conversation(3, words=5)
     request = build_request(
-        LLMContext(messages=messages), system_prompt="SYS", max_tokens=80, temperature=0.2,
+        LLMContext(messages=messages),
+        system_prompt="SYS",
+        max_tokens=80,
+        temperature=0.2,
         context_tokens=2048,
     )
     assert len(request["messages"]) == 1 + len(messages) + 1
@@ -634,8 +663,11 @@ def test_build_request_keeps_short_conversations_whole():
 @pytest.mark.unit
 def test_build_request_with_a_tiny_budget_keeps_system_and_last_message():
     request = build_request(
-        LLMContext(messages=_long_conversation(5)), system_prompt="SYS", max_tokens=80,
-        temperature=0.2, context_tokens=100,
+        LLMContext(messages=_long_conversation(5)),
+        system_prompt="SYS",
+        max_tokens=80,
+        temperature=0.2,
+        context_tokens=100,
     )
     assert [m["role"] for m in request["messages"]] == ["system", "user", "assistant"]
     assert request["messages"][-2]["content"].startswith("Final question")
@@ -646,30 +678,43 @@ def test_build_request_disallows_tools_after_a_tool_round():
     tools = ToolsSchema(standard_tools=[get_current_time])
     messages = [{"role": "user", "content": "What time is it in Tokyo?"}]
     first = build_request(
-        LLMContext(messages=messages, tools=tools), system_prompt="S", max_tokens=80,
-        temperature=0.2, context_tokens=2048,
+        LLMContext(messages=messages, tools=tools),
+        system_prompt="S",
+        max_tokens=80,
+        temperature=0.2,
+        context_tokens=2048,
     )
     assert "get_current_time" in first["grammar"]
     messages += [
         {
             "role": "assistant",
             "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'}}
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'},
+                }
             ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": '{"time": "09:30"}'},
     ]
     second = build_request(
-        LLMContext(messages=messages, tools=tools), system_prompt="S", max_tokens=80,
-        temperature=0.2, context_tokens=2048,
+        LLMContext(messages=messages, tools=tools),
+        system_prompt="S",
+        max_tokens=80,
+        temperature=0.2,
+        context_tokens=2048,
     )
     assert "get_current_time" not in second["grammar"]
     assert second["messages"][-2] == {"role": "user", "content": '(tool result) {"time": "09:30"}'}
     # A new user turn allows tools again.
     messages += [{"role": "assistant", "content": "It is 9:30."}, {"role": "user", "content": "And in Paris?"}]
     third = build_request(
-        LLMContext(messages=messages, tools=tools), system_prompt="S", max_tokens=80,
-        temperature=0.2, context_tokens=2048,
+        LLMContext(messages=messages, tools=tools),
+        system_prompt="S",
+        max_tokens=80,
+        temperature=0.2,
+        context_tokens=2048,
     )
     assert "get_current_time" in third["grammar"]
 
@@ -677,13 +722,24 @@ def test_build_request_disallows_tools_after_a_tool_round():
 @pytest.mark.unit
 def test_build_request_with_a_tiny_budget_keeps_the_question_a_tool_result_answers():
     messages = _long_conversation(5) + [
-        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
-            "name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_current_time", "arguments": '{"timezone": "Asia/Tokyo"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": '{"time": "11:32"}'},
     ]
     request = build_request(
-        LLMContext(messages=messages), system_prompt="SYS", max_tokens=80,
-        temperature=0.2, context_tokens=100,
+        LLMContext(messages=messages),
+        system_prompt="SYS",
+        max_tokens=80,
+        temperature=0.2,
+        context_tokens=100,
     )
     contents = [m["content"] for m in request["messages"]]
     assert contents[1].startswith("Final question"), contents

@@ -112,8 +112,7 @@ def _audio_frames(audio: np.ndarray, rate: int = SAMPLE_RATE) -> list[InputAudio
     pcm = _to_pcm16(audio)
     step = int(CHUNK_SECS * rate) * 2
     return [
-        InputAudioRawFrame(audio=pcm[i : i + step], sample_rate=rate, num_channels=1)
-        for i in range(0, len(pcm), step)
+        InputAudioRawFrame(audio=pcm[i : i + step], sample_rate=rate, num_channels=1) for i in range(0, len(pcm), step)
     ]
 
 
@@ -181,9 +180,7 @@ def test_engine_hears_nothing_in_silence(engine: MoonshineEngine) -> None:
     assert engine.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32)) == ""
 
 
-def test_engine_is_thread_safe(
-    engine: MoonshineEngine, question: np.ndarray, request_audio: np.ndarray
-) -> None:
+def test_engine_is_thread_safe(engine: MoonshineEngine, question: np.ndarray, request_audio: np.ndarray) -> None:
     # Two different clips, so that state leaking between calls would show up as wrong text.
     clips = [(question, _heard_question), (request_audio, _heard_request)] * 2
     start = threading.Barrier(len(clips))
@@ -229,9 +226,7 @@ def test_engine_stops_when_cancelled(engine: MoonshineEngine, question: np.ndarr
 
 
 @pytest.mark.asyncio
-async def test_service_streams_interims_then_one_final(
-    engine: MoonshineEngine, question: np.ndarray
-) -> None:
+async def test_service_streams_interims_then_one_final(engine: MoonshineEngine, question: np.ndarray) -> None:
     stt = MoonshineSTTService(engine=engine, interim_interval_secs=0.5)
     down, up = await asyncio.wait_for(
         run_test(
@@ -265,9 +260,7 @@ async def test_service_streams_interims_then_one_final(
 
 
 @pytest.mark.asyncio
-async def test_service_resamples_other_input_rates(
-    engine: MoonshineEngine, question: np.ndarray
-) -> None:
+async def test_service_resamples_other_input_rates(engine: MoonshineEngine, question: np.ndarray) -> None:
     rate = 24000
     stt = MoonshineSTTService(engine=engine, interim_interval_secs=0)
     down, _ = await asyncio.wait_for(
@@ -297,9 +290,7 @@ class _FailingOnceEngine:
 
 
 @pytest.mark.asyncio
-async def test_service_reports_errors_and_keeps_working(
-    engine: MoonshineEngine, question: np.ndarray
-) -> None:
+async def test_service_reports_errors_and_keeps_working(engine: MoonshineEngine, question: np.ndarray) -> None:
     stt = MoonshineSTTService(engine=_FailingOnceEngine(engine), interim_interval_secs=0)
     down, up = await asyncio.wait_for(
         run_test(
@@ -377,9 +368,7 @@ async def test_the_final_transcript_is_the_decode_started_when_the_user_went_qui
     """Nothing was said between the pause and the VAD's stop, so the segment is not decoded
     again: no decode gets the whole padded segment, only audio up to the pause."""
     recording = _RecordingEngine(engine)
-    down = await _spoken_live(
-        MoonshineSTTService(engine=recording, interim_interval_secs=60), question
-    )
+    down = await _spoken_live(MoonshineSTTService(engine=recording, interim_interval_secs=60), question)
     finals = [f for f in down if isinstance(f, TranscriptionFrame)]
     assert len(finals) == 1 and _heard_question(finals[0].text), finals
     usage = [
@@ -419,9 +408,7 @@ async def test_interims_go_on_when_the_user_speaks_again_after_a_pause(
 
 
 @pytest.mark.asyncio
-async def test_interims_wait_while_the_cpu_computes_a_reply(
-    engine: MoonshineEngine, question: np.ndarray
-) -> None:
+async def test_interims_wait_while_the_cpu_computes_a_reply(engine: MoonshineEngine, question: np.ndarray) -> None:
     """The interval interims are a guess; while the shared CPU computes a reply someone is
     waiting for they are skipped, and the final transcript still comes. (Not busy, the same
     utterance gets interims: `test_service_streams_interims_then_one_final`.)"""
@@ -502,9 +489,7 @@ async def test_a_request_with_a_pause_is_transcribed_whole_after_its_first_part(
 async def test_an_answer_heard_in_the_pause_starts_a_new_request(engine, speak):
     from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
 
-    down = await _dictated_live(
-        engine, speak, between=[BotStartedSpeakingFrame(), BotStoppedSpeakingFrame()]
-    )
+    down = await _dictated_live(engine, speak, between=[BotStartedSpeakingFrame(), BotStoppedSpeakingFrame()])
     finals = [f for f in down if isinstance(f, TranscriptionFrame)]
     assert [type(f) for f in finals] == [TranscriptionFrame, TranscriptionFrame], finals
     assert "sales" not in _normalise(finals[1].text).split(), finals[1].text

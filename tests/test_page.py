@@ -141,7 +141,9 @@ STAGE_LABELS = [
 ]
 
 
-def turn_metrics_message(index: int, *, latency: dict | None, bot_text: str = "The capital of France is Paris.") -> dict:
+def turn_metrics_message(
+    index: int, *, latency: dict | None, bot_text: str = "The capital of France is Paris."
+) -> dict:
     """A decoded RTVI server-message as the transports hand it to the page."""
     return {
         "label": "rtvi-ai",
@@ -347,14 +349,18 @@ def test_page_draws_an_injected_visualization_next_to_its_turn(browser, live_ser
         # Sentiment and live-data panels: newest first.
         page.evaluate(
             "m => window.voiceAgent.receive(m)",
-            visualization_message("Review sentiment", kind="sentiment", sentiment={"label": "positive", "compound": 0.62}),
+            visualization_message(
+                "Review sentiment", kind="sentiment", sentiment={"label": "positive", "compound": 0.62}
+            ),
         )
         page.evaluate(
             "m => window.voiceAgent.receive(m)",
             visualization_message("Queue length", kind="live-data", as_of=1_700_000_000, source="demo feed"),
         )
         page.wait_for_function("() => document.querySelectorAll('#visuals-panel .viz-card.drawn').length === 3")
-        types = page.evaluate("() => [...document.querySelectorAll('#visuals-panel .viz-card')].map(c => c.dataset.type)")
+        types = page.evaluate(
+            "() => [...document.querySelectorAll('#visuals-panel .viz-card')].map(c => c.dataset.type)"
+        )
         assert types == ["live-data", "sentiment", "chart"]
         sentiment = page.inner_text("#visuals-panel .viz-sentiment .sentiment-summary")
         assert "Positive" in sentiment and "+0.62" in sentiment
@@ -368,7 +374,9 @@ def test_page_draws_an_injected_visualization_next_to_its_turn(browser, live_ser
         # At most ten cards are kept; the oldest goes first.
         for i in range(10):
             page.evaluate("m => window.voiceAgent.receive(m)", visualization_message(f"Extra {i}", turn_id="turn-8"))
-        titles = page.evaluate("() => [...document.querySelectorAll('#visuals-panel .viz-title')].map(h => h.textContent)")
+        titles = page.evaluate(
+            "() => [...document.querySelectorAll('#visuals-panel .viz-title')].map(h => h.textContent)"
+        )
         assert len(titles) == 10 and titles[0] == "Extra 9" and "Calls per day" not in titles
         assert not page_errors, page_errors
     finally:

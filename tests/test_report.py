@@ -25,9 +25,7 @@ def turn(session_id: str, index: int, started_at: float, total: float, costs: di
         index=index,
         started_at=started_at + index,
         ended_at=started_at + index + 1,
-        latency=TurnLatency(
-            stages={"turn_end": 0.4, "llm_first_token": total - 0.4}, total=total
-        ),
+        latency=TurnLatency(stages={"turn_end": 0.4, "llm_first_token": total - 0.4}, total=total),
         usage=Usage(cpu_seconds={"llm": 0.5, "tts": 0.25}),
         cost=Cost(components=costs, total=sum(costs.values())),
         providers={"llm": "embedded:qwen", "tts": "elevenlabs:eleven_flash_v2_5"},
@@ -43,14 +41,22 @@ async def fill(path: Path) -> float:
     a_start, b_start = now - 10 * DAY, now - 1 * DAY
     await store.save_session(
         SessionRecord(
-            session_id="a", transport="ws", started_at=a_start, ended_at=a_start + 600,
-            state="ended", resources={"peak_rss_bytes": 1e9, "peak_cpu_percent": 150.0},
+            session_id="a",
+            transport="ws",
+            started_at=a_start,
+            ended_at=a_start + 600,
+            state="ended",
+            resources={"peak_rss_bytes": 1e9, "peak_cpu_percent": 150.0},
         )
     )
     await store.save_session(
         SessionRecord(
-            session_id="b", transport="webrtc", started_at=b_start, ended_at=b_start + 300,
-            state="ended", resources={"peak_rss_bytes": 2e9, "peak_cpu_percent": 120.0},
+            session_id="b",
+            transport="webrtc",
+            started_at=b_start,
+            ended_at=b_start + 300,
+            state="ended",
+            resources={"peak_rss_bytes": 2e9, "peak_cpu_percent": 120.0},
         )
     )
     for k in range(20):
@@ -105,8 +111,7 @@ async def test_report_totals_sessions_latency_resources(tmp_path):
     assert report["period"]["days"] == pytest.approx(9 + 300 / DAY)
 
     markdown = render_markdown(report)
-    for heading in ("# Cost and resource report", "## Costs", "## Per session", "## Latency",
-                    "## Resource peaks"):
+    for heading in ("# Cost and resource report", "## Costs", "## Per session", "## Latency", "## Resource peaks"):
         assert heading in markdown
     assert "| Component | Cost | Share |" in markdown
     assert "| llm | $0.0300 | 60.0% |" in markdown
@@ -143,7 +148,11 @@ async def test_cli_report(tmp_path):
     command = [sys.executable, "-m", "bot", "report"]
 
     result = subprocess.run(
-        [*command, "--format", "json"], cwd=ROOT, env=env, capture_output=True, text=True,
+        [*command, "--format", "json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -152,8 +161,12 @@ async def test_cli_report(tmp_path):
 
     out = tmp_path / "report.md"
     result = subprocess.run(
-        [*command, "--out", str(out), "--days", "5"], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=60,
+        [*command, "--out", str(out), "--days", "5"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "## Per session" in out.read_text() and "`b`" in out.read_text()

@@ -31,9 +31,11 @@ from bot.turn_models import MeasuredTurnAnalyzerStopStrategy
 
 pytestmark = pytest.mark.unit
 
-CALL = {"role": "assistant", "content": None, "tool_calls": [
-    {"id": "c1", "type": "function", "function": {"name": "generate_chart", "arguments": "{}"}}
-]}
+CALL = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "generate_chart", "arguments": "{}"}}],
+}
 RESULT = {"role": "tool", "tool_call_id": "c1", "content": '{"error": "no numbers yet"}'}
 
 
@@ -43,20 +45,27 @@ def user(text: str) -> dict:
 
 def test_parts_no_heard_answer_separates_are_one_request():
     messages = [
-        user("Hi."), {"role": "assistant", "content": "Hello!"},
-        user("Show me a bar chart of monthly sales."), CALL, RESULT,  # answered, never heard
-        user("January 10, February 20."), user("March 30."),
+        user("Hi."),
+        {"role": "assistant", "content": "Hello!"},
+        user("Show me a bar chart of monthly sales."),
+        CALL,
+        RESULT,  # answered, never heard
+        user("January 10, February 20."),
+        user("March 30."),
     ]
     joined = merged_request(messages)
-    assert joined == [
-        *messages[:2], user("Show me a bar chart of monthly sales. January 10, February 20. March 30.")
-    ]
+    assert joined == [*messages[:2], user("Show me a bar chart of monthly sales. January 10, February 20. March 30.")]
     assert current_request(joined) == joined[-1]["content"]
 
 
 def test_a_heard_answer_starts_a_new_request():
-    heard = [user("What time is it?"), CALL, RESULT,
-             {"role": "assistant", "content": "It is noon."}, user("And in Paris?")]
+    heard = [
+        user("What time is it?"),
+        CALL,
+        RESULT,
+        {"role": "assistant", "content": "It is noon."},
+        user("And in Paris?"),
+    ]
     assert merged_request(heard) is None
     assert merged_request([user("One piece.")]) is None
     assert merged_request([user("Chart it."), CALL, RESULT]) is None  # a result to answer
@@ -83,12 +92,14 @@ def _fragment(text: str) -> list:
 
 
 async def test_a_request_continued_before_its_answer_was_heard_is_one_turn_record():
-    turns = await recorded_turns([
-        *_fragment("Show me a bar chart of monthly sales."),
-        *_fragment("January 10, February 20, March 30."),  # the reply is dropped, unheard
-        BotStartedSpeakingFrame(),
-        BotStoppedSpeakingFrame(),
-    ])
+    turns = await recorded_turns(
+        [
+            *_fragment("Show me a bar chart of monthly sales."),
+            *_fragment("January 10, February 20, March 30."),  # the reply is dropped, unheard
+            BotStartedSpeakingFrame(),
+            BotStoppedSpeakingFrame(),
+        ]
+    )
     (turn,) = turns
     assert turn.status == "completed"
     assert turn.user_text == "Show me a bar chart of monthly sales. January 10, February 20, March 30."
@@ -99,16 +110,18 @@ async def test_a_late_whole_transcript_that_restarts_the_turn_still_leaves_its_r
     """Under load the whole request's transcript can arrive after the turn ended on its
     parts; Pipecat starts a turn from the transcript alone (no VAD stop follows it), and the
     answer must still close that turn's record."""
-    turns = await recorded_turns([
-        *_fragment("Show me a bar chart of monthly sales."),
-        UserStartedSpeakingFrame(),  # TranscriptionUserTurnStartStrategy: no speech, no VAD stop
-        InterruptionFrame(),
-        RequestTranscriptionFrame("Show me a bar chart of monthly sales, January 10, February 20.", "user", ""),
-        UserStoppedSpeakingFrame(),
-        LLMTextFrame("Here is a bar chart."),
-        BotStartedSpeakingFrame(),
-        BotStoppedSpeakingFrame(),
-    ])
+    turns = await recorded_turns(
+        [
+            *_fragment("Show me a bar chart of monthly sales."),
+            UserStartedSpeakingFrame(),  # TranscriptionUserTurnStartStrategy: no speech, no VAD stop
+            InterruptionFrame(),
+            RequestTranscriptionFrame("Show me a bar chart of monthly sales, January 10, February 20.", "user", ""),
+            UserStoppedSpeakingFrame(),
+            LLMTextFrame("Here is a bar chart."),
+            BotStartedSpeakingFrame(),
+            BotStoppedSpeakingFrame(),
+        ]
+    )
     (turn,) = turns
     assert turn.status == "completed"
     assert turn.user_text == "Show me a bar chart of monthly sales, January 10, February 20."
@@ -116,13 +129,15 @@ async def test_a_late_whole_transcript_that_restarts_the_turn_still_leaves_its_r
 
 
 async def test_speaking_over_a_heard_answer_is_still_a_barge_in():
-    turns = await recorded_turns([
-        *_fragment("Tell me a long story."),
-        BotStartedSpeakingFrame(),
-        *_fragment("Stop."),
-        BotStartedSpeakingFrame(),
-        BotStoppedSpeakingFrame(),
-    ])
+    turns = await recorded_turns(
+        [
+            *_fragment("Tell me a long story."),
+            BotStartedSpeakingFrame(),
+            *_fragment("Stop."),
+            BotStartedSpeakingFrame(),
+            BotStoppedSpeakingFrame(),
+        ]
+    )
     assert [t.status for t in turns] == ["interrupted", "completed"]
     assert [t.user_text for t in turns] == ["Tell me a long story.", "Stop."]
 
@@ -173,9 +188,7 @@ async def _requests_sent(
     aggregator = RequestUserAggregator(
         context,
         params=LLMUserAggregatorParams(
-            user_turn_strategies=UserTurnStrategies(
-                start=[VADUserTurnStartStrategy()], stop=[strategy]
-            )
+            user_turn_strategies=UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=[strategy])
         ),
     )
     ended = []
@@ -186,9 +199,7 @@ async def _requests_sent(
             ended.append(message.content)
 
     frames = [
-        frame
-        for text, gap in parts
-        for frame in _said(text.removeprefix("+"), gap=gap, whole=text.startswith("+"))
+        frame for text, gap in parts for frame in _said(text.removeprefix("+"), gap=gap, whole=text.startswith("+"))
     ]
     await run_test(aggregator, frames_to_send=frames)
     return ended  # the turns the strategy ended (not the aggregation flushed at the end)

@@ -78,9 +78,7 @@ def test_held_out_follows_the_documented_rule(cls):
 
 def test_held_out_is_not_a_routing_example():
     """Held-out phrasings never appear among the few-shots the model is shown."""
-    shown = {
-        " ".join(said.lower().split()) for tool in TOOLS.values() for said, _ in tool.examples
-    }
+    shown = {" ".join(said.lower().split()) for tool in TOOLS.values() for said, _ in tool.examples}
     held_out = {" ".join(i["text"].lower().split()) for i in ITEMS if i["split"] == "held_out"}
     assert not shown & held_out
 

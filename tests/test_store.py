@@ -58,7 +58,10 @@ async def store(tmp_path):
 async def test_round_trip_across_restart(tmp_path):
     path = tmp_path / "records.sqlite3"
     session = make_session(
-        "s1", 100.0, 160.0, providers={"llm": "embedded:qwen"},
+        "s1",
+        100.0,
+        160.0,
+        providers={"llm": "embedded:qwen"},
         resources={"peak_rss_bytes": 1.5e9, "peak_cpu_percent": 180.0},
     )
     turn0 = make_turn("s1", 0)
@@ -66,8 +69,11 @@ async def test_round_trip_across_restart(tmp_path):
         update={
             "tool_calls": [
                 ToolCall(
-                    id="c1", name="get_current_time", arguments={"tz": "UTC"},
-                    result={"time": "12:00"}, duration_secs=0.01,
+                    id="c1",
+                    name="get_current_time",
+                    arguments={"tz": "UTC"},
+                    result={"time": "12:00"},
+                    duration_secs=0.01,
                 )
             ]
         }
@@ -154,12 +160,8 @@ async def test_concurrent_appends_all_persisted(tmp_path):
     store = SessionStore(path)
     await store.open()
     sessions = [f"s{i}" for i in range(10)]
-    await asyncio.gather(
-        *(store.save_session(make_session(s, 100.0 + i)) for i, s in enumerate(sessions))
-    )
-    await asyncio.gather(
-        *(store.append_turn(make_turn(sessions[n % 10], n // 10)) for n in range(200))
-    )
+    await asyncio.gather(*(store.save_session(make_session(s, 100.0 + i)) for i, s in enumerate(sessions)))
+    await asyncio.gather(*(store.append_turn(make_turn(sessions[n % 10], n // 10)) for n in range(200)))
     await store.close()
 
     reopened = SessionStore(path)

@@ -19,21 +19,33 @@ CLOUD = {"stt": "deepgram:nova-3-general", "llm": "openai:gpt-4.1-mini", "tts": 
 
 
 def make_turn(index, *, total=1.0, status="completed", usage=None, duration=5.0):
-    usage = usage or Usage(llm_prompt_tokens=1200, llm_cached_tokens=1000,
-                           llm_completion_tokens=80, stt_audio_seconds=6.0, tts_characters=90,
-                           cpu_seconds={"tts": 0.25})
+    usage = usage or Usage(
+        llm_prompt_tokens=1200,
+        llm_cached_tokens=1000,
+        llm_completion_tokens=80,
+        stt_audio_seconds=6.0,
+        tts_characters=90,
+        cpu_seconds={"tts": 0.25},
+    )
     turn = TurnRecord(
-        turn_id=f"t{index}", session_id="s", index=index, status=status, usage=usage,
+        turn_id=f"t{index}",
+        session_id="s",
+        index=index,
+        status=status,
+        usage=usage,
         providers=CLOUD,
-        latency=TurnLatency.from_milestones({
-            "vad_stop": 0.2, "turn_end": 0.4, "llm_first_token": 0.8,
-            "tts_first_audio": total - 0.1, "bot_audio_sent": total,
-        }),
+        latency=TurnLatency.from_milestones(
+            {
+                "vad_stop": 0.2,
+                "turn_end": 0.4,
+                "llm_first_token": 0.8,
+                "tts_first_audio": total - 0.1,
+                "bot_audio_sent": total,
+            }
+        ),
     )
     turn.ended_at = turn.started_at + duration
-    turn.cost = price_turn(
-        usage, CLOUD, PriceTable(), transport="websocket", duration_secs=duration
-    )
+    turn.cost = price_turn(usage, CLOUD, PriceTable(), transport="websocket", duration_secs=duration)
     return turn
 
 
@@ -95,8 +107,14 @@ def test_the_pages_tile_and_the_metrics_api_agree_on_the_same_turns():
     from bot.sessions import session_summary
 
     turns = [
-        TurnRecord(turn_id=f"t{i}", session_id="s1", index=i, started_at=100.0 + i, ended_at=101.0 + i,
-                   latency=TurnLatency.from_milestones({"bot_audio_sent": float(i)}))
+        TurnRecord(
+            turn_id=f"t{i}",
+            session_id="s1",
+            index=i,
+            started_at=100.0 + i,
+            ended_at=101.0 + i,
+            latency=TurnLatency.from_milestones({"bot_audio_sent": float(i)}),
+        )
         for i in (4, 1, 5, 2, 3)
     ]
     telemetry = Telemetry(window=50)
@@ -114,7 +132,9 @@ def test_snapshot_latency_over_the_window():
     snapshot = telemetry.snapshot()
     # window holds totals 1.0 .. 2.9 in 0.1 steps
     assert snapshot["latency"]["total"] == {
-        "p50": pytest.approx(1.9), "p95": pytest.approx(2.8), "p99": pytest.approx(2.9),
+        "p50": pytest.approx(1.9),
+        "p95": pytest.approx(2.8),
+        "p99": pytest.approx(2.9),
         "count": 20,
     }
     assert snapshot["latency"]["vad_stop"]["p50"] == pytest.approx(0.2)
@@ -124,8 +144,7 @@ def test_snapshot_latency_over_the_window():
     assert cost["turns"] == 20
     assert cost["conversation_seconds"] == pytest.approx(20 * 5.0)
     assert cost["total"] == pytest.approx(sum(make_turn(0).cost.total for _ in range(20)))
-    assert set(snapshot) == {"uptime_seconds", "sessions", "turns", "latency", "usage", "cost",
-                             "resources", "errors"}
+    assert set(snapshot) == {"uptime_seconds", "sessions", "turns", "latency", "usage", "cost", "resources", "errors"}
     recent = telemetry.recent_turn_latencies(limit=3)
     assert [r["total"] for r in recent] == pytest.approx([2.7, 2.8, 2.9])
     assert set(recent[0]) == {"timestamp", "total", "stages"}

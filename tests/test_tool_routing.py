@@ -116,7 +116,7 @@ def test_answer_stops_at_closing_quote():
     decoder = ReplyDecoder()
     assert decoder.feed('{"tool": "none", "answer": "Hi') == "Hi"
     assert decoder.feed('."') == "."
-    assert decoder.feed('}') == ""
+    assert decoder.feed("}") == ""
     # Anything generated after the string (the model may run on) is never spoken.
     assert decoder.feed(' more "text" here') == ""
     assert decoder.feed('\\n"') == ""
@@ -169,7 +169,7 @@ def test_tool_call_split_at_every_boundary(separators):
 
 
 def test_tool_call_one_character_at_a_time_is_known_after_the_name():
-    raw = call_json("get_weather", {"city": "New \"York\"", "days": 3, "units": ["c", "f"]})
+    raw = call_json("get_weather", {"city": 'New "York"', "days": 3, "units": ["c", "f"]})
     decoder = ReplyDecoder()
     known_at = None
     for i, ch in enumerate(raw):
@@ -261,7 +261,7 @@ def test_reply_instructions_list_descriptions_and_examples():
     assert 'To answer the user, reply {"tool": "none", "answer": "<your short spoken answer>"}.' in lines
     assert (
         '- {"tool": "get_current_time", "arguments": {"timezone": <IANA timezone name, e.g. '
-        'Europe/Paris, Asia/Tokyo or UTC.>}}: Get the current date and time in a timezone.'
+        "Europe/Paris, Asia/Tokyo or UTC.>}}: Get the current date and time in a timezone."
     ) in lines
     assert '- {"tool": "get_weather", "arguments": {"city": <City name>}}: Current weather in a city.' in lines
     # Every @routing_examples pair is shown as a user line followed by the exact call.
@@ -281,7 +281,7 @@ def test_reply_instructions_without_tools_mention_no_tool_call():
     text = reply_instructions([])
     assert "call it instead" not in text
     assert "arguments" not in text
-    assert 'User: What is the capital of Italy?' in text
+    assert "User: What is the capital of Italy?" in text
 
 
 def test_parameter_without_description_falls_back_to_its_type():
@@ -291,7 +291,9 @@ def test_parameter_without_description_falls_back_to_its_type():
         parameters={"type": "object", "properties": {"sides": {"type": "integer"}}, "required": []},
         examples=[],
     )
-    assert '- {"tool": "roll", "arguments": {"sides": <integer>}}: Roll dice.' in reply_instructions([tool]).splitlines()
+    assert (
+        '- {"tool": "roll", "arguments": {"sides": <integer>}}: Roll dice.' in reply_instructions([tool]).splitlines()
+    )
 
 
 # --- routable_tools ---------------------------------------------------------------------------
@@ -457,7 +459,10 @@ def test_a_dictated_list_is_charted_only_from_its_own_numbers():
     tools, _ = _chart_request(
         {"role": "user", "content": "Show me a bar chart of monthly sales: January 10, February 20, March 30"},
         {"role": "assistant", "content": "Here is a bar chart of monthly sales."},
-        {"role": "user", "content": "Make a pie chart of my budget, it ate her bread, food free her bread, travel 200."},
+        {
+            "role": "user",
+            "content": "Make a pie chart of my budget, it ate her bread, food free her bread, travel 200.",
+        },
     )
     (chart,) = tools
     assert chart.parameters["properties"]["values"]["items"]["enum"] == [-200, 200]
@@ -470,8 +475,11 @@ def test_chart_of_an_earlier_result_without_said_numbers():
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "c1", "type": "function",
-                 "function": {"name": "get_realtime_data", "arguments": '{"metric": "memory"}'}}
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_realtime_data", "arguments": '{"metric": "memory"}'},
+                }
             ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": '{"result_id": "r1"}'},
@@ -524,9 +532,7 @@ def test_words_the_request_gives_are_not_copied_into_the_call(request_, quoted):
 def _offered(text: str) -> list[str]:
     from bot.tools import ALL_TOOLS
 
-    context = LLMContext(
-        messages=[{"role": "user", "content": text}], tools=ToolsSchema(standard_tools=ALL_TOOLS)
-    )
+    context = LLMContext(messages=[{"role": "user", "content": text}], tools=ToolsSchema(standard_tools=ALL_TOOLS))
     return [tool.name for tool in route_conversation(context, None, budget_chars=50_000).tools]
 
 
@@ -581,9 +587,7 @@ def test_a_request_split_by_a_pause_is_one_request():
         {"role": "user", "content": "Is this sentence positive or negative?"},
         {"role": "user", "content": "I absolutely love my new job."},
     ]
-    assert current_request(messages) == (
-        "Is this sentence positive or negative? I absolutely love my new job."
-    )
+    assert current_request(messages) == ("Is this sentence positive or negative? I absolutely love my new job.")
     context = LLMContext(messages=messages, tools=ToolsSchema(standard_tools=[analyze_sentiment]))
     (tool,) = route_conversation(context, None, budget_chars=50_000).tools
     # The tool reads those words from the request; the call does not copy them.
@@ -603,16 +607,14 @@ def test_a_follow_up_leans_on_the_request_before_it():
         {"role": "user", "content": "And in Paris?"},
     ]
     context = LLMContext(messages=messages, tools=ToolsSchema(standard_tools=[get_current_time]))
-    assert [t.name for t in route_conversation(context, None, budget_chars=50_000).tools] == [
-        "get_current_time"
-    ]
+    assert [t.name for t in route_conversation(context, None, budget_chars=50_000).tools] == ["get_current_time"]
     unrelated = [{"role": "user", "content": "And in Paris?"}]
     context = LLMContext(messages=unrelated, tools=ToolsSchema(standard_tools=[get_current_time]))
     assert route_conversation(context, None, budget_chars=50_000).tools == []
 
 
 def test_an_earlier_result_is_charted_only_for_a_request_without_numbers_of_its_own():
-    """"Chart these scores: Alice 90, Bob 75" dictates new data, though "these" could point
+    """ "Chart these scores: Alice 90, Bob 75" dictates new data, though "these" could point
     back; "chart that" has no numbers and may chart the earlier result."""
     from pipecat.adapters.llm.schemas.direct_function import DirectFunctionWrapper
 
@@ -622,12 +624,19 @@ def test_an_earlier_result_is_charted_only_for_a_request_without_numbers_of_its_
     parameters = {"type": "object", "properties": schema.properties, "required": schema.required}
     earlier = [
         {"role": "user", "content": "Is this positive: I love it."},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "analyze_sentiment", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "analyze_sentiment", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": '{"result_id": "r1"}'},
         {"role": "assistant", "content": "That sounds positive."},
     ]
-    new_numbers = chart_constraint([*earlier, {"role": "user", "content": "Chart these scores: Alice Nainty, Bob 75, Carol 2"}], parameters)
+    new_numbers = chart_constraint(
+        [*earlier, {"role": "user", "content": "Chart these scores: Alice Nainty, Bob 75, Carol 2"}], parameters
+    )
     assert "from_result" not in new_numbers["properties"]
     pointing_back = chart_constraint([*earlier, {"role": "user", "content": "Chart that as a bar chart."}], parameters)
     assert "from_result" in pointing_back["properties"]

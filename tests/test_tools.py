@@ -57,8 +57,7 @@ def make_resources(telemetry: Telemetry | None = None) -> SessionResources:
     return SessionResources(record=record, telemetry=telemetry or Telemetry())
 
 
-async def call(tool, resources, _context: LLMContext | None = None, _id: str = "call-1",
-               **arguments):
+async def call(tool, resources, _context: LLMContext | None = None, _id: str = "call-1", **arguments):
     """Invoke like Pipecat does; returns (the one result, the params)."""
     params = FakeParams(
         tool_call_id=_id,
@@ -172,8 +171,16 @@ def test_all_tools_registered():
 
 @pytest.mark.parametrize(
     ("value", "spoken"),
-    [(30.0, "30"), (1.25, "1.25"), (0.8622, "0.86"), (-0.78, "minus 0.78"), (1234.5, "1,234.5"),
-     (1200.0, "1,200"), (0, "0"), (0.00004, "0.00004")],
+    [
+        (30.0, "30"),
+        (1.25, "1.25"),
+        (0.8622, "0.86"),
+        (-0.78, "minus 0.78"),
+        (1234.5, "1,234.5"),
+        (1200.0, "1,200"),
+        (0, "0"),
+        (0.00004, "0.00004"),
+    ],
 )
 def test_spoken_number(value, spoken):
     assert spoken_number(value) == spoken
@@ -187,12 +194,8 @@ async def test_bar_chart_from_spoken_data():
     result, _ = await call(generate_chart, resources, _context=conversation(SALES_REQUEST), **SALES)
     assert "error" not in result
     assert_compact(result)
-    assert result["summary"] == (
-        "Here is a bar chart of monthly sales: March is highest at 30, January lowest at 10."
-    )
-    assert result["key_figures"] == {
-        "points": 3, "highest": {"March": 30}, "lowest": {"January": 10}
-    }
+    assert result["summary"] == ("Here is a bar chart of monthly sales: March is highest at 30, January lowest at 10.")
+    assert result["key_figures"] == {"points": 3, "highest": {"March": 30}, "lowest": {"January": 10}}
     viz = only_visualization(resources)
     assert viz["type"] == "chart" and viz["result_id"] == result["result_id"]
     assert viz["title"] == "Monthly sales" and viz["chart_type"] == "bar"
@@ -209,9 +212,15 @@ async def test_bar_chart_from_spoken_data():
 async def test_line_chart_with_two_series():
     resources = make_resources()
     result, _ = await call(
-        generate_chart, resources, chart_type="Line", title="Revenue and costs",
-        labels=["Q1", "Q2", "Q3"], values=[5, 7.5, 6], series_name="revenue",
-        values2=[4, 4.5, 5], series2_name="costs",
+        generate_chart,
+        resources,
+        chart_type="Line",
+        title="Revenue and costs",
+        labels=["Q1", "Q2", "Q3"],
+        values=[5, 7.5, 6],
+        series_name="revenue",
+        values2=[4, 4.5, 5],
+        series2_name="costs",
     )
     assert_compact(result)
     assert result["summary"] == (
@@ -220,7 +229,8 @@ async def test_line_chart_with_two_series():
     )
     data = only_visualization(resources)["figure"]["data"]
     assert [(t["type"], t["mode"], t["name"]) for t in data] == [
-        ("scatter", "lines+markers", "revenue"), ("scatter", "lines+markers", "costs")
+        ("scatter", "lines+markers", "revenue"),
+        ("scatter", "lines+markers", "costs"),
     ]
     assert data[0]["y"] == [5, 7.5, 6] and data[1]["y"] == [4, 4.5, 5]
     assert data[0]["x"] == data[1]["x"] == ["Q1", "Q2", "Q3"]
@@ -229,12 +239,15 @@ async def test_line_chart_with_two_series():
 async def test_pie_chart_shares():
     resources = make_resources()
     result, _ = await call(
-        generate_chart, resources, chart_type="pie", title="Budget",
-        labels=["rent", "food", "fun"], values=[1200, 600, 200],
+        generate_chart,
+        resources,
+        chart_type="pie",
+        title="Budget",
+        labels=["rent", "food", "fun"],
+        values=[1200, 600, 200],
     )
     assert result["summary"] == (
-        "Here is a pie chart of budget: rent is the largest share at 60 percent, "
-        "fun the smallest at 10 percent."
+        "Here is a pie chart of budget: rent is the largest share at 60 percent, fun the smallest at 10 percent."
     )
     (trace,) = only_visualization(resources)["figure"]["data"]
     assert trace["type"] == "pie"
@@ -243,12 +256,10 @@ async def test_pie_chart_shares():
 
 async def test_scatter_uses_numeric_axis_and_unlabelled_values_get_positions():
     resources = make_resources()
-    await call(generate_chart, resources, chart_type="scatter", labels=["150", "160", "170"],
-               values=[50, 55, 61])
+    await call(generate_chart, resources, chart_type="scatter", labels=["150", "160", "170"], values=[50, 55, 61])
     (trace,) = only_visualization(resources)["figure"]["data"]
     assert trace["mode"] == "markers" and trace["x"] == [150, 160, 170]
-    result, _ = await call(generate_chart, resources, _id="call-2", chart_type="bar",
-                           values=[3, 1])
+    result, _ = await call(generate_chart, resources, _id="call-2", chart_type="bar", values=[3, 1])
     assert result["summary"] == "Here is a bar chart: value 1 is highest at 3, value 2 lowest at 1."
 
 
@@ -286,8 +297,9 @@ async def test_chart_from_an_earlier_result_reuses_its_numbers():
     cases = [(first["result_id"], "r1"), ("latest", "r2"), (" R1 ", "r1"), ("1", "r1")]
     for n, (ref, source) in enumerate(cases):
         call_id = f"c{n + 2}"
-        again, _ = await call(generate_chart, resources, _id=call_id, chart_type="pie",
-                              from_result=ref, values=[1, 1, 1])
+        again, _ = await call(
+            generate_chart, resources, _id=call_id, chart_type="pie", from_result=ref, values=[1, 1, 1]
+        )
         assert_compact(again)
         trace = resources.pending_visualizations[call_id]["figure"]["data"][0]
         assert trace["labels"] == SALES["labels"] and trace["values"] == SALES["values"]
@@ -316,8 +328,10 @@ def test_said_numbers(text, numbers):
 @pytest.mark.parametrize(
     ("text", "pairs"),
     [
-        ("Draw a pie chart of my expenses: rent 900, food 300, travel 150",
-         ("my expenses", ["rent", "food", "travel"], [900, 300, 150])),
+        (
+            "Draw a pie chart of my expenses: rent 900, food 300, travel 150",
+            ("my expenses", ["rent", "food", "travel"], [900, 300, 150]),
+        ),
         ("apples 12, pears 7 and plums 3", ("", ["apples", "pears", "plums"], [12, 7, 3])),
         ("costs: Q1 is 1,200, Q2 was 1,500", ("", ["Q1", "Q2"], [1200, 1500])),
         ("scores: Anna 9.5 and Ben -3", ("", ["Anna", "Ben"], [9.5, -3])),
@@ -327,16 +341,24 @@ def test_said_numbers(text, numbers):
         ("Graph these numbers: 4, 8, 15 and -16", ("", ["1", "2", "3", "4"], [4, 8, 15, -16])),
         ("4, 8, 15", None),  # bare numbers only after a colon
         # Transcripts of requests dictated with pauses: a comma or full stop where each pause was.
-        ("Draw a line chart of visitors Monday, forty, Tuesday, fifty five, Wednesday, seventy.",
-         ("visitors", ["Monday", "Tuesday", "Wednesday"], [40, 55, 70])),
-        ("Make a plot of my visitors. Monday forty. Tuesday, fifty five. Week two, 8.",
-         ("my visitors", ["Monday", "Tuesday", "Week two"], [40, 55, 8])),
+        (
+            "Draw a line chart of visitors Monday, forty, Tuesday, fifty five, Wednesday, seventy.",
+            ("visitors", ["Monday", "Tuesday", "Wednesday"], [40, 55, 70]),
+        ),
+        (
+            "Make a plot of my visitors. Monday forty. Tuesday, fifty five. Week two, 8.",
+            ("my visitors", ["Monday", "Tuesday", "Week two"], [40, 55, 8]),
+        ),
         ("Chart these scores: Alice 90, Bob-75, Carol-82.", ("", ["Alice", "Bob", "Carol"], [90, 75, 82])),
-        ("Make a pie chart of my budget, rent a hundred, food three hundred, travel 200.",
-         ("my budget", ["rent", "food", "travel"], [100, 300, 200])),
+        (
+            "Make a pie chart of my budget, rent a hundred, food three hundred, travel 200.",
+            ("my budget", ["rent", "food", "travel"], [100, 300, 200]),
+        ),
         # A colon between a label and its number, with or without one after the request.
-        ("Plot my running distances. Week 1: 5, Week 2: 8, Week 3:12.",
-         ("", ["Week 1", "Week 2", "Week 3"], [5, 8, 12])),
+        (
+            "Plot my running distances. Week 1: 5, Week 2: 8, Week 3:12.",
+            ("", ["Week 1", "Week 2", "Week 3"], [5, 8, 12]),
+        ),
         ("Draw a chart of my runs: Week 1: 5, Week 2: 8", ("my runs", ["Week 1", "Week 2"], [5, 8])),
     ],
 )
@@ -347,36 +369,54 @@ def test_said_pairs(text, pairs):
 async def test_numbers_nobody_said_are_not_charted():
     resources = make_resources()
     context = conversation("Chart the population of France and Germany")
-    result, _ = await call(generate_chart, resources, _context=context, chart_type="bar",
-                           labels=["France", "Germany"], values=[67, 83])
-    assert result == {"error": "I can only chart numbers you tell me or an earlier result, "
-                               "and 67 is not in what you said"}
+    result, _ = await call(
+        generate_chart, resources, _context=context, chart_type="bar", labels=["France", "Germany"], values=[67, 83]
+    )
+    assert result == {
+        "error": "I can only chart numbers you tell me or an earlier result, and 67 is not in what you said"
+    }
     assert not resources.results and not resources.pending_visualizations
     # Numbers the user said earlier in the conversation count, in digits or words.
-    context = conversation("France has sixty seven million people", "Germany has 83 million",
-                           "Chart the population of France and Germany")
-    result, _ = await call(generate_chart, resources, _context=context, chart_type="bar",
-                           labels=["France", "Germany"], values=[67, 83_000_000])
+    context = conversation(
+        "France has sixty seven million people", "Germany has 83 million", "Chart the population of France and Germany"
+    )
+    result, _ = await call(
+        generate_chart,
+        resources,
+        _context=context,
+        chart_type="bar",
+        labels=["France", "Germany"],
+        values=[67, 83_000_000],
+    )
     assert "error" not in result
     # A request that dictates a list of its own draws only its own numbers: the earlier
     # request's, beside this one's misheard labels, would be made up.
-    context = conversation("Show me a bar chart of monthly sales: January 10, February 20, March 30",
-                           "Make a bar chart on fruit sales, apples, well, and animating, carrying salmon.")
-    result, _ = await call(generate_chart, resources, _context=context, chart_type="bar",
-                           labels=["apples", "animating"], values=[10, 30])
-    assert result == {"error": "I can only chart numbers you tell me or an earlier result, "
-                               "and 10 is not in what you said"}
+    context = conversation(
+        "Show me a bar chart of monthly sales: January 10, February 20, March 30",
+        "Make a bar chart on fruit sales, apples, well, and animating, carrying salmon.",
+    )
+    result, _ = await call(
+        generate_chart, resources, _context=context, chart_type="bar", labels=["apples", "animating"], values=[10, 30]
+    )
+    assert result == {
+        "error": "I can only chart numbers you tell me or an earlier result, and 10 is not in what you said"
+    }
 
 
 async def test_chart_that_uses_the_earlier_result_not_retyped_numbers():
     resources = make_resources()
-    first, _ = await call(generate_chart, resources, _id="c1",
-                          _context=conversation(SALES_REQUEST), **SALES)
+    first, _ = await call(generate_chart, resources, _id="c1", _context=conversation(SALES_REQUEST), **SALES)
     # The model copied numbers from its examples (or re-typed the result) instead of naming it.
-    result, _ = await call(generate_chart, resources, _id="c2",
-                           _context=conversation(SALES_REQUEST, "Make a line chart of that"),
-                           chart_type="line", title="Monthly sales", labels=["a", "b", "c"],
-                           values=[20, 41, 10])
+    result, _ = await call(
+        generate_chart,
+        resources,
+        _id="c2",
+        _context=conversation(SALES_REQUEST, "Make a line chart of that"),
+        chart_type="line",
+        title="Monthly sales",
+        labels=["a", "b", "c"],
+        values=[20, 41, 10],
+    )
     kept = resources.recall(result["result_id"])
     assert kept["source"] == first["result_id"] and kept["labels"] == SALES["labels"]
     trace = resources.pending_visualizations["c2"]["figure"]["data"][0]
@@ -388,8 +428,9 @@ async def test_dictated_pairs_win_over_a_named_result_or_garbled_numbers():
     await call(generate_chart, resources, _id="c1", **SALES)
     request = "Draw a pie chart of my expenses: rent 900, food 300, travel 150"
     # The model named the earlier result although the user dictated new data.
-    result, _ = await call(generate_chart, resources, _id="c2", _context=conversation(request),
-                           chart_type="pie", from_result="latest")
+    result, _ = await call(
+        generate_chart, resources, _id="c2", _context=conversation(request), chart_type="pie", from_result="latest"
+    )
     assert result["summary"] == (
         "Here is a pie chart of my expenses: rent is the largest share at 67 percent, "
         "travel the smallest at 11 percent."
@@ -398,14 +439,28 @@ async def test_dictated_pairs_win_over_a_named_result_or_garbled_numbers():
     assert trace["labels"] == ["rent", "food", "travel"] and trace["values"] == [900, 300, 150]
     assert resources.recall(result["result_id"])["source"] == "words"
     # The model garbled a number: the user's own pairs are charted.
-    result, _ = await call(generate_chart, resources, _id="c3", _context=conversation(request),
-                           chart_type="bar", title="Expenses", labels=["rent", "food", "travel"],
-                           values=[900, 30, 150])
+    result, _ = await call(
+        generate_chart,
+        resources,
+        _id="c3",
+        _context=conversation(request),
+        chart_type="bar",
+        title="Expenses",
+        labels=["rent", "food", "travel"],
+        values=[900, 30, 150],
+    )
     trace = resources.pending_visualizations["c3"]["figure"]["data"][0]
     assert trace["y"] == [900, 300, 150]
     # The model dropped a label: the user's pairs again.
-    await call(generate_chart, resources, _id="c4", _context=conversation(request),
-               chart_type="bar", labels=["rent", "food"], values=[900, 300, 150])
+    await call(
+        generate_chart,
+        resources,
+        _id="c4",
+        _context=conversation(request),
+        chart_type="bar",
+        labels=["rent", "food"],
+        values=[900, 300, 150],
+    )
     trace = resources.pending_visualizations["c4"]["figure"]["data"][0]
     assert trace["x"] == ["rent", "food", "travel"]
     assert result["summary"].startswith("Here is a bar chart of expenses: rent is highest at 900")
@@ -417,8 +472,7 @@ async def test_chart_from_live_data_and_sentiment_results():
         telemetry.record_turn(_timed_turn(i + 1, total))
     resources = make_resources(telemetry)
     live, _ = await call(get_realtime_data, resources, _id="c1", metric="latency")
-    chart, _ = await call(generate_chart, resources, _id="c2", chart_type="bar",
-                          from_result=live["result_id"])
+    chart, _ = await call(generate_chart, resources, _id="c2", chart_type="bar", from_result=live["result_id"])
     assert "error" not in chart
     trace = resources.pending_visualizations["c2"]["figure"]["data"][0]
     assert trace["y"] == [0.9, 1.4]
@@ -432,8 +486,7 @@ async def test_pie_of_an_earlier_result_with_two_series_shows_the_first():
     resources = make_resources()
     resources.record.turns += [
         TurnRecord(turn_id="t1", session_id="s1", index=1, user_text="hi there", bot_text="hello"),
-        TurnRecord(turn_id="t2", session_id="s1", index=2, user_text="thanks",
-                   bot_text="you're welcome"),
+        TurnRecord(turn_id="t2", session_id="s1", index=2, user_text="thanks", bot_text="you're welcome"),
     ]
     await call(get_realtime_data, resources, _id="c1", metric="this_session")
     result, _ = await call(generate_chart, resources, _id="c2", chart_type="pie", from_result="r1")
@@ -446,8 +499,7 @@ async def test_pie_of_an_earlier_result_with_two_series_shows_the_first():
 
 
 async def test_tools_without_session_resources_explain():
-    for tool, arguments in ((generate_chart, SALES), (analyze_sentiment, {"text": "hi"}),
-                            (get_realtime_data, {})):
+    for tool, arguments in ((generate_chart, SALES), (analyze_sentiment, {"text": "hi"}), (get_realtime_data, {})):
         result, _ = await call(tool, None, **arguments)
         assert set(result) == {"error"}
 
@@ -515,8 +567,7 @@ async def test_last_turn_is_the_message_before_the_request():
     assert resources.recall(result["result_id"])["text"] == "I am thrilled, this is great!"
     # Words given in the call win over the default target.
     context = conversation("My day was awful.", "How does this sound: what a lovely surprise!")
-    result, _ = await call(analyze_sentiment, resources, _context=context, _id="c3",
-                           text="What a lovely surprise!")
+    result, _ = await call(analyze_sentiment, resources, _context=context, _id="c3", text="What a lovely surprise!")
     assert result["summary"].startswith("That text sounds positive")
 
 
@@ -529,18 +580,17 @@ def test_quoted_by_user():
 
 async def test_a_text_the_model_wrote_is_not_scored_as_the_users_words():
     resources = make_resources()
-    context = conversation("My boss yelled at me today and I feel awful.",
-                           "What's the sentiment of what I just said?")
-    result, _ = await call(analyze_sentiment, resources, _context=context, target="text",
-                           text="I just said something funny.")
-    assert result["summary"].startswith("Your last message sounds negative")
-    assert resources.recall(result["result_id"])["text"] == (
-        "My boss yelled at me today and I feel awful."
+    context = conversation("My boss yelled at me today and I feel awful.", "What's the sentiment of what I just said?")
+    result, _ = await call(
+        analyze_sentiment, resources, _context=context, target="text", text="I just said something funny."
     )
+    assert result["summary"].startswith("Your last message sounds negative")
+    assert resources.recall(result["result_id"])["text"] == ("My boss yelled at me today and I feel awful.")
     # A text the user quotes is scored as given.
     context = conversation("Is this review positive: what a fantastic day")
-    result, _ = await call(analyze_sentiment, resources, _context=context, _id="c2",
-                           target="text", text="What a fantastic day.")
+    result, _ = await call(
+        analyze_sentiment, resources, _context=context, _id="c2", target="text", text="What a fantastic day."
+    )
     assert result["summary"].startswith("That text sounds positive")
 
 
@@ -567,9 +617,7 @@ async def test_sentiment_over_the_conversation():
 
 async def test_sentiment_without_a_context_reads_the_record():
     resources = make_resources()
-    resources.record.turns.append(
-        TurnRecord(turn_id="t1", session_id="s1", index=1, user_text="I hate waiting.")
-    )
+    resources.record.turns.append(TurnRecord(turn_id="t1", session_id="s1", index=1, user_text="I hate waiting."))
     params = FakeParams(tool_call_id="c1", app_resources=resources, context=None, arguments={})
     await analyze_sentiment(params)
     assert params.results[0]["key_figures"]["label"] == "negative"
@@ -618,8 +666,7 @@ async def test_latency_series():
     result, _ = await call(get_realtime_data, resources, metric="latency")
     assert_compact(result)
     assert result["summary"] == (
-        "Over the last 3 turns on this server, replies took 1.1 seconds at the median, "
-        "from 0.8 to 2.3 seconds."
+        "Over the last 3 turns on this server, replies took 1.1 seconds at the median, from 0.8 to 2.3 seconds."
     )
     assert result["key_figures"]["median_seconds"] == 1.1
     kept = resources.recall(result["result_id"])
@@ -639,9 +686,7 @@ async def test_sessions_now():
     telemetry.session_ended("ws")
     resources = make_resources(telemetry)
     result, _ = await call(get_realtime_data, resources, metric="server_sessions")
-    assert result["summary"] == (
-        "There is 1 active session right now, and 2 sessions started since the server began."
-    )
+    assert result["summary"] == ("There is 1 active session right now, and 2 sessions started since the server began.")
     assert result["key_figures"] == {"active": 1, "total": 2}
     data = only_visualization(resources)["figure"]["data"]
     assert [(t["name"], t["y"]) for t in data] == [("active", [1]), ("started", [2])]
@@ -669,23 +714,31 @@ async def test_cpu_and_memory_series_are_the_samples():
 async def test_session_stats():
     resources = make_resources()
     resources.record.turns += [
-        TurnRecord(turn_id="t1", session_id="s1", index=1, user_text="What time is it in Paris?",
-                   bot_text="It is 3 PM in Paris.",
-                   tool_calls=[ToolCall(id="x", name="get_current_time")]),
-        TurnRecord(turn_id="t2", session_id="s1", index=2, user_text="Thanks!",
-                   bot_text="You're welcome.", status="interrupted"),
+        TurnRecord(
+            turn_id="t1",
+            session_id="s1",
+            index=1,
+            user_text="What time is it in Paris?",
+            bot_text="It is 3 PM in Paris.",
+            tool_calls=[ToolCall(id="x", name="get_current_time")],
+        ),
+        TurnRecord(
+            turn_id="t2",
+            session_id="s1",
+            index=2,
+            user_text="Thanks!",
+            bot_text="You're welcome.",
+            status="interrupted",
+        ),
     ]
     result, _ = await call(get_realtime_data, resources, metric="this_session")
     assert_compact(result)
     assert result["summary"] == (
-        "This session has 2 finished turns so far: you said 7 words, I said 8, "
-        "and I made 1 tool call."
+        "This session has 2 finished turns so far: you said 7 words, I said 8, and I made 1 tool call."
     )
     kept = resources.recall(result["result_id"])
     assert kept["labels"] == ["Turn 1", "Turn 2"]
-    assert kept["series"] == [
-        {"name": "your words", "values": [6, 1]}, {"name": "my words", "values": [6, 2]}
-    ]
+    assert kept["series"] == [{"name": "your words", "values": [6, 1]}, {"name": "my words", "values": [6, 2]}]
     assert kept["tool_calls_by_name"] == {"get_current_time": 1}
     assert kept["interrupted_turns"] == 1
     data = only_visualization(resources)["figure"]["data"]
@@ -712,11 +765,13 @@ async def test_a_session_at_its_limit_of_results_is_told_so_by_every_data_tool()
     for n in range(2):
         result, _ = await call(generate_chart, resources, context, _id=f"c{n}", **SALES)
         assert "result_id" in result
-    for n, (tool, arguments) in enumerate([
-        (generate_chart, SALES),
-        (analyze_sentiment, {"target": "text", "text": "I love it"}),
-        (get_realtime_data, {"metric": "latency"}),
-    ]):
+    for n, (tool, arguments) in enumerate(
+        [
+            (generate_chart, SALES),
+            (analyze_sentiment, {"target": "text", "text": "I love it"}),
+            (get_realtime_data, {"metric": "latency"}),
+        ]
+    ):
         refused, _ = await call(tool, resources, context, _id=f"over{n}", **arguments)
         assert "limit of 2 results and pictures (AGENT_MAX_RESULTS_PER_SESSION)" in refused["error"]
     assert len(resources.results) == 2 and len(resources.pending_visualizations) == 2

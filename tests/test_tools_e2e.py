@@ -108,14 +108,13 @@ async def test_interrupting_a_tool_turn_leaves_nothing_stuck(ws_url):
     try:
         speech_end = await client.say(speech_pcm(request))
         # Any tool: which one a recognised sentence routes to is the chart test's subject.
-        await client.wait_for(
-            lambda m: m.type == "llm-function-call-started", TOOL_TURN_TIMEOUT, after=speech_end
-        )
+        await client.wait_for(lambda m: m.type == "llm-function-call-started", TOOL_TURN_TIMEOUT, after=speech_end)
         # Barge in while the tool's answer is being prepared.
         _, metrics = await _turn(client, follow_up)
         assert "paris" in metrics.data["turn"]["bot_text"].lower(), metrics.data["turn"]
         statuses = [
-            m.data["turn"]["status"] for m in client.messages
+            m.data["turn"]["status"]
+            for m in client.messages
             if m.type == "server-message" and m.data.get("type") == "turn-metrics"
         ]
         assert statuses == ["interrupted", "completed"], statuses
@@ -124,9 +123,7 @@ async def test_interrupting_a_tool_turn_leaves_nothing_stuck(ws_url):
 
 
 def _records(client: VoiceClient, after: float) -> list[dict]:
-    return [
-        m.data["turn"] for m in client.messages if m.at >= after and is_turn_metrics(m)
-    ]
+    return [m.data["turn"] for m in client.messages if m.at >= after and is_turn_metrics(m)]
 
 
 async def test_a_chart_request_dictated_with_pauses_is_one_turn_with_its_values(ws_url):

@@ -208,7 +208,10 @@ async def test_sessions_synthesize_side_by_side(voice):
         # Sentences end where Pipecat's own sentence splitter says ("Dr." does not end one).
         ("Dr. Smith said hello. Then he left.", ["Dr. Smith said hello.", "Then he left."]),
         # A clause of fewer than three words is not worth its own rendering.
-        ("Yes, the largest planet in our solar system is Jupiter by far.", ["Yes, the largest planet in our solar system is Jupiter by far."]),
+        (
+            "Yes, the largest planet in our solar system is Jupiter by far.",
+            ["Yes, the largest planet in our solar system is Jupiter by far."],
+        ),
     ],
 )
 def test_piper_starts_a_long_first_sentence_from_its_first_clause(text, pieces):

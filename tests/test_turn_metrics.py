@@ -28,8 +28,11 @@ def test_stages_are_consecutive_non_negative_and_add_up():
     assert list(latency.milestones) == [m for m in MILESTONES if m not in ("tools_done", "answer_audio_sent")]
     # The LLM milestone seen "before" the turn end (they overlap) is a zero-length stage.
     assert latency.stages == {
-        "vad_stop": 0.2, "turn_end": 0.35 - 0.2, "llm_first_token": 0.0,
-        "tts_first_audio": 0.9 - 0.35, "bot_audio_sent": 1.0 - 0.9,
+        "vad_stop": 0.2,
+        "turn_end": 0.35 - 0.2,
+        "llm_first_token": 0.0,
+        "tts_first_audio": 0.9 - 0.35,
+        "bot_audio_sent": 1.0 - 0.9,
     }
     assert math.isclose(sum(latency.stages.values()), latency.total)
     assert TurnLatency.from_milestones({"vad_stop": 0.2}).total is None
@@ -40,8 +43,15 @@ def test_the_answer_audio_is_its_own_milestone_after_the_first_audio():
     """Words spoken before the tools returned ("Let me check") are first audio; the stages
     add up to the answer's audio, and those up to the first audio to the total."""
     latency = TurnLatency.from_milestones(
-        {"vad_stop": 0.2, "turn_end": 0.4, "llm_first_token": 0.5, "tts_first_audio": 0.7,
-         "bot_audio_sent": 0.8, "tools_done": 1.5, "answer_audio_sent": 1.9}
+        {
+            "vad_stop": 0.2,
+            "turn_end": 0.4,
+            "llm_first_token": 0.5,
+            "tts_first_audio": 0.7,
+            "bot_audio_sent": 0.8,
+            "tools_done": 1.5,
+            "answer_audio_sent": 1.9,
+        }
     )
     assert latency.total == 0.8 and latency.answer == 1.9
     assert math.isclose(sum(latency.stages.values()), latency.answer)

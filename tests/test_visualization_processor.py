@@ -112,7 +112,13 @@ async def test_no_pending_visualization_adds_nothing():
     down, _ = await run_test(
         VisualizationProcessor(res),
         frames_to_send=[result("call-1"), *sentence()],
-        expected_down_frames=[FunctionCallResultFrame, TTSStartedFrame, TTSAudioRawFrame, TTSAudioRawFrame, TTSStoppedFrame],
+        expected_down_frames=[
+            FunctionCallResultFrame,
+            TTSStartedFrame,
+            TTSAudioRawFrame,
+            TTSAudioRawFrame,
+            TTSStoppedFrame,
+        ],
     )
     assert messages(down) == []
     assert list(res.pending_visualizations) == ["other-call"]
@@ -134,11 +140,21 @@ async def test_audio_before_the_result_is_not_preceded_by_it_and_each_visual_goe
     )
     kinds = [type(f).__name__ for f in down]
     assert kinds == [
-        "TTSStartedFrame", "TTSAudioRawFrame", "TTSStoppedFrame",
-        "FunctionCallResultFrame", "FunctionCallResultFrame",
-        "TTSStartedFrame", "OutputTransportMessageFrame", "OutputTransportMessageFrame",
-        "TTSAudioRawFrame", "TTSAudioRawFrame", "TTSStoppedFrame",
-        "TTSStartedFrame", "TTSAudioRawFrame", "TTSAudioRawFrame", "TTSStoppedFrame",
+        "TTSStartedFrame",
+        "TTSAudioRawFrame",
+        "TTSStoppedFrame",
+        "FunctionCallResultFrame",
+        "FunctionCallResultFrame",
+        "TTSStartedFrame",
+        "OutputTransportMessageFrame",
+        "OutputTransportMessageFrame",
+        "TTSAudioRawFrame",
+        "TTSAudioRawFrame",
+        "TTSStoppedFrame",
+        "TTSStartedFrame",
+        "TTSAudioRawFrame",
+        "TTSAudioRawFrame",
+        "TTSStoppedFrame",
     ]
     sent = [m["data"] for m in messages(down)]
     assert [d["visualization"]["title"] for d in sent] == ["First", "Second"]
@@ -187,8 +203,14 @@ async def test_a_failing_keeper_never_stops_the_audio():
     down, _ = await run_test(
         VisualizationProcessor(res, broken),
         frames_to_send=[result("call-1"), *sentence()],
-        expected_down_frames=[FunctionCallResultFrame, TTSStartedFrame, OutputTransportMessageFrame,
-                              TTSAudioRawFrame, TTSAudioRawFrame, TTSStoppedFrame],
+        expected_down_frames=[
+            FunctionCallResultFrame,
+            TTSStartedFrame,
+            OutputTransportMessageFrame,
+            TTSAudioRawFrame,
+            TTSAudioRawFrame,
+            TTSStoppedFrame,
+        ],
     )
 
 
@@ -216,7 +238,9 @@ class SilentTTS(TTSService):
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         for _ in range(2):
-            yield TTSAudioRawFrame(audio=b"\x00\x00" * 480, sample_rate=self.sample_rate, num_channels=1, context_id=context_id)
+            yield TTSAudioRawFrame(
+                audio=b"\x00\x00" * 480, sample_rate=self.sample_rate, num_channels=1, context_id=context_id
+            )
 
 
 async def test_after_a_real_tts_the_result_follows_earlier_audio_and_precedes_the_answer():
@@ -233,11 +257,15 @@ async def test_after_a_real_tts_the_result_follows_earlier_audio_and_precedes_th
             SleepFrame(sleep=0.5),
         ],
     )
-    relevant = [f for f in down if isinstance(f, (TTSAudioRawFrame, FunctionCallResultFrame, OutputTransportMessageFrame))]
+    relevant = [
+        f for f in down if isinstance(f, (TTSAudioRawFrame, FunctionCallResultFrame, OutputTransportMessageFrame))
+    ]
     kinds = [type(f).__name__ for f in relevant]
     first_result = kinds.index("FunctionCallResultFrame")
-    assert kinds[first_result:first_result + 3] == [
-        "FunctionCallResultFrame", "OutputTransportMessageFrame", "TTSAudioRawFrame"
+    assert kinds[first_result : first_result + 3] == [
+        "FunctionCallResultFrame",
+        "OutputTransportMessageFrame",
+        "TTSAudioRawFrame",
     ]
     assert "TTSAudioRawFrame" in kinds[:first_result]  # "Let me check." went out before it
     contexts = [f.context_id for f in relevant if isinstance(f, TTSAudioRawFrame)]
@@ -251,16 +279,23 @@ async def test_a_result_that_speaks_its_own_sentence_shows_its_picture_just_befo
     res = resources()
     res.show("call-1", chart())
     spoken = FunctionCallResultFrame(
-        function_name="generate_chart", tool_call_id="call-1", arguments={},
+        function_name="generate_chart",
+        tool_call_id="call-1",
+        arguments={},
         result={"result_id": "r1", "summary": "Here is a bar chart of calls per day."},
     )
     down, _ = await run_test(
         Pipeline([ToolResultSpeech(), SilentTTS(), VisualizationProcessor(res)]),
         frames_to_send=[spoken, SleepFrame(sleep=0.5)],
     )
-    relevant = [f for f in down if isinstance(f, (TTSAudioRawFrame, FunctionCallResultFrame, OutputTransportMessageFrame))]
+    relevant = [
+        f for f in down if isinstance(f, (TTSAudioRawFrame, FunctionCallResultFrame, OutputTransportMessageFrame))
+    ]
     assert [type(f).__name__ for f in relevant] == [
-        "FunctionCallResultFrame", "OutputTransportMessageFrame", "TTSAudioRawFrame", "TTSAudioRawFrame"
+        "FunctionCallResultFrame",
+        "OutputTransportMessageFrame",
+        "TTSAudioRawFrame",
+        "TTSAudioRawFrame",
     ]
     assert relevant[0].properties.run_llm is False  # the LLM is not asked to word it again
     assert messages(down)[0]["data"]["utterance_id"] == relevant[2].context_id

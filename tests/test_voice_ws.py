@@ -36,9 +36,7 @@ async def test_tool_call_answers_with_live_data(ws_url):
     client = await connected(ws_url)
     try:
         speech_end, answer, _ = await answer_to(client, "What time is it in Tokyo?")
-        call = await client.wait_for(
-            lambda m: m.type == "llm-function-call-started", 1, after=speech_end
-        )
+        call = await client.wait_for(lambda m: m.type == "llm-function-call-started", 1, after=speech_end)
         assert call.data.get("function_name") == "get_current_time"
         assert answer.strip(), "the bot said nothing after the tool result"
         assert "{" not in answer and "tool" not in answer.lower()
@@ -52,17 +50,11 @@ async def test_barge_in_stops_bot_audio(ws_url):
     client = await connected(ws_url)
     try:
         speech_end = await client.say(question)
-        started = await client.wait_for(
-            lambda m: m.type == "bot-started-speaking", TURN_TIMEOUT, after=speech_end
-        )
+        started = await client.wait_for(lambda m: m.type == "bot-started-speaking", TURN_TIMEOUT, after=speech_end)
         await asyncio.sleep(0.8)
         barge_in = asyncio.ensure_future(client.say(interruption))
-        user_started = await client.wait_for(
-            lambda m: m.type == "user-started-speaking", 5, after=started.at
-        )
-        stopped = await client.wait_for(
-            lambda m: m.type == "bot-stopped-speaking", 5, after=started.at
-        )
+        user_started = await client.wait_for(lambda m: m.type == "user-started-speaking", 5, after=started.at)
+        stopped = await client.wait_for(lambda m: m.type == "bot-stopped-speaking", 5, after=started.at)
         assert stopped.at - user_started.at < 1.0, "bot kept talking over the user"
         assert any(m.type == "bot-interrupted" for m in client.messages if m.at >= started.at)
         await barge_in
@@ -78,9 +70,7 @@ async def test_concurrent_sessions_share_the_models_without_mixing(ws_url, live_
     try:
         with urllib.request.urlopen(f"{live_server}/health", timeout=5) as response:
             assert json.loads(response.read())["active_sessions"] >= len(clients)
-        answers = await asyncio.gather(
-            *(answer_to(client, question) for client, question in zip(clients, questions))
-        )
+        answers = await asyncio.gather(*(answer_to(client, question) for client, question in zip(clients, questions)))
         for (question, expected), (_, answer, _) in zip(questions.items(), answers):
             assert expected in answer.lower(), (question, answer)
         # Each session's context holds only its own conversation.

@@ -22,9 +22,7 @@ async def test_webrtc_round_trip(live_server):
         peer.microphone.speak(question)
         transcript = await peer.wait_for("user-transcription", 30, where=lambda d: d.get("final"))
         await peer.wait_for("bot-stopped-speaking", 30)
-        spoken = " ".join(
-            m["data"].get("text", "") for m in peer.messages if m.get("type") == "bot-tts-text"
-        )
+        spoken = " ".join(m["data"].get("text", "") for m in peer.messages if m.get("type") == "bot-tts-text")
         assert "france" in transcript["data"]["text"].lower()
         assert "paris" in spoken.lower(), spoken
         await asyncio.sleep(0.2)
@@ -38,17 +36,18 @@ BAD_DATA_CHANNEL_MESSAGES = {
     '{"label": "rtvi-ai", "type": "send-text", "data": {"n": ' + "9" * 5000 + "}}": "number of 5000",
     "{not json": "not valid json",
     '{"hello": "world"}': "rtvi envelope",
-    json.dumps({
-        "label": "rtvi-ai", "type": "raw-audio",
-        "data": {"base64Audio": "AAAA", "sampleRate": 16000, "numChannels": 2},
-    }): "'raw-audio' messages are not accepted",
+    json.dumps(
+        {
+            "label": "rtvi-ai",
+            "type": "raw-audio",
+            "data": {"base64Audio": "AAAA", "sampleRate": 16000, "numChannels": 2},
+        }
+    ): "'raw-audio' messages are not accepted",
     json.dumps({"label": "rtvi-ai", "type": "send-text", "data": {"content": "x" * 2001}}): "2000-character limit",
 }
 
 
-async def test_bad_data_channel_messages_get_an_error_and_the_session_keeps_working(
-    live_server, live_server_log
-):
+async def test_bad_data_channel_messages_get_an_error_and_the_session_keeps_working(live_server, live_server_log):
     loopback_only_ice()
     async with WebRTCPeer(live_server) as peer:
         await peer.wait_for("bot-ready", 20)

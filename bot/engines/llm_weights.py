@@ -55,12 +55,13 @@ def _chunk_files(model: GGUFModel) -> list[Path]:
         try:
             distribution = importlib.metadata.distribution(package.replace("_", "-"))
         except importlib.metadata.PackageNotFoundError as e:
-            raise RuntimeError(
-                f"the weights of {model.name} need the package {package!r}: install the project"
-            ) from e
+            raise RuntimeError(f"the weights of {model.name} need the package {package!r}: install the project") from e
         chunks = sorted(
-            (f for f in distribution.files or () if f.parts[:2] == (package, "data")
-             and f.name.startswith("part") and f.suffix == ".bin"),
+            (
+                f
+                for f in distribution.files or ()
+                if f.parts[:2] == (package, "data") and f.name.startswith("part") and f.suffix == ".bin"
+            ),
             key=lambda f: f.name,
         )
         if not chunks:
@@ -126,9 +127,7 @@ def ensure_model_file(model_name: str, cache_dir: Path) -> Path:
     actual = sha256_file(partial)
     if actual != model.sha256:
         partial.unlink()
-        raise RuntimeError(
-            f"{model.name}: assembled weights have sha256 {actual}, expected {model.sha256}"
-        )
+        raise RuntimeError(f"{model.name}: assembled weights have sha256 {actual}, expected {model.sha256}")
     partial.chmod(0o444)  # read-only: nothing of ours rewrites it in place
     target.with_suffix(".sha256").unlink(missing_ok=True)  # an earlier version's bare marker
     os.replace(partial, target)

@@ -93,9 +93,7 @@ async def warm_llm(engine, settings: Settings) -> None:
     from bot.services.local_llm import build_request
     from bot.tools import ALL_TOOLS
 
-    context = LLMContext(
-        messages=[{"role": "user", "content": "Hello!"}], tools=ToolsSchema(ALL_TOOLS)
-    )
+    context = LLMContext(messages=[{"role": "user", "content": "Hello!"}], tools=ToolsSchema(ALL_TOOLS))
     await engine.warm_up(
         build_request(
             context,
@@ -125,9 +123,7 @@ async def load_engines(settings: Settings) -> EmbeddedEngines:
 
         started = time.monotonic()
         engines.apology_sample_rate = AUDIO_OUT_RATE
-        engines.apology = await asyncio.to_thread(
-            render_apology, settings, engines.tts, AUDIO_OUT_RATE
-        )
+        engines.apology = await asyncio.to_thread(render_apology, settings, engines.tts, AUDIO_OUT_RATE)
         logger.info(f"Apology rendered in {time.monotonic() - started:.2f}s")
 
     # With an embedded TTS the apology waits for its voice (reused, not loaded twice);

@@ -48,9 +48,7 @@ SAMPLE_RATE = 16000
 # Bump when the conversion changes, so caches written by older code are rebuilt.
 _FORMAT_VERSION = 1
 # Found through the package's installed metadata: its code never runs here.
-_SOURCE_DIR = Path(
-    importlib.metadata.distribution("moonshine-cpp").locate_file("moonshine_cpp/models/base-en")
-)
+_SOURCE_DIR = Path(importlib.metadata.distribution("moonshine-cpp").locate_file("moonshine_cpp/models/base-en"))
 _SOURCE_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
 _MANIFEST = "manifest.json"
 _SCRATCH_PREFIX = ".convert-"
@@ -293,13 +291,10 @@ def _split_merged_decoder(model: onnx.ModelProto) -> dict[str, onnx.ModelProto]:
             attribute.name,
             [value for name, value in outer_inputs.items() if name in outer_reads],
             list(graph.output),
-            [outer_inits[name] for name in sorted(outer_reads) if name in outer_inits]
-            + list(branch.initializer),
+            [outer_inits[name] for name in sorted(outer_reads) if name in outer_inits] + list(branch.initializer),
         )
         key = "with_past" if attribute.name == "then_branch" else "first"
-        models[key] = helper.make_model(
-            split, opset_imports=model.opset_import, ir_version=model.ir_version
-        )
+        models[key] = helper.make_model(split, opset_imports=model.opset_import, ir_version=model.ir_version)
     return models
 
 
@@ -455,9 +450,7 @@ class MoonshineEngine:
         providers = ["CPUExecutionProvider"]
         self._encoder = ort.InferenceSession(str(paths.encoder), options, providers=providers)
         self._first = ort.InferenceSession(str(paths.decoder_first), options, providers=providers)
-        self._with_past = ort.InferenceSession(
-            str(paths.decoder_with_past), options, providers=providers
-        )
+        self._with_past = ort.InferenceSession(str(paths.decoder_with_past), options, providers=providers)
         self._vocabulary = _load_vocabulary(paths.tokenizer)
 
         self._first_inputs = {value.name for value in self._first.get_inputs()}
@@ -512,9 +505,7 @@ class MoonshineEngine:
             "input_ids": np.array([[_BOS_ID]], dtype=np.int64),
             "encoder_hidden_states": hidden,
         }
-        outputs = self._first.run(
-            self._first_outputs, {k: v for k, v in feeds.items() if k in self._first_inputs}
-        )
+        outputs = self._first.run(self._first_outputs, {k: v for k, v in feeds.items() if k in self._first_inputs})
         cache = self._as_past(self._first_outputs, outputs)
         ids: list[int] = []
         while True:

@@ -187,8 +187,7 @@ class FaultRecovery(FrameProcessor):
     def _is_stt_decode(self, frame: Frame) -> bool:
         """A finished STT decode that found no words (a cough) still answers the STT."""
         return isinstance(frame, MetricsFrame) and any(
-            isinstance(data, (TTFBMetricsData, ProcessingMetricsData))
-            and data.processor == self._stt_name
+            isinstance(data, (TTFBMetricsData, ProcessingMetricsData)) and data.processor == self._stt_name
             for data in frame.data
         )
 
@@ -243,9 +242,7 @@ class FaultRecovery(FrameProcessor):
         await self._on_failure(failure)
         if failure.kind == "timeout":
             # A service's own error frame already reaches the client as an RTVI error.
-            await self.push_error(
-                f"{failure.stage} timeout: {failure.message}", category=ErrorCategory.CONNECTIVITY
-            )
+            await self.push_error(f"{failure.stage} timeout: {failure.message}", category=ErrorCategory.CONNECTIVITY)
         # Cancels the stuck stage's work (and any half-spoken answer) before the apology.
         await self.broadcast_interruption()
         if self._apology:

@@ -17,9 +17,7 @@ from bot.frames import RequestInterimTranscriptionFrame
 
 
 class PrefillsUserTurns(Protocol):
-    def prefill_user_turn(
-        self, context: LLMContext, words: str, *, whole_request: bool = False
-    ) -> None: ...
+    def prefill_user_turn(self, context: LLMContext, words: str, *, whole_request: bool = False) -> None: ...
 
 
 class SpeculativePrefill(FrameProcessor):

@@ -57,9 +57,7 @@ class ToolResultSpeech(FrameProcessor):
             sentence = spoken_sentence(frame)
             if sentence is not None:
                 updated = frame.properties.on_context_updated if frame.properties else None
-                frame.properties = FunctionCallResultProperties(
-                    run_llm=False, on_context_updated=updated
-                )
+                frame.properties = FunctionCallResultProperties(run_llm=False, on_context_updated=updated)
         await self.push_frame(frame, direction)
         if sentence is not None:
             await self._answer(sentence)

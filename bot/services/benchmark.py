@@ -117,9 +117,7 @@ class BenchmarkSTTService(STTService):
         if fault == "error":
             return await self.push_error(f"{self}: benchmark fault: STT error in turn {turn}")
         text = f"Benchmark utterance {turn}, {seconds:.1f} seconds of speech."
-        await self.push_frame(
-            TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN, finalized=True)
-        )
+        await self.push_frame(TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN, finalized=True))
 
 
 class BenchmarkLLMService(LLMService):

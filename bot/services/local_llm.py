@@ -88,6 +88,8 @@ def _ends_between_characters(raw_json: str) -> bool:
 # Characters per token, a conservative estimate for English: used to trim old turns before a
 # conversation overflows the model's window.
 CHARS_PER_TOKEN = 3.0
+
+
 def build_request(
     context: LLMContext,
     *,
@@ -219,9 +221,7 @@ class LocalLLMService(LLMService):
             await self.stop_processing_metrics()
             await self.push_frame(LLMFullResponseEndFrame())
 
-    def prefill_user_turn(
-        self, context: LLMContext, words: str, *, whole_request: bool = False
-    ) -> None:
+    def prefill_user_turn(self, context: LLMContext, words: str, *, whole_request: bool = False) -> None:
         """Start computing the prompt of the turn the user is still speaking, from the words
         heard so far, so that answering it later computes only what changed (the engine's
         `prefill`). With no words yet, the conversation up to the last answer (a tool's call,
@@ -342,9 +342,7 @@ class LocalLLMService(LLMService):
             started += piece
         return None
 
-    async def _decode_reply(
-        self, request: dict, computed: "_ComputedTokens", decoder: ReplyDecoder
-    ) -> None:
+    async def _decode_reply(self, request: dict, computed: "_ComputedTokens", decoder: ReplyDecoder) -> None:
         """Decode the rest of the reply (an answer, or a tool call held whole in its turn).
         Once its first sentence is out, an answer stops for as long as a later turn's reply
         computes its first sentence (up to `continuation_pause_secs` in all), then goes on
@@ -375,9 +373,7 @@ class LocalLLMService(LLMService):
                 return
             began = time.monotonic()
             try:
-                await asyncio.wait_for(
-                    self._engine.first_sentence_turns.wait_until_none_pending(), pause_left
-                )
+                await asyncio.wait_for(self._engine.first_sentence_turns.wait_until_none_pending(), pause_left)
             except TimeoutError:
                 pass
             pause_left -= time.monotonic() - began

@@ -248,9 +248,7 @@ class MoonshineSTTService(SegmentedSTTService):
     def _current_audio(self) -> bytearray:
         return self._request if self._decodes_request else self._audio_buffer
 
-    async def process_audio_frame(
-        self, frame: InputAudioRawFrame, direction: FrameDirection
-    ) -> None:
+    async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection) -> None:
         """Buffer audio (base class) and start an interim decode every interval of speech."""
         await super().process_audio_frame(frame, direction)
         if self._request_open:
@@ -283,9 +281,7 @@ class MoonshineSTTService(SegmentedSTTService):
         if self._interim_task is None or self._interim_task.done():
             self._interim_cancel = threading.Event()
             self._interim_task = self.create_task(
-                self._run_interim(
-                    bytes(self._current_audio()), self._interim_cancel, self._decodes_request
-                ),
+                self._run_interim(bytes(self._current_audio()), self._interim_cancel, self._decodes_request),
                 name="moonshine_interim",
             )
 
@@ -350,9 +346,7 @@ class MoonshineSTTService(SegmentedSTTService):
         yield frame_class(text, self._user_id, time_now_iso8601(), Language.EN)
 
     @traced_stt
-    async def _handle_transcription(
-        self, transcript: str, is_final: bool, language: Language | None = None
-    ) -> None:
+    async def _handle_transcription(self, transcript: str, is_final: bool, language: Language | None = None) -> None:
         """Hook for Pipecat's OpenTelemetry tracing, which records the arguments when enabled."""
 
     async def _run_interim(self, pcm: bytes, cancel: threading.Event, whole: bool) -> str | None:
@@ -367,9 +361,7 @@ class MoonshineSTTService(SegmentedSTTService):
         if text and text != self._last_interim_text:
             self._last_interim_text = text
             frame_class = RequestInterimTranscriptionFrame if whole else InterimTranscriptionFrame
-            await self.push_frame(
-                frame_class(text, self._user_id, time_now_iso8601(), Language.EN)
-            )
+            await self.push_frame(frame_class(text, self._user_id, time_now_iso8601(), Language.EN))
         return text
 
     async def _cancel_interim(self) -> None:

@@ -302,12 +302,8 @@ def reply_instructions(tools: list[RoutableTool]) -> str:
                 for name, spec in tool.parameters["properties"].items()
             )
             lines.append(f'- {{"tool": "{tool.name}", "arguments": {{{args}}}}}: {tool.description}')
-        lines.append(
-            'When the user needs two tools at once, chain the second call as "then": {...}.'
-        )
-        lines.append(
-            "After a tool result arrives, answer the user from it in one short sentence."
-        )
+        lines.append('When the user needs two tools at once, chain the second call as "then": {...}.')
+        lines.append("After a tool result arrives, answer the user from it in one short sentence.")
     lines += ["", "Examples:"]
     # As many plain answers as tool calls are shown, interleaved with them: with few of them,
     # or all at one end, a small model learns that every question is a tool call. Several
@@ -438,9 +434,7 @@ class ReplyDecoder:
         return calls
 
 
-def to_routed_messages(
-    messages: list[dict[str, Any]], system_prompt: str
-) -> list[dict[str, Any]]:
+def to_routed_messages(messages: list[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
     """Rewrite an OpenAI-format conversation into the JSON-reply format the model was shown.
 
     Earlier answers and tool calls become the JSON objects the model itself would have
@@ -492,9 +486,7 @@ def route_conversation(context: Any, system_prompt: str | None, budget_chars: fl
     tools = routable_tools(context.tools)
     messages = context.get_messages()
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
-    tool_rounds = sum(
-        1 for m in messages[last_user:] if m.get("role") == "assistant" and m.get("tool_calls")
-    )
+    tool_rounds = sum(1 for m in messages[last_user:] if m.get("role") == "assistant" and m.get("tool_calls"))
     system = "\n\n".join(p for p in (system_prompt, reply_instructions(tools)) if p)
     kept = _trim(messages, budget_chars - len(system))
     return RoutedConversation(

@@ -124,8 +124,7 @@ def _single(text: str, subject: str, title: str) -> dict[str, Any]:
     labels = ["positive", "neutral", "negative", "compound"]
     series = [{"name": "score", "values": values}]
     summary = (
-        f"{subject} sounds {label}, with a compound score of "
-        f"{spoken_number(round(scores['compound'], 2))} {SCALE}."
+        f"{subject} sounds {label}, with a compound score of {spoken_number(round(scores['compound'], 2))} {SCALE}."
     )
     return {
         "title": title,
@@ -162,20 +161,15 @@ def _conversation(texts: list[str]) -> dict[str, Any]:
         f"score of {spoken_number(round(average, 2))} {SCALE}"
     )
     if compounds[hi] != compounds[lo]:
-        summary += (
-            f"; message {hi + 1} was the most positive and message {lo + 1} the most negative"
-        )
-    figure = build_figure(
-        "line", title, labels, series, y_title="compound score", y_range=(-1, 1)
-    )
+        summary += f"; message {hi + 1} was the most positive and message {lo + 1} the most negative"
+    figure = build_figure("line", title, labels, series, y_title="compound score", y_range=(-1, 1))
     figure["data"][0]["text"] = [_excerpt(t) for t in texts]  # the words, on hover
     return {
         "title": title,
         "label": label,
         "average_compound": average,
         "messages": [
-            {"text": _excerpt(t, 200), "label": label_of(s["compound"]), **s}
-            for t, s in zip(texts, per_message)
+            {"text": _excerpt(t, 200), "label": label_of(s["compound"]), **s} for t, s in zip(texts, per_message)
         ],
         "labels": labels,
         "series": series,
@@ -287,9 +281,7 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
     target = (target or "last_turn").strip().lower()
     text = (text or "").strip()
     if target not in TARGETS:
-        await params.result_callback(
-            {"error": f"unknown target {target!r}; use text, last_turn or conversation"}
-        )
+        await params.result_callback({"error": f"unknown target {target!r}; use text, last_turn or conversation"})
         return
     if target == "last_turn" and text:
         target = "text"  # words given in the call are what the user wants scored
@@ -312,9 +304,7 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
 
     if target == "text":
         if not text:
-            await params.result_callback(
-                {"error": "there is no text to analyze; say the words to score"}
-            )
+            await params.result_callback({"error": "there is no text to analyze; say the words to score"})
             return
         compute = partial(_single, text, "That text", "Sentiment of the text")
     elif target == "last_turn":
@@ -332,9 +322,7 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
             await params.result_callback({"error": "you have not said anything yet to analyze"})
             return
         if len(messages) == 1:
-            compute = partial(
-                _single, messages[0], "Your only message so far", "Sentiment of the conversation"
-            )
+            compute = partial(_single, messages[0], "Your only message so far", "Sentiment of the conversation")
         else:
             compute = partial(_conversation, messages)
 
@@ -350,6 +338,4 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
         # The page shows which words were scored (one text; a conversation's are per point).
         extra={"label": result["label"], "target": target, "text": result.get("text", "")},
     )
-    await params.result_callback(
-        {"result_id": result_id, "summary": result["summary"], "key_figures": key_figures}
-    )
+    await params.result_callback({"result_id": result_id, "summary": result["summary"], "key_figures": key_figures})

@@ -62,6 +62,6 @@ async def get_current_time(params: FunctionCallParams, timezone: str):
 
 
 def _where(key: str) -> str:
-    """"In Tokyo" for Asia/Tokyo, "In New York" for America/New_York, "In UTC" for UTC."""
+    """ "In Tokyo" for Asia/Tokyo, "In New York" for America/New_York, "In UTC" for UTC."""
     place = key if key.startswith("Etc/") else key.rsplit("/", 1)[-1].replace("_", " ")
     return f"In {place}"

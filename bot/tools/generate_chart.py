@@ -253,9 +253,7 @@ def find_result(resources: SessionResources, ref: str) -> dict[str, Any]:
     result = resources.recall(result_id)
     if result is None:
         known = ", ".join(r["id"] for r in chartable[-5:]) or "none yet"
-        raise ToolInputError(
-            f"there is no earlier result called {ref!r}; the results with data are: {known}"
-        )
+        raise ToolInputError(f"there is no earlier result called {ref!r}; the results with data are: {known}")
     if not (result.get("labels") and result.get("series")):
         raise ToolInputError(f"result {result_id} has no data series that can be charted")
     return result
@@ -267,13 +265,9 @@ def validated_chart(
     """Normalized (chart_type, labels, series) or a ToolInputError with a speakable reason."""
     chart_type = (chart_type or "").strip().lower()
     if chart_type not in CHART_TYPES:
-        raise ToolInputError(
-            f"unknown chart type {chart_type!r}; use bar, line, pie or scatter"
-        )
+        raise ToolInputError(f"unknown chart type {chart_type!r}; use bar, line, pie or scatter")
     if not series or not series[0][1]:
-        raise ToolInputError(
-            "there are no numbers to chart; say the values, or name an earlier result"
-        )
+        raise ToolInputError("there are no numbers to chart; say the values, or name an earlier result")
     if len(series) > MAX_SERIES:
         raise ToolInputError(f"a chart can show at most {MAX_SERIES} series")
     n = len(series[0][1])
@@ -324,10 +318,7 @@ _SMALL = {
         "fifteen sixteen seventeen eighteen nineteen".split()
     )
 }
-_TENS = {
-    w: 10 * (i + 2)
-    for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
-}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
 _SCALES = {"hundred": 100, "thousand": 1e3, "k": 1e3, "million": 1e6, "billion": 1e9}
 # Every pattern that reads user or model text repeats only possessively (`*+`, `++`, `?+`) and
 # is used with `match`/`fullmatch` on a bounded piece: no input can make it backtrack, so its
@@ -718,7 +709,14 @@ async def generate_chart(
         return
     try:
         title, labels, raw_series, source = _chart_data(
-            params, resources, title, labels, values, series_name, values2, series2_name,
+            params,
+            resources,
+            title,
+            labels,
+            values,
+            series_name,
+            values2,
+            series2_name,
             from_result,
         )
         if source not in ("spoken", "words") and len(raw_series) > 1 and _is_pie(chart_type):
@@ -751,6 +749,4 @@ async def generate_chart(
         extra={"chart_type": chart_type},
     )
     key_figures = chart_key_figures(labels, series)
-    await params.result_callback(
-        {"result_id": result_id, "summary": summary, "key_figures": key_figures}
-    )
+    await params.result_callback({"result_id": result_id, "summary": summary, "key_figures": key_figures})

@@ -112,19 +112,14 @@ def _figure(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _latency(resources: SessionResources) -> dict[str, Any]:
-    rows = [
-        r for r in resources.telemetry.recent_turn_latencies(MAX_POINTS) if r["total"] is not None
-    ]
+    rows = [r for r in resources.telemetry.recent_turn_latencies(MAX_POINTS) if r["total"] is not None]
     if not rows:
         raise NoData("No reply latencies have been recorded on this server yet.")
     values = [float(r["total"]) for r in rows]
     median = percentile(values, 50)
     fastest, slowest = min(values), max(values)
     if len(values) == 1:
-        summary = (
-            f"The one recorded turn on this server took {spoken_number(values[0])} seconds "
-            "to reply."
-        )
+        summary = f"The one recorded turn on this server took {spoken_number(values[0])} seconds to reply."
     else:
         summary = (
             f"Over the last {len(values)} turns on this server, replies took "
@@ -216,9 +211,7 @@ def _memory(resources: SessionResources) -> dict[str, Any]:
     latest, peak = values[-1], max(values)
     summary = f"The server process is using {spoken_number(round(latest))} megabytes of memory"
     if len(values) > 1:
-        summary += (
-            f", and at most {spoken_number(round(peak))} {_over(timestamps)}"
-        )
+        summary += f", and at most {spoken_number(round(peak))} {_over(timestamps)}"
     key_figures = {
         "samples": len(values),
         "latest_mb": rounded(latest, 1),
@@ -313,12 +306,7 @@ async def get_realtime_data(params: FunctionCallParams, metric: str = "latency")
         return
     metric = (metric or "latency").strip().lower()
     if metric not in METRICS:
-        await params.result_callback(
-            {
-                "error": f"unknown metric {metric!r}; "
-                f"use {', '.join(METRICS)}"
-            }
-        )
+        await params.result_callback({"error": f"unknown metric {metric!r}; use {', '.join(METRICS)}"})
         return
     try:
         # On the event loop: telemetry's deques are appended there, and these are small.
@@ -338,6 +326,4 @@ async def get_realtime_data(params: FunctionCallParams, metric: str = "latency")
         data=result,
         extra={"metric": metric},
     )
-    await params.result_callback(
-        {"result_id": result_id, "summary": result["summary"], "key_figures": key_figures}
-    )
+    await params.result_callback({"result_id": result_id, "summary": result["summary"], "key_figures": key_figures})

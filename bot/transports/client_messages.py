@@ -93,10 +93,7 @@ def audio_problem(sample_rate: Any, channels: Any, length: int, expected_rate: i
     if sample_rate != expected_rate:
         return f"unsupported audio sample rate {sample_rate}: send {expected_rate} Hz"
     if length % (SAMPLE_BYTES * AUDIO_CHANNELS):
-        return (
-            f"audio of {length} bytes is not whole 16-bit samples"
-            f" ({SAMPLE_BYTES * AUDIO_CHANNELS} bytes per frame)"
-        )
+        return f"audio of {length} bytes is not whole 16-bit samples ({SAMPLE_BYTES * AUDIO_CHANNELS} bytes per frame)"
     return None
 
 

@@ -89,20 +89,15 @@ class CheckedProtobufSerializer(ProtobufFrameSerializer):
                 return self._reject(str(e), proto.message.data)
         if kind == "audio":
             audio = proto.audio
-            if problem := audio_problem(
-                audio.sample_rate, audio.num_channels, len(audio.audio), self._sample_rate
-            ):
+            if problem := audio_problem(audio.sample_rate, audio.num_channels, len(audio.audio), self._sample_rate):
                 return self._reject(problem, data)
             if not audio.audio:
                 return None
             seconds = len(audio.audio) / (SAMPLE_BYTES * audio.sample_rate)
             if self._allowance is not None and not self._allowance.audio_allowed(seconds):
                 return self._reject(
-                    "audio is arriving faster than real time allows (AGENT_AUDIO_RATE_LIMIT);"
-                    " the excess is dropped",
+                    "audio is arriving faster than real time allows (AGENT_AUDIO_RATE_LIMIT); the excess is dropped",
                     b"",
                 )
-            return InputAudioRawFrame(
-                audio=audio.audio, sample_rate=audio.sample_rate, num_channels=audio.num_channels
-            )
+            return InputAudioRawFrame(audio=audio.audio, sample_rate=audio.sample_rate, num_channels=audio.num_channels)
         return self._reject(f"unsupported frame kind {kind!r}: send audio or message frames", data)

@@ -16,14 +16,10 @@ from bot.transports.client_messages import (
 
 
 def create_webrtc_transport(connection: SmallWebRTCConnection) -> SmallWebRTCTransport:
-    return SmallWebRTCTransport(
-        connection, TransportParams(audio_in_enabled=True, audio_out_enabled=True)
-    )
+    return SmallWebRTCTransport(connection, TransportParams(audio_in_enabled=True, audio_out_enabled=True))
 
 
-def check_data_channel(
-    connection: SmallWebRTCConnection, on_rejected: Callable[[str], None] | None = None
-) -> None:
+def check_data_channel(connection: SmallWebRTCConnection, on_rejected: Callable[[str], None] | None = None) -> None:
     """Read the peer's data channel messages within `decode_client_json`'s bounds.
 
     Pipecat's connection parses each data channel message with a plain `json.loads` and logs

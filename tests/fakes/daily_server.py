@@ -289,7 +289,7 @@ class FakeDaily:
         JWT-shaped string whose payload is the properties (unsigned)."""
         body = request[JSON_BODY]
         if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
-            return _error(400, "invalid-request-error", "body must be {\"properties\": {...}}")
+            return _error(400, "invalid-request-error", 'body must be {"properties": {...}}')
         props = body["properties"]
         room_name = props.get("room_name")
         if not isinstance(room_name, str) or room_name not in self.rooms:

@@ -99,9 +99,7 @@ class Connection:
 
     def results(self, *, final: bool | None = None) -> list[dict[str, Any]]:
         return [
-            m
-            for m in self.sent
-            if m.get("type") == "Results" and (final is None or bool(m.get("is_final")) is final)
+            m for m in self.sent if m.get("type") == "Results" and (final is None or bool(m.get("is_final")) is final)
         ]
 
     def control_types(self) -> list[str]:
@@ -122,7 +120,9 @@ class _Session:
         self.endpoint_secs: float | None = (
             server.endpoint_silence_secs
             if endpointing is None
-            else None if endpointing == "false" else int(endpointing) / 1000
+            else None
+            if endpointing == "false"
+            else int(endpointing) / 1000
         )
         self.frame_bytes = int(record.sample_rate * FRAME_SECS) * 2 * record.channels
         self.pending = bytearray()
@@ -198,9 +198,7 @@ class _Session:
         # "UtteranceEnd" response (Utterance End docs): sent when utterance_end_ms is set and
         # that much time has passed since the last finalized word.
         self.utterance_end_sent = True
-        await self.send(
-            {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(self.last_word_end, 3)}
-        )
+        await self.send({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(self.last_word_end, 3)})
 
     async def _finish(self, *, speech_final: bool, from_finalize: bool) -> None:
         """Send the scripted final transcript of the open utterance."""
@@ -212,9 +210,7 @@ class _Session:
             return
         utterance = self._utterance()
         self.server.utterances_heard += 1
-        await self._send_results(
-            utterance.final, is_final=True, speech_final=speech_final, from_finalize=from_finalize
-        )
+        await self._send_results(utterance.final, is_final=True, speech_final=speech_final, from_finalize=from_finalize)
         self.in_speech = False
         self.last_word_end = self.clock - self.silence
         self.utterance_end_sent = self.utterance_end_secs is None

@@ -154,9 +154,7 @@ class _Session:
         if text and context_id not in self.faulted and self.server.faults:
             self.faulted[context_id] = self.server.faults.pop(0)
             if self.faulted[context_id] == "error":
-                await self.send(
-                    {"error": "internal_error", "message": "An internal error occurred.", "code": 1011}
-                )
+                await self.send({"error": "internal_error", "message": "An internal error occurred.", "code": 1011})
                 await self.ws.close(1011, "internal error")
                 return False
         if self.faulted.get(context_id) == "stall":
@@ -174,8 +172,7 @@ class _Session:
             context.flushed += 1
             await self._generate(context_id)  # FlushContext: generate what is buffered now
         elif buffered.strip() and (
-            (self.auto_mode and SENTENCE_END.search(buffered))
-            or len(buffered) >= DEFAULT_CHUNK_LENGTH_SCHEDULE
+            (self.auto_mode and SENTENCE_END.search(buffered)) or len(buffered) >= DEFAULT_CHUNK_LENGTH_SCHEDULE
         ):
             # auto_mode generates at sentence ends; otherwise once chunk_length_schedule's
             # first threshold of characters has been buffered.

@@ -212,8 +212,7 @@ def check_request(body: Any) -> None:
         elif role == "tool":
             if message.get("tool_call_id") not in open_calls:
                 raise ContractError(
-                    "messages with role 'tool' must be a response to a preceding message with"
-                    " 'tool_calls'",
+                    "messages with role 'tool' must be a response to a preceding message with 'tool_calls'",
                     f"messages[{i}].tool_call_id",
                 )
             if not isinstance(message.get("content"), (str, list)):
@@ -387,7 +386,9 @@ class FakeOpenAI:
             record.body = json.loads(raw)
         except ValueError:
             record.body = raw.decode(errors="replace")
-            return self._refuse(record, 400, _error_body("We could not parse the JSON body of your request.", "invalid_request_error"))
+            return self._refuse(
+                record, 400, _error_body("We could not parse the JSON body of your request.", "invalid_request_error")
+            )
 
         # Authentication: https://platform.openai.com/docs/api-reference/authentication
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -421,7 +422,9 @@ class FakeOpenAI:
                     return self._refuse(
                         record,
                         500,
-                        _error_body(f"scripted call {reply.name} is outside the response_format schema", "server_error"),
+                        _error_body(
+                            f"scripted call {reply.name} is outside the response_format schema", "server_error"
+                        ),
                     )
                 text = json.dumps({"tool": reply.name, "arguments": reply.arguments})
             else:
@@ -432,7 +435,9 @@ class FakeOpenAI:
             declared = {t["function"]["name"] for t in body.get("tools") or []}
             if reply.name not in declared:
                 return self._refuse(
-                    record, 500, _error_body(f"scripted call {reply.name} is not in the request's tools", "server_error")
+                    record,
+                    500,
+                    _error_body(f"scripted call {reply.name} is not in the request's tools", "server_error"),
                 )
             # First the call's index, id, type and name with empty arguments, then the
             # arguments in fragments (function-calling guide, "Streaming").
@@ -474,16 +479,16 @@ class FakeOpenAI:
                 "rejected_prediction_tokens": 0,
             },
         }
-        return await self._stream(request, record, body["model"], deltas, finish_reason, usage if include_usage else None)
+        return await self._stream(
+            request, record, body["model"], deltas, finish_reason, usage if include_usage else None
+        )
 
     async def _fault(self, request: web.Request, record: Recorded, fault: Fault) -> web.StreamResponse:
         record.rule = f"injected {type(fault).__name__}"
         if isinstance(fault, Failure):
             record.status = fault.status
             return web.json_response(_error_body(fault.message, "server_error"), status=fault.status)
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         chunk = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -515,9 +520,7 @@ class FakeOpenAI:
         finish_reason: str,
         usage: dict | None,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -548,7 +551,10 @@ class FakeOpenAI:
         try:
             # The first delta carries the role (streaming guide: the assistant's role, then
             # content or tool_calls deltas).
-            first = {"role": "assistant", **({"content": ""} if "content" in deltas[0] and deltas[0]["content"] is not None else {})}
+            first = {
+                "role": "assistant",
+                **({"content": ""} if "content" in deltas[0] and deltas[0]["content"] is not None else {}),
+            }
             if "tool_calls" in deltas[0]:
                 first = {"role": "assistant", **deltas.pop(0)}
             await send(chunk([choice({**first, "refusal": None})]))

@@ -48,9 +48,7 @@ class ThreadedWebSocketFake:
         self._thread.join(timeout=10)
 
     async def _serve(self) -> None:
-        self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._check_request, max_size=None
-        )
+        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._check_request, max_size=None)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}"
 
