@@ -128,6 +128,27 @@ async def test_a_late_whole_transcript_that_restarts_the_turn_still_leaves_its_r
     assert turn.latency.answer is not None
 
 
+async def test_an_answer_that_follows_a_reply_still_playing_at_the_turn_end_closes_the_record():
+    """The user went on before the tool's sentence was heard, that sentence began to play
+    while they spoke, and the answer to the whole request followed it with no pause: the
+    bot started speaking only once, before the turn ended."""
+    turns = await recorded_turns(
+        [
+            *_fragment("Show me a bar chart of monthly sales."),
+            UserStartedSpeakingFrame(),
+            InterruptionFrame(),
+            BotStartedSpeakingFrame(),  # the unheard reply's audio, while the user speaks
+            TranscriptionFrame("Stop. What is the capital of France?", "user", ""),
+            VADUserStoppedSpeakingFrame(stop_secs=0.0),
+            UserStoppedSpeakingFrame(),
+            LLMTextFrame("Paris."),
+            BotStoppedSpeakingFrame(),
+        ]
+    )
+    (turn,) = turns
+    assert turn.status == "completed"
+
+
 async def test_speaking_over_a_heard_answer_is_still_a_barge_in():
     turns = await recorded_turns(
         [

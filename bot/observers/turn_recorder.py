@@ -124,18 +124,27 @@ class TurnRecorder(GuardedObserver):
             self._tool_finished(frame, now)
         elif isinstance(frame, TTSAudioRawFrame) and turn.answering:
             self._mark("tts_first_audio", now)
-            if turn.bot_speaking and turn.tools_settled:
-                # The answer's audio, ready while earlier words still play: it goes out next.
-                self._mark("answer_audio_sent", now)
+            if turn.bot_speaking:
+                # Ready while earlier words still play (or while the bot still spoke when the
+                # turn ended): it goes out next, with no new BotStartedSpeakingFrame.
+                self._mark("bot_audio_sent", now)
+                if turn.tools_settled:
+                    self._mark("answer_audio_sent", now)
         elif isinstance(frame, TTSTextFrame) and turn.answering:
             turn.bot_parts.append(frame.text)
-        elif isinstance(frame, BotStartedSpeakingFrame) and turn.answering:
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            # Tracked even before the turn ends: a reply the user went on over can still be
+            # playing when the turn ends, and the answer then follows it with no new start.
             turn.bot_speaking = True
-            self._mark("bot_audio_sent", now)
-            if turn.tools_settled:
-                self._mark("answer_audio_sent", now)
+            if turn.answering:
+                self._mark("bot_audio_sent", now)
+                if turn.tools_settled:
+                    self._mark("answer_audio_sent", now)
         elif isinstance(frame, BotStoppedSpeakingFrame) and turn.bot_speaking:
-            await self._close("completed")
+            if turn.answering:
+                await self._close("completed")
+            else:
+                turn.bot_speaking = False
         elif isinstance(frame, InterruptionFrame) and turn.answering:
             await self._close("interrupted")
         elif isinstance(frame, MetricsFrame):
