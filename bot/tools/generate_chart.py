@@ -612,8 +612,9 @@ def _chart_data(
     all of them said by the user), "words" (pairs read from the user's request) or the id of
     the earlier result charted."""
     context = getattr(params, "context", None)
+    messages = context.get_messages() if context is not None else []
     # What the routing constraint read too: every message of this request, a pause or not.
-    request = current_request(context.get_messages()) if context is not None else ""
+    request = current_request(messages) if messages else ""
     pairs = said_pairs(request) if request else None
     title = (title or "").strip()
 
@@ -632,8 +633,8 @@ def _chart_data(
         return earlier(from_result)
 
     typed = [as_number(v, "each value") for v in [*(values or []), *(values2 or [])]]
-    if typed and context is not None and user_texts(context.get_messages()):
-        heard = chart_numbers(context.get_messages())
+    if typed and user_texts(messages):
+        heard = chart_numbers(messages)
         missing = [v for v in typed if not was_said(v, heard)]
     else:
         missing = []  # nothing typed (reported by validation), or no words to check against
