@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import sys
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -19,12 +20,12 @@ from pipecat.transports.smallwebrtc.request_handler import (
 from pydantic import TypeAdapter, ValidationError
 
 from bot.auth import Auth, redact_tokens_in_server_log, warn_if_exposed
-from bot.engines.loader import load_engines
+from bot.embedded import load_engines
 from bot.limits import ClientAllowance, LoopLoad, SessionSlots
 from bot.records import SessionRecord
 from bot.request_guards import AllowedHosts, AllowedMethods, BodySizeLimit, allowed_hosts
 from bot.sessions import SessionManager, session_summary
-from bot.settings import Settings, get_settings
+from bot.settings import Settings, get_settings, settings_or_exit
 from bot.store import SessionStore
 from bot.telemetry import Telemetry
 from bot.transports.daily import create_daily_transport, create_room, delete_room, nobody_left
@@ -452,7 +453,9 @@ class DrainingServer(uvicorn.Server):
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = settings_or_exit()
+    logger.remove()
+    logger.add(sys.stderr, level=settings.log_level)
     warn_if_exposed(settings)
     app = create_app(settings)
     # Oversized WebSocket messages are refused by the protocol layer, before they are

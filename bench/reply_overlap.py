@@ -27,7 +27,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed  # noqa: E
 from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
 from pipecat.tests.utils import run_test  # noqa: E402
 
-from bot.engines.loader import load_llm, warm_llm  # noqa: E402
+from bot.embedded import load_llm, warm_llm  # noqa: E402
 from bot.services.local_llm import CONTINUATION_PAUSE_SECS, LocalLLMService  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.tools import ALL_TOOLS  # noqa: E402

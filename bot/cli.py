@@ -1,49 +1,34 @@
-"""Command line: `python -m bot setup` prepares the embedded models, `serve` runs the server,
-`report` writes the cost and resource report over the stored sessions."""
+"""Command line: `python -m bot setup` prepares the embedded models, `report` writes the cost and
+resource report over the stored sessions. The server itself runs with `python server.py`."""
 
 import argparse
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 
 from loguru import logger
-from pydantic import ValidationError
 
-from bot.settings import get_settings
+from bot.settings import get_settings, settings_or_exit
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("setup", help="assemble, verify and convert the embedded models")
-    commands.add_parser("serve", help="run the server (host and port from settings)")
     report = commands.add_parser("report", help="cost and resource report of the stored sessions")
     report.add_argument("--format", choices=("json", "markdown"), default="markdown")
     report.add_argument("--out", type=Path, help="write the report to this file, not stdout")
     report.add_argument("--days", type=float, help="only the sessions of the last N days")
     args = parser.parse_args(argv)
-    try:
-        get_settings()
-    except ValidationError as e:  # say what is wrong with the configuration, not a traceback
-        problems = "\n".join(f"  {error['msg']}" for error in e.errors())
-        print(f"Invalid configuration:\n{problems}", file=sys.stderr)
-        sys.exit(2)
+    settings_or_exit()
 
     if args.command == "setup":
-        from bot.engines.loader import prepare_models
+        from bot.embedded import prepare_models
 
         started = time.monotonic()
         prepare_models(get_settings())
         logger.info(f"Embedded models ready in {time.monotonic() - started:.1f}s")
-    elif args.command == "serve":
-        # Before the server's modules are imported: some of them log as they load.
-        logger.remove()
-        logger.add(sys.stderr, level=get_settings().log_level)
-        from server import main as serve
-
-        serve()
     elif args.command == "report":
         text = asyncio.run(_report(args.format, args.days))
         if args.out:

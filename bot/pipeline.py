@@ -22,7 +22,7 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.audio_rates import AUDIO_IN_RATE, AUDIO_OUT_RATE
-from bot.engines.loader import EmbeddedEngines
+from bot.embedded import EmbeddedEngines
 from bot.limits import ClientAllowance
 from bot.observers.lean_worker import LeanPipelineWorker
 from bot.observers.turn_recorder import EngineStage, TurnRecorder

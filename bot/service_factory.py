@@ -7,7 +7,7 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.utils.text.transforms.strip_markdown import strip_markdown
 
-from bot.engines.loader import EmbeddedEngines
+from bot.embedded import EmbeddedEngines
 from bot.settings import Provider, Settings, ToolMode
 
 # Emoji and pictographs: a TTS either spells them out or chokes on them.

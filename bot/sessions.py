@@ -18,7 +18,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from bot.costs import price_turn
-from bot.engines.loader import EmbeddedEngines
+from bot.embedded import EmbeddedEngines
 from bot.limits import ClientAllowance, SessionDeadlines
 from bot.percentiles import percentile
 from bot.pipeline import build_worker

@@ -7,12 +7,13 @@ providers document (`OPENAI_API_KEY`, ...).
 """
 
 import socket
+import sys
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.costs import PriceTable
@@ -529,3 +530,14 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_or_exit() -> Settings:
+    """The settings, or exit 2 saying what is wrong with the configuration (not a traceback):
+    what every command starts with."""
+    try:
+        return get_settings()
+    except ValidationError as e:
+        problems = "\n".join(f"  {error['msg']}" for error in e.errors())
+        print(f"Invalid configuration:\n{problems}", file=sys.stderr)
+        sys.exit(2)

@@ -19,7 +19,7 @@ def free_port() -> int:
 
 
 def start_server(log_path: Path, **env_overrides: str) -> tuple[subprocess.Popen, str]:
-    """Run `python -m bot serve` with the embedded stack; return it once /health answers."""
+    """Run `python server.py` with the embedded stack; return it once /health answers."""
     port = free_port()
     env = {
         **os.environ,
@@ -36,9 +36,7 @@ def start_server(log_path: Path, **env_overrides: str) -> tuple[subprocess.Popen
         **env_overrides,
     }
     log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    process = subprocess.Popen([sys.executable, "server.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECS
     while time.monotonic() < deadline:

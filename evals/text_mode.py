@@ -26,7 +26,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 from prometheus_client import CollectorRegistry
 
-from bot.engines.loader import EmbeddedEngines
+from bot.embedded import EmbeddedEngines
 from bot.pipeline import build_worker
 from bot.records import SessionRecord, TurnRecord
 from bot.service_factory import describe_providers
@@ -52,7 +52,7 @@ async def load_text_engines(settings: Settings) -> EmbeddedEngines:
     engines = EmbeddedEngines()
     if settings.resolved("llm") is Provider.EMBEDDED:
         # The loader's own steps, for the one stage text mode uses.
-        from bot.engines.loader import load_llm, warm_llm
+        from bot.embedded import load_llm, warm_llm
 
         started = time.monotonic()
         engines.llm = await asyncio.to_thread(load_llm, settings)

@@ -312,7 +312,7 @@ def test_a_public_interface_without_a_key_is_warned_about_at_startup(tmp_path):
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "server.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
         # The warning comes before the models load, and uvicorn binds only after they have:
@@ -378,9 +378,7 @@ def test_an_empty_or_short_api_key_stops_the_server_at_startup(tmp_path, key):
         "AGENT_PORT": str(free_port()),
         "AGENT_STORE_PATH": str(tmp_path / "records.sqlite3"),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, "server.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"AGENT_API_KEY is {len(key.strip())} characters" in done.stderr
     assert "Traceback" not in done.stderr

@@ -109,7 +109,7 @@ def test_a_bad_fault_setting_stops_the_server_naming_it(tmp_path):
 
 @pytest.mark.unit
 def test_benchmark_is_chosen_only_by_name_and_named_as_such(monkeypatch, tmp_path):
-    from bot.engines.loader import EmbeddedEngines
+    from bot.embedded import EmbeddedEngines
     from bot.service_factory import create_llm, create_stt, create_tts, describe_providers
     from bot.services.benchmark import BenchmarkLLMService, BenchmarkSTTService, BenchmarkTTSService
     from bot.settings import Provider, Settings

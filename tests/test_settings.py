@@ -6,7 +6,7 @@ from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 from pipecat.services.openai.llm import OpenAILLMService
 
-from bot.engines.loader import EmbeddedEngines
+from bot.embedded import EmbeddedEngines
 from bot.service_factory import SPEAKABLE_TEXT, create_llm, create_stt, create_tts
 from bot.settings import Provider, Settings
 

@@ -1,4 +1,5 @@
-"""Loads the embedded engines a configuration needs, once per process, and warms them."""
+"""The embedded stack: the engines a configuration needs, loaded once per process and warmed
+with the request every reply starts with (the system prompt and the tools)."""
 
 import asyncio
 import time
