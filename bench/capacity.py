@@ -17,9 +17,9 @@ Added latency = voice-to-voice - the VAD's stop time (the `vad_stop` milestone o
 side from the VAD stop, so the longer of the two) - the configured LLM and TTS delays. It is
 only meaningful with the benchmark providers, whose service times are fixed.
 
-    .venv/bin/python bench/capacity.py --config benchmark --sessions 1,2,4,8,16
-    .venv/bin/python bench/capacity.py --config embedded --sessions 1,2,4 --turns 3
-    .venv/bin/python bench/capacity.py --config benchmark --sessions 10 --json out.json
+    .venv/bin/python -m bench.capacity --config benchmark --sessions 1,2,4,8,16
+    .venv/bin/python -m bench.capacity --config embedded --sessions 1,2,4 --turns 3
+    .venv/bin/python -m bench.capacity --config benchmark --sessions 10 --json out.json
 
 Results go to `bench/results/capacity-<date>-<commit>.json` unless `--json` names a file.
 
@@ -33,7 +33,6 @@ import itertools
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -43,15 +42,13 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.latency import TOOLS  # noqa: E402
-from bench.provenance import provenance, result_path  # noqa: E402
-from bot.percentiles import percentile  # noqa: E402
-from bot.turn_models import TURN_MODEL_METRIC  # noqa: E402
-from client.server_process import start_server, stop_server  # noqa: E402
-from client.speech import HELD_OUT, JOE, VOICES, Voice, speech_pcm, trailing_silence_seconds  # noqa: E402
-from client.ws import CHUNK_BYTES, CHUNK_SECONDS, MIC_RATE, VoiceClient, audio_frame  # noqa: E402
+from bench.latency import TOOLS
+from bench.provenance import provenance, result_path
+from bot.percentiles import percentile
+from bot.turn_models import TURN_MODEL_METRIC
+from client.server_process import start_server, stop_server
+from client.speech import HELD_OUT, JOE, VOICES, Voice, speech_pcm, trailing_silence_seconds
+from client.ws import CHUNK_BYTES, CHUNK_SECONDS, MIC_RATE, VoiceClient, audio_frame
 
 CLOSE_TRY_AGAIN_LATER = 1013  # the server refuses a session when full or overloaded
 

@@ -7,8 +7,8 @@ with a key, that nothing is served without it. Left out: `positive_data_acceptan
 expects every schema-valid body to be accepted; no JSON Schema can say which SDP text aiortc
 can use, so a schema-valid offer may still be a 400 naming why.
 
-    .venv/bin/python bench/fuzz.py                       # the full campaign
-    .venv/bin/python bench/fuzz.py --max-examples 5      # the CI subset (tests/test_fuzz.py)
+    .venv/bin/python -m bench.fuzz                       # the full campaign
+    .venv/bin/python -m bench.fuzz --max-examples 5      # the CI subset (tests/test_fuzz.py)
 
 The summary (cases, failures per run, date, commit, machine) is printed as JSON and written to
 `--out` (default bench/results/fuzz-<date>-<commit>.json). Exit status 0 when no run found a failure.
@@ -22,11 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.provenance import provenance, result_path  # noqa: E402
-from client.server_process import start_server, stop_server  # noqa: E402
+from bench.provenance import provenance, result_path
+from client.server_process import start_server, stop_server
 
 FUZZ_KEY = "fuzz-campaign-key-0123456789"
 BENCHMARK_STACK = {f"AGENT_{stage}_PROVIDER": "benchmark" for stage in ("STT", "LLM", "TTS")}

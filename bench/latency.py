@@ -16,9 +16,9 @@ was heard is one turn (`turn_ended_mid_request` counts those). The server's own 
 beside the client's figures. Each voice speaks the whole set in one session; the held-out
 voices (`client.speech.HELD_OUT`) are reported apart: they are never used to tune anything.
 
-    .venv/bin/python bench/latency.py                          # starts its own server
-    .venv/bin/python bench/latency.py --set tools --voices joe,us --rounds 3
-    .venv/bin/python bench/latency.py --url ws://127.0.0.1:7860/ws --json out.json
+    .venv/bin/python -m bench.latency                          # starts its own server
+    .venv/bin/python -m bench.latency --set tools --voices joe,us --rounds 3
+    .venv/bin/python -m bench.latency --url ws://127.0.0.1:7860/ws --json out.json
 
 Results go to `bench/results/latency-<date>-<commit>.json` unless `--json` names a file.
 """
@@ -27,19 +27,16 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.provenance import provenance, result_path  # noqa: E402
-from bot.percentiles import percentile  # noqa: E402
-from client.server_process import start_server, stop_server  # noqa: E402
-from client.speech import HELD_OUT, VOICES, Voice, dictation_pcm, trailing_silence_seconds  # noqa: E402
-from client.ws import VoiceClient  # noqa: E402
+from bench.provenance import provenance, result_path
+from bot.percentiles import percentile
+from client.server_process import start_server, stop_server
+from client.speech import HELD_OUT, VOICES, Voice, dictation_pcm, trailing_silence_seconds
+from client.ws import VoiceClient
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ has been streamed, session B asks a short question. The trials alternate between
 decodes beside B's first sentence, in one llama.cpp batch). Prints, per setting, B's time
 from its request to its first sentence and A's time to its whole answer.
 
-    .venv/bin/python bench/reply_overlap.py --trials 6
+    .venv/bin/python -m bench.reply_overlap --trials 6
 """
 
 import argparse
@@ -16,21 +16,18 @@ import asyncio
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loguru import logger
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.frames.frames import LLMContextFrame, LLMFullResponseEndFrame, LLMTextFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.tests.utils import run_test
 
-from loguru import logger  # noqa: E402
-from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema  # noqa: E402
-from pipecat.frames.frames import LLMContextFrame, LLMFullResponseEndFrame, LLMTextFrame  # noqa: E402
-from pipecat.observers.base_observer import BaseObserver, FramePushed  # noqa: E402
-from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
-from pipecat.tests.utils import run_test  # noqa: E402
-
-from bot.embedded import load_llm, warm_llm  # noqa: E402
-from bot.services.local_llm import CONTINUATION_PAUSE_SECS, LocalLLMService  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from bot.tools import ALL_TOOLS  # noqa: E402
+from bot.embedded import load_llm, warm_llm
+from bot.services.local_llm import CONTINUATION_PAUSE_SECS, LocalLLMService
+from bot.settings import Settings
+from bot.tools import ALL_TOOLS
 
 LONG_QUESTIONS = [
     "Describe the moon in four sentences.",

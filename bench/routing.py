@@ -16,15 +16,14 @@ Prints the accuracy of the tool choice per split (tune, held_out) and per class,
 accuracy, every miss, and the time per decision (to the first token that fixes the route)
 and per finished tool call.
 
-    .venv/bin/python bench/routing.py                      # the whole set, one pass
-    .venv/bin/python bench/routing.py --split held_out --json /tmp/routing.json
+    .venv/bin/python -m bench.routing                      # the whole set, one pass
+    .venv/bin/python -m bench.routing --split held_out --json /tmp/routing.json
 """
 
 import argparse
 import asyncio
 import json
 import statistics
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -32,17 +31,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.processors.aggregators.llm_context import LLMContext
 
-from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema  # noqa: E402
-from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
-
-from bot.engines.llm_weights import ensure_model_file  # noqa: E402
-from bot.engines.local_llm import LocalLLMEngine  # noqa: E402
-from bot.services.local_llm import build_request  # noqa: E402
-from bot.services.tool_routing import NO_TOOL, REPLY_PREFILL, ReplyDecoder  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from bot.tools import ALL_TOOLS  # noqa: E402
+from bot.engines.llm_weights import ensure_model_file
+from bot.engines.local_llm import LocalLLMEngine
+from bot.services.local_llm import build_request
+from bot.services.tool_routing import NO_TOOL, REPLY_PREFILL, ReplyDecoder
+from bot.settings import Settings
+from bot.tools import ALL_TOOLS
 
 SET_PATH = Path(__file__).resolve().parent.parent / "evals" / "routing_set.json"
 SPLITS = ("tune", "held_out")

@@ -5,8 +5,8 @@ speaks one question and waits for its answer. The server's RSS, open file descri
 threads are read (psutil) after a warm-up and again once the last session has ended: RSS
 may grow at most `--max-rss-growth-mb`, descriptors and threads must come back to baseline.
 
-    .venv/bin/python bench/soak.py --sessions 1000 --concurrency 4
-    .venv/bin/python bench/soak.py --config embedded --sessions 200
+    .venv/bin/python -m bench.soak --sessions 1000 --concurrency 4
+    .venv/bin/python -m bench.soak --config embedded --sessions 200
 
 Exit status 0 when every check passed. `tests/test_soak.py` runs a short version.
 """
@@ -22,10 +22,8 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.capacity import BenchClient, SharedMicrophone, load_clips, server_env  # noqa: E402
-from client.server_process import start_server, stop_server  # noqa: E402
+from bench.capacity import BenchClient, SharedMicrophone, load_clips, server_env
+from client.server_process import start_server, stop_server
 
 WARM_UP_SESSIONS = 10
 SETTLE_SECS = 20  # how long ended sessions get to release their threads and descriptors

@@ -94,7 +94,6 @@ def settings_for(stack: str) -> Settings:
 
 async def run_routing(ctx: RunContext, split: str, progress: Progress) -> dict[str, Any]:
     # The routing bench's own functions, on the engine the text scenarios used.
-    sys.path.insert(0, str(ROOT))
     from bench import routing as bench
 
     items = bench.load_set()["items"]

@@ -145,7 +145,7 @@ def test_routing_constraints_read_any_conversation(messages):
 def test_the_api_campaign_finds_nothing_with_and_without_a_key(tmp_path):
     out = tmp_path / "fuzz.json"
     done = subprocess.run(
-        [sys.executable, "bench/fuzz.py", "--max-examples", "5", "--out", str(out)],
+        [sys.executable, "-m", "bench.fuzz", "--max-examples", "5", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,20 +1,13 @@
-"""A short soak (bench/soak.py): 30 sessions three at a time on the benchmark providers, a
+"""A short soak (`python -m bench.soak`): 30 sessions three at a time on the benchmark providers, a
 spoken turn in every tenth. None may fail; descriptors and threads return to their baseline
 and RSS stays bounded once they have all ended."""
 
-import importlib.util
-
 import pytest
-from helpers import ROOT
 
+from bench import soak as soak_module
 from client.server_process import start_server, stop_server
 
 pytestmark = pytest.mark.e2e
-
-# bench/ is a folder of scripts, not a package the project installs.
-_spec = importlib.util.spec_from_file_location("bench_soak", ROOT / "bench" / "soak.py")
-soak_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(soak_module)
 
 SESSIONS = 30
 MAX_RSS_GROWTH_MB = 30
