@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from pipecat.frames.frames import InterimTranscriptionFrame, TranscriptionFrame
+from pipecat.frames.frames import InterimTranscriptionFrame, SystemFrame, TranscriptionFrame
 
 
 @dataclass
@@ -18,3 +18,12 @@ class RequestTranscriptionFrame(TranscriptionFrame):
 @dataclass
 class RequestInterimTranscriptionFrame(InterimTranscriptionFrame):
     """An interim of every word of the request so far (see `RequestTranscriptionFrame`)."""
+
+
+class UserSpeechPausedFrame(SystemFrame):
+    """The user went quiet mid-turn; their turn may be about to end (system frame: it stays in
+    order with the microphone audio)."""
+
+
+class UserSpeechResumedFrame(SystemFrame):
+    """The user spoke again after `UserSpeechPausedFrame`, before the VAD reported a stop."""

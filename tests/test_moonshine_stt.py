@@ -397,7 +397,7 @@ async def test_interims_go_on_when_the_user_speaks_again_after_a_pause(
     down = await _spoken_live(
         MoonshineSTTService(engine=engine, interim_interval_secs=0.5), question, gap, request_audio
     )
-    from bot.processors.speech_pause import UserSpeechResumedFrame
+    from bot.frames import UserSpeechResumedFrame
 
     finals = [f for f in down if isinstance(f, TranscriptionFrame)]
     assert len(finals) == 1, finals

@@ -22,10 +22,10 @@ from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from turn_recording import recorded_turns
 
+from bot.conversation import current_request, merged_request
 from bot.frames import RequestTranscriptionFrame
 from bot.processors.request_aggregator import RequestUserAggregator
 from bot.processors.request_merge import RequestMerge
-from bot.services.tool_routing import current_request, merged_request
 from bot.tools import request_goes_on
 from bot.turn_models import MeasuredTurnAnalyzerStopStrategy
 

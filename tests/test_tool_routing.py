@@ -9,17 +9,16 @@ from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.processors.aggregators.llm_context import LLMContext
 
+from bot.conversation import current_request
+from bot.routing_hints import RoutableTool, routable_tools
 from bot.services.tool_routing import (
     NO_TOOL,
     REPLY_PREFILL,
     ReplyDecoder,
-    RoutableTool,
     answer_json,
     call_json,
-    current_request,
     reply_grammar,
     reply_instructions,
-    routable_tools,
     route_conversation,
     to_routed_messages,
 )

@@ -9,8 +9,8 @@ request is one user message with every word, as the user said it.
 
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 
+from bot.conversation import before_request
 from bot.frames import RequestTranscriptionFrame
-from bot.services.tool_routing import before_request
 
 
 class RequestUserAggregator(LLMUserAggregator):

@@ -14,7 +14,7 @@ Placed right after the user aggregator, so every provider reads the merged reque
 from pipecat.frames.frames import Frame, LLMContextFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from bot.services.tool_routing import merged_request
+from bot.conversation import merged_request
 
 
 class RequestMerge(FrameProcessor):

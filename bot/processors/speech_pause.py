@@ -13,20 +13,11 @@ the user spoke again (`UserSpeechResumedFrame`).
 """
 
 from pipecat.audio.vad.vad_analyzer import VADState
-from pipecat.frames.frames import SystemFrame
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection
 
+from bot.frames import UserSpeechPausedFrame, UserSpeechResumedFrame
 from bot.turn_models import SharedSileroVADAnalyzer
-
-
-class UserSpeechPausedFrame(SystemFrame):
-    """The user went quiet mid-turn; their turn may be about to end (system frame: it stays in
-    order with the microphone audio)."""
-
-
-class UserSpeechResumedFrame(SystemFrame):
-    """The user spoke again after `UserSpeechPausedFrame`, before the VAD reported a stop."""
 
 
 class SpeechPauseVADProcessor(VADProcessor):

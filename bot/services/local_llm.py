@@ -26,19 +26,18 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
+from bot.conversation import before_request, merged_request
 from bot.engines.local_llm import LocalLLMEngine
+from bot.routing_hints import RoutableTool
 from bot.services.tool_routing import (
     ANSWER_PREFILL,
     NO_TOOL,
     REPLY_PREFILL,
     ReplyDecoder,
-    RoutableTool,
     answer_grammar,
-    before_request,
     call_grammar,
     call_opening,
     function_calls,
-    merged_request,
     reply_grammar,
     route_conversation,
 )

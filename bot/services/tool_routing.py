@@ -6,201 +6,22 @@ is one JSON object: `{"tool": "<name>", "arguments": {...}}` for a tool call, or
 llama.cpp) makes any other shape impossible, and the answer text is streamed out of the JSON
 string as it is generated, so a plain answer costs only the few tokens of its JSON prefix.
 
-Tools keep their few-shot phrasings next to their code (`@routing_examples`), and this module
-turns a context's tools into the grammar and the instructions the model sees.
+Tools keep their few-shot phrasings next to their code (`@routing_examples`, in
+`bot/routing_hints.py`), and this module turns a context's tools into the grammar and the
+instructions the model sees.
 """
 
 import json
 import re
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import FunctionCallFromLLM
 
+from bot.routing_hints import RoutableTool, routable_tools
+
 NO_TOOL = "none"
-
-
-def routing_examples(*examples: tuple[str, dict[str, Any]]) -> Callable:
-    """Attach (utterance, arguments) pairs that show a small model when to call this tool."""
-
-    def decorate(fn: Callable) -> Callable:
-        fn.routing_examples = list(examples)
-        return fn
-
-    return decorate
-
-
-def argument_choices(**choices: tuple[str, ...]) -> Callable:
-    """Declare the allowed values of string arguments. Pipecat's schema from annotations has no
-    enums, so they are added here, where the grammar makes any other value impossible."""
-
-    def decorate(fn: Callable) -> Callable:
-        fn.argument_choices = {name: list(values) for name, values in choices.items()}
-        return fn
-
-    return decorate
-
-
-Messages = list[dict[str, Any]]
-# Given the conversation so far (OpenAI-format messages) and a tool's JSON-schema parameters,
-# the parameters a reply may use now, or None when the tool cannot be called yet.
-RoutingConstraint = Callable[[Messages, dict[str, Any]], dict[str, Any] | None]
-
-
-def routing_constraint(constraint: RoutingConstraint) -> Callable:
-    """Narrow what the grammar allows for a tool from the conversation (e.g. only numbers the
-    user said). The prompt still shows the whole schema: it is the cached prefix. Stacked
-    constraints all apply."""
-
-    def decorate(fn: Callable) -> Callable:
-        fn.routing_constraints = (constraint, *getattr(fn, "routing_constraints", ()))
-        return fn
-
-    return decorate
-
-
-def requested_when(pattern: str) -> RoutingConstraint:
-    """A constraint offering the tool only when the current request, or the user's message
-    before it, matches `pattern` (a case-insensitive regular expression): a small model
-    otherwise reaches for a tool that a word-level cue rules out, e.g. sentiment analysis for
-    a user simply sharing a feeling. The message before counts because a follow-up leans on
-    it ("What time is it in Tokyo?" ... "And in Paris?")."""
-    cue = re.compile(pattern, re.IGNORECASE)
-
-    def constraint(messages: Messages, parameters: dict[str, Any]) -> dict[str, Any] | None:
-        said = " ".join([*user_texts(messages)[-2:], current_request(messages)])
-        return parameters if cue.search(said) else None
-
-    return constraint
-
-
-_CALLED_ALONE = "x-called-alone"
-
-
-def called_alone(parameters: dict[str, Any]) -> dict[str, Any]:
-    """What a constraint returns for a call that chains no other call: one whose arguments it
-    narrowed so far that a small model, kept from writing what it meant to, would otherwise
-    go on into a chained call of its own making."""
-    return {**parameters, _CALLED_ALONE: True}
-
-
-@dataclass(frozen=True)
-class RoutableTool:
-    name: str
-    description: str
-    parameters: dict[str, Any]
-    examples: list[tuple[str, dict[str, Any]]]
-    constraints: tuple[RoutingConstraint, ...] = ()
-    alone: bool = False  # its call chains no other (`called_alone`)
-
-    def constrained(self, messages: Messages) -> "RoutableTool | None":
-        """This tool as it may be called in reply to `messages`; None when it cannot be."""
-        parameters: dict[str, Any] | None = self.parameters
-        for constraint in self.constraints:
-            parameters = constraint(messages, parameters)
-            if parameters is None:
-                return None
-        if parameters is self.parameters:
-            return self
-        alone = bool(parameters.get(_CALLED_ALONE))
-        parameters = {k: v for k, v in parameters.items() if k != _CALLED_ALONE}
-        return replace(self, parameters=parameters, alone=alone)
-
-
-def _text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, list):  # multi-part content: its text parts
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content.strip() if isinstance(content, str) else ""
-
-
-def user_texts(messages: Messages) -> list[str]:
-    """The text of each user message, oldest first."""
-    return [
-        text
-        for message in messages
-        if isinstance(message, dict) and message.get("role") == "user" and (text := _text(message))
-    ]
-
-
-def current_request(messages: Messages) -> str:
-    """What the user is asking now: their messages since the assistant last said or did
-    something. A pause mid-sentence ("Is this positive or negative: ... I love my job") can
-    end a turn before the bot answers; the words after it belong to the same request. The
-    tool calls made for this request (seen while its tools run) do not end it."""
-    while messages and _unheard(messages[-1]):
-        messages = messages[:-1]
-    since = 0
-    for i, message in enumerate(messages):
-        if isinstance(message, dict) and message.get("role") == "assistant":
-            if _text(message) or message.get("tool_calls"):
-                since = i + 1
-    return " ".join(user_texts(messages[since:]))
-
-
-def _unheard(message: Any) -> bool:
-    """A part of a reply nobody heard: a call or its result, or an assistant turn with no text."""
-    role = message.get("role") if isinstance(message, dict) else None
-    return role == "tool" or (role == "assistant" and not _text(message))
-
-
-def _is_user(message: Any) -> bool:
-    return isinstance(message, dict) and message.get("role") == "user"
-
-
-def before_request(messages: Messages) -> Messages:
-    """`messages` without the last request: the user messages at the end and the parts of
-    unheard replies among them (what a transcript of the whole request stands for)."""
-    end = len(messages)
-    while end > 0 and (_unheard(messages[end - 1]) or _is_user(messages[end - 1])):
-        end -= 1
-    return list(messages[:end])
-
-
-def merged_request(messages: Messages) -> Messages | None:
-    """`messages` with the parts of the last request joined into one user message (the user
-    messages no heard answer separates, without the unheard reply's calls and results between
-    them), or None when it is in one piece. `current_request`'s words, as one message."""
-    if not messages or not _is_user(messages[-1]):
-        return None
-    request = range(len(before_request(messages)), len(messages))
-    parts = [i for i in request if _is_user(messages[i])]
-    if len(parts) == 1:
-        return None
-    words = " ".join(t for t in (_text(messages[k]) for k in parts) if t)
-    return [*messages[: parts[0]], {"role": "user", "content": words}]
-
-
-def routable_tools(tools: ToolsSchema | Any) -> list[RoutableTool]:
-    if not isinstance(tools, ToolsSchema):
-        return []
-    functions = {wrapper.name: wrapper.function for wrapper in tools.direct_functions}
-    routable = []
-    for schema in tools.standard_tools:
-        function = functions.get(schema.name)
-        choices = getattr(function, "argument_choices", {})
-        properties = {
-            name: {**spec, "enum": choices[name]} if name in choices else spec
-            for name, spec in schema.properties.items()
-        }
-        routable.append(
-            RoutableTool(
-                name=schema.name,
-                description=schema.description,
-                parameters={
-                    "type": "object",
-                    "properties": properties,
-                    "required": schema.required,
-                    "additionalProperties": False,
-                },
-                examples=getattr(function, "routing_examples", []),
-                constraints=getattr(function, "routing_constraints", ()),
-            )
-        )
-    return routable
 
 
 def answer_json(text: str) -> str:

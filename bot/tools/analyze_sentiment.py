@@ -24,14 +24,8 @@ from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from bot.services.tool_routing import (
-    argument_choices,
-    called_alone,
-    current_request,
-    requested_when,
-    routing_constraint,
-    routing_examples,
-)
+from bot.conversation import current_request
+from bot.routing_hints import argument_choices, called_alone, requested_when, routing_constraint, routing_examples
 from bot.tools.generate_chart import (
     MAX_POINTS,
     build_figure,

@@ -6,12 +6,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
-from bot.services.tool_routing import (
-    argument_choices,
-    requested_when,
-    routing_constraint,
-    routing_examples,
-)
+from bot.routing_hints import argument_choices, requested_when, routing_constraint, routing_examples
 
 TIMEZONES = frozenset(available_timezones())
 

@@ -21,14 +21,8 @@ import plotly.graph_objects as go
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
-from bot.services.tool_routing import (
-    argument_choices,
-    called_alone,
-    current_request,
-    routing_constraint,
-    routing_examples,
-    user_texts,
-)
+from bot.conversation import current_request, user_texts
+from bot.routing_hints import argument_choices, called_alone, routing_constraint, routing_examples
 from bot.session_resources import SessionResources
 
 CHART_TYPES = ("bar", "line", "pie", "scatter")

@@ -19,12 +19,7 @@ from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
 from bot.percentiles import percentile
-from bot.services.tool_routing import (
-    argument_choices,
-    requested_when,
-    routing_constraint,
-    routing_examples,
-)
+from bot.routing_hints import argument_choices, requested_when, routing_constraint, routing_examples
 from bot.session_resources import SessionResources
 from bot.tools.generate_chart import (
     MAX_POINTS,
