@@ -16,11 +16,12 @@ so no route ever buffers more than `max_bytes` (AGENT_MAX_BODY_BYTES).
 import json
 
 from fastapi import HTTPException
-from starlette._utils import parse_host_header
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot.pipecat_internals import parse_host_header
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 ANY_ADDRESS = ("0.0.0.0", "::", "")

@@ -23,6 +23,7 @@ LAYERS = [
         "bot.percentiles",
         "bot.conversation",
         "bot.routing_hints",
+        "bot.pipecat_internals",
     ),
     # the parts every session shares or leaves behind, and the guards around them
     (

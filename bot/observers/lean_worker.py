@@ -21,6 +21,8 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.pipeline.worker_observer import WorkerObserver
 from pipecat.processors.frameworks.rtvi.observer import RTVIObserver
 
+from bot.pipecat_internals import observers_of, reports_audio_levels
+
 
 def handles(observer: BaseObserver, event: str) -> bool:
     """Whether the observer's class overrides `BaseObserver`'s no-op handler for `event`."""
@@ -30,18 +32,18 @@ def handles(observer: BaseObserver, event: str) -> bool:
 def observes_microphone_audio(observer: BaseObserver) -> bool:
     """Whether the observer may act on a pushed `InputAudioRawFrame`."""
     if isinstance(observer, RTVIObserver):
-        return observer._params.user_audio_level_enabled
+        return reports_audio_levels(observer)
     return getattr(observer, "observes_microphone_audio", True)
 
 
 class HandledEventsObserver(WorkerObserver):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._microphone_audio_wanted = any(map(observes_microphone_audio, self._observers))
+        self._microphone_audio_wanted = any(map(observes_microphone_audio, observers_of(self)))
 
     def add_observer(self, observer: BaseObserver):
         super().add_observer(observer)
-        self._microphone_audio_wanted = any(map(observes_microphone_audio, self._observers))
+        self._microphone_audio_wanted = any(map(observes_microphone_audio, observers_of(self)))
 
     async def on_push_frame(self, data: FramePushed):
         if isinstance(data.frame, InputAudioRawFrame) and not self._microphone_audio_wanted:
@@ -61,4 +63,4 @@ class LeanPipelineWorker(PipelineWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # Swapped before setup, so no proxy or processor has seen the original yet.
-        self._observer = HandledEventsObserver(observers=self._observer._observers)
+        self._observer = HandledEventsObserver(observers=observers_of(self._observer))

@@ -52,6 +52,7 @@ from pipecat.services.tts_service import WebsocketTTSService
 from pipecat.utils.errors import ErrorCategory
 
 from bot.observers.guarded import GuardedObserver
+from bot.pipecat_internals import close_tts_websocket, has_tts_websocket, reconnects, request_stt_reconnect
 from bot.records import TurnFailure
 
 # What each stage owes when it is waited on, for the timeout's message.
@@ -257,11 +258,9 @@ class FaultRecovery(FrameProcessor):
     async def _reconnect(self, stage: str) -> None:
         """New connections for the services that hold one (the embedded ones have none)."""
         service = next((s for s, named in self._stage_of.items() if named == stage), None)
-        if isinstance(service, STTService) and type(service)._do_reconnect is not STTService._do_reconnect:
-            # Pipecat's STT reconnect buffers and replays the audio that arrives meanwhile.
-            await service._request_reconnect()
-        elif isinstance(service, WebsocketTTSService) and service._websocket is not None:
-            # Closed from here, the socket is replaced by Pipecat's own receive loop, as when
-            # the server closes it (reconnecting from here would leave that loop on the old
-            # socket). In a task: a dead peer makes the close wait for its timeout.
-            self.create_task(service._websocket.close(), name="close_stuck_tts_socket")
+        if isinstance(service, STTService) and reconnects(service):
+            await request_stt_reconnect(service)
+        elif isinstance(service, WebsocketTTSService) and has_tts_websocket(service):
+            # Reconnecting from here would leave Pipecat's receive loop on the old socket. In a
+            # task: a dead peer makes the close wait for its timeout.
+            self.create_task(close_tts_websocket(service), name="close_stuck_tts_socket")
