@@ -1,8 +1,11 @@
 """HTTP and WebSocket entry points: each connection becomes a session with its own pipeline."""
 
+import bot.logs  # noqa: F401  (first: the log level applies before Pipecat's imports log)
+
+# isort: split
+
 import asyncio
 import gc
-import sys
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -20,8 +23,8 @@ from pipecat.transports.smallwebrtc.request_handler import (
 from pydantic import TypeAdapter, ValidationError
 
 from bot.auth import Auth, redact_tokens_in_server_log, warn_if_exposed
-from bot.embedded import load_engines
 from bot.limits import ClientAllowance, LoopLoad, SessionSlots
+from bot.providers import load_engines
 from bot.records import SessionRecord
 from bot.request_guards import AllowedHosts, AllowedMethods, BodySizeLimit, allowed_hosts
 from bot.sessions import SessionManager, session_summary
@@ -454,8 +457,6 @@ class DrainingServer(uvicorn.Server):
 
 def main() -> None:
     settings = settings_or_exit()
-    logger.remove()
-    logger.add(sys.stderr, level=settings.log_level)
     warn_if_exposed(settings)
     app = create_app(settings)
     # Oversized WebSocket messages are refused by the protocol layer, before they are

@@ -24,7 +24,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
-from bot.embedded import load_llm, warm_llm
+from bot.providers import llama
 from bot.services.local_llm import CONTINUATION_PAUSE_SECS, LocalLLMService
 from bot.settings import Settings
 from bot.tools import ALL_TOOLS
@@ -98,8 +98,8 @@ async def trial(engine, settings: Settings, pause_secs: float, long_q: str, shor
 
 async def bench(trials: int) -> None:
     settings = Settings()
-    engine = await asyncio.to_thread(load_llm, settings)
-    await warm_llm(engine, settings)
+    engine = await asyncio.to_thread(llama.load, settings)
+    await llama.warm(engine, settings)
     settings_tried = {CONTINUATION_PAUSE_SECS: [], 0.0: []}
     for i in range(trials):
         for pause_secs in settings_tried if i % 2 == 0 else reversed(settings_tried):

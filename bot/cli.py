@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     settings_or_exit()
 
     if args.command == "setup":
-        from bot.embedded import prepare_models
+        from bot.providers import prepare_models
 
         started = time.monotonic()
         prepare_models(get_settings())

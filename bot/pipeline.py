@@ -22,7 +22,6 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.audio_rates import AUDIO_IN_RATE, AUDIO_OUT_RATE
-from bot.embedded import EmbeddedEngines
 from bot.limits import ClientAllowance
 from bot.observers.lean_worker import LeanPipelineWorker
 from bot.observers.turn_recorder import EngineStage, TurnRecorder
@@ -35,14 +34,8 @@ from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.processors.speech_pause import SpeechPauseVADProcessor
 from bot.processors.tool_result_speech import ToolResultSpeech
 from bot.processors.visualization import VisualizationProcessor
+from bot.providers import EmbeddedEngines, create_service, describe_providers, embedded_threads
 from bot.records import TurnRecord
-from bot.service_factory import (
-    create_llm,
-    create_stt,
-    create_tts,
-    describe_providers,
-    embedded_threads,
-)
 from bot.session_resources import SessionResources
 from bot.settings import ResultSpeaker, Settings
 from bot.tools import ALL_TOOLS, request_goes_on
@@ -82,9 +75,9 @@ def build_worker(
     text_only: bool = False,
 ) -> tuple[PipelineWorker, TurnRecorder]:
     # text_only: the scripted text evals (evals/) type the user's turns and read the replies.
-    stt = None if text_only else create_stt(settings, engines)
-    llm = create_llm(settings, engines)
-    tts = None if text_only else create_tts(settings, engines)
+    stt = None if text_only else create_service(settings, "stt", engines)
+    llm = create_service(settings, "llm", engines)
+    tts = None if text_only else create_service(settings, "tts", engines)
     threads = embedded_threads(settings)
     tool_speech = settings.resolved_tool_result_speech() is ResultSpeaker.TOOL
     recorder = TurnRecorder(

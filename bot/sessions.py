@@ -18,12 +18,11 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from bot.costs import price_turn
-from bot.embedded import EmbeddedEngines
 from bot.limits import ClientAllowance, SessionDeadlines
 from bot.percentiles import percentile
 from bot.pipeline import build_worker
+from bot.providers import EmbeddedEngines, describe_providers
 from bot.records import SessionRecord, TurnRecord
-from bot.service_factory import describe_providers
 from bot.session_resources import SessionResources
 from bot.settings import Settings
 from bot.store import SessionStore

@@ -57,7 +57,7 @@ SECTIONS = [
     (
         "Cloud providers and Daily rooms",
         "openai_api_key",
-        "Pipecat's own service classes, created in `bot/service_factory.py`.",
+        "Pipecat's own service classes, created by their rooms in `bot/providers/`.",
     ),
     ("Assistant", "system_prompt", ""),
 ]

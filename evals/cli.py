@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.service_factory import describe_providers
+from bot.providers import describe_providers
 from bot.settings import Provider, Settings
 from evals import report as reports
 from evals.audio_mode import AudioServer

@@ -20,7 +20,7 @@ from pipecat.evals.events import EvalEventStream
 from pipecat.evals.results import EvalAssertionFailure, EvalScriptResult, EvalTrace
 from pipecat.evals.script_driver import EvalScriptDriver
 
-from bot.embedded import EmbeddedEngines
+from bot.providers import EmbeddedEngines
 from bot.settings import Settings
 from bot.telemetry import Telemetry
 from evals.audio_mode import AudioSession

@@ -26,10 +26,9 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 from prometheus_client import CollectorRegistry
 
-from bot.embedded import EmbeddedEngines
 from bot.pipeline import build_worker
+from bot.providers import EmbeddedEngines, describe_providers, load_engine
 from bot.records import SessionRecord, TurnRecord
-from bot.service_factory import describe_providers
 from bot.session_resources import SessionResources
 from bot.settings import Provider, Settings
 from bot.telemetry import Telemetry
@@ -51,13 +50,7 @@ async def load_text_engines(settings: Settings) -> EmbeddedEngines:
     """The embedded LLM, when the LLM is embedded; text mode needs no STT or TTS engine."""
     engines = EmbeddedEngines()
     if settings.resolved("llm") is Provider.EMBEDDED:
-        # The loader's own steps, for the one stage text mode uses.
-        from bot.embedded import load_llm, warm_llm
-
-        started = time.monotonic()
-        engines.llm = await asyncio.to_thread(load_llm, settings)
-        await warm_llm(engines.llm, settings)
-        engines.load_seconds["llm"] = round(time.monotonic() - started, 2)
+        await load_engine(settings, "llm", engines)
     return engines
 
 

@@ -109,8 +109,7 @@ def test_a_bad_fault_setting_stops_the_server_naming_it(tmp_path):
 
 @pytest.mark.unit
 def test_benchmark_is_chosen_only_by_name_and_named_as_such(monkeypatch, tmp_path):
-    from bot.embedded import EmbeddedEngines
-    from bot.service_factory import create_llm, create_stt, create_tts, describe_providers
+    from bot.providers import EmbeddedEngines, create_service, describe_providers
     from bot.services.benchmark import BenchmarkLLMService, BenchmarkSTTService, BenchmarkTTSService
     from bot.settings import Provider, Settings
 
@@ -122,15 +121,15 @@ def test_benchmark_is_chosen_only_by_name_and_named_as_such(monkeypatch, tmp_pat
     monkeypatch.setenv("AGENT_LLM_PROVIDER", "benchmark")
     monkeypatch.setenv("AGENT_BENCHMARK_LLM_DELAY_MS", "250")
     settings = Settings()
-    assert type(create_llm(settings, EmbeddedEngines())) is BenchmarkLLMService
+    assert type(create_service(settings, "llm", EmbeddedEngines())) is BenchmarkLLMService
     assert describe_providers(settings)["llm"] == "benchmark (fixed delays):250ms"
     assert not describe_providers(settings)["stt"].startswith("benchmark")
 
     for stage in ("STT", "TTS"):
         monkeypatch.setenv(f"AGENT_{stage}_PROVIDER", "benchmark")
     settings = Settings()
-    assert type(create_stt(settings, EmbeddedEngines())) is BenchmarkSTTService
-    assert type(create_tts(settings, EmbeddedEngines())) is BenchmarkTTSService
+    assert type(create_service(settings, "stt", EmbeddedEngines())) is BenchmarkSTTService
+    assert type(create_service(settings, "tts", EmbeddedEngines())) is BenchmarkTTSService
 
 
 @pytest.mark.unit

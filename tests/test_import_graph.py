@@ -11,6 +11,12 @@ from helpers import ROOT
 
 pytestmark = pytest.mark.unit
 
+# The provider rooms (and what they share) sit below the registry, `bot/providers/__init__.py`.
+ROOM_NAMES = sorted(
+    path.stem
+    for path in (ROOT / "bot" / "providers").iterdir()
+    if path.name not in ("__init__.py", "__pycache__") and (path.suffix == ".py" or path.is_dir())
+)
 # Lowest first. A module's layer is that of the longest prefix listed here.
 LAYERS = [
     # the floor
@@ -38,12 +44,19 @@ LAYERS = [
         "bot.request_guards",
     ),
     # the pipeline's parts
-    ("bot.services", "bot.processors", "bot.observers", "bot.transports", "bot.tools"),
-    # settings -> services and engines
-    ("bot.embedded", "bot.service_factory"),
+    (
+        "bot.services",
+        "bot.processors",
+        "bot.observers",
+        "bot.transports",
+        "bot.tools",
+        *(f"bot.providers.{room}" for room in ROOM_NAMES),
+    ),
+    # settings -> services and engines: the registry of provider rooms
+    ("bot.providers",),
     ("bot.pipeline",),
     ("bot.sessions",),
-    ("bot.cli", "bot.settings_reference", "bot.__main__"),
+    ("bot.cli", "bot.settings_reference", "bot.__main__", "bot.logs"),
 ]
 # Rooms of one layer that share nothing directly: what two of them need lives on the floor.
 STRANGERS = ("bot.tools", "bot.processors", "bot.services")

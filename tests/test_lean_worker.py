@@ -125,10 +125,10 @@ async def test_microphone_audio_reaches_observers_only_if_one_may_want_it():
 def test_no_session_observer_takes_microphone_audio():
     """The real session pipeline (its RTVI observer included) queues no microphone audio to
     its observers; the idle/duration watch is added later, the same way."""
-    from bot.embedded import EmbeddedEngines
     from bot.limits import SessionDeadlines
     from bot.observers.lean_worker import observes_microphone_audio
     from bot.pipeline import build_worker
+    from bot.providers import EmbeddedEngines
     from bot.records import SessionRecord
     from bot.session_resources import SessionResources
     from bot.settings import Settings

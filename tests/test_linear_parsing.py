@@ -9,7 +9,7 @@ import re._parser as sre_parse
 import pytest
 
 from bot.auth import _TOKEN_IN_URL
-from bot.service_factory import _EMOJI
+from bot.providers.speakable import _EMOJI
 from bot.services.tool_routing import _ANSWER_PREFIX, _TOOL_NAME
 from bot.tools import TRAILING_OPEN
 from bot.tools.analyze_sentiment import (

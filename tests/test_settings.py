@@ -6,8 +6,7 @@ from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 from pipecat.services.openai.llm import OpenAILLMService
 
-from bot.embedded import EmbeddedEngines
-from bot.service_factory import SPEAKABLE_TEXT, create_llm, create_stt, create_tts
+from bot.providers import SPEAKABLE_TEXT, EmbeddedEngines, create_service
 from bot.settings import Provider, Settings
 
 pytestmark = pytest.mark.unit
@@ -126,7 +125,7 @@ def test_create_llm_builds_openai(cloud_env, monkeypatch):
     monkeypatch.setenv("AGENT_OPENAI_MODEL", "my-model")
     monkeypatch.setenv("AGENT_LLM_TEMPERATURE", "0.7")
     monkeypatch.setenv("AGENT_SYSTEM_PROMPT", "Be terse.")
-    llm = create_llm(Settings(), EmbeddedEngines())
+    llm = create_service(Settings(), "llm", EmbeddedEngines())
     assert type(llm) is OpenAILLMService
     assert str(llm._client.base_url).rstrip("/") == "http://127.0.0.1:9/v1"
     assert llm._client.api_key == "sk-openai-test"
@@ -136,7 +135,7 @@ def test_create_llm_builds_openai(cloud_env, monkeypatch):
 
 
 def test_create_llm_without_base_url_uses_openai(cloud_env):
-    llm = create_llm(Settings(), EmbeddedEngines())
+    llm = create_service(Settings(), "llm", EmbeddedEngines())
     assert type(llm) is OpenAILLMService
     assert str(llm._client.base_url).startswith("https://api.openai.com")
     assert llm._settings.model == "gpt-4.1-mini"
@@ -144,14 +143,14 @@ def test_create_llm_without_base_url_uses_openai(cloud_env):
 
 def test_create_stt_builds_deepgram(cloud_env, monkeypatch):
     monkeypatch.setenv("AGENT_DEEPGRAM_MODEL", "nova-2")
-    stt = create_stt(Settings(), EmbeddedEngines())
+    stt = create_service(Settings(), "stt", EmbeddedEngines())
     assert type(stt) is DeepgramSTTService
     assert stt._settings.model == "nova-2"
 
 
 def test_create_tts_builds_elevenlabs_with_speakable_text(cloud_env, monkeypatch):
     monkeypatch.setenv("AGENT_ELEVENLABS_VOICE_ID", "voice-123")
-    tts = create_tts(Settings(), EmbeddedEngines())
+    tts = create_service(Settings(), "tts", EmbeddedEngines())
     assert type(tts) is ElevenLabsTTSService
     assert tts._api_key == "el-test"
     assert tts._settings.voice == "voice-123"
@@ -163,7 +162,7 @@ def test_factory_follows_each_stage_independently(monkeypatch):
     """Only the OpenAI key: the LLM is cloud, the (unloaded) embedded STT/TTS are not cloud."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk")
     settings = Settings()
-    assert type(create_llm(settings, EmbeddedEngines())) is OpenAILLMService
+    assert type(create_service(settings, "llm", EmbeddedEngines())) is OpenAILLMService
     assert settings.resolved("stt") is Provider.EMBEDDED
     assert settings.resolved("tts") is Provider.EMBEDDED
 

@@ -17,7 +17,7 @@ from pipecat.pipeline.worker import PipelineParams
 from pipecat.tests.utils import run_test
 
 from bot.engines.piper_voice import SharedPiperVoice, voice_files
-from bot.service_factory import SPEAKABLE_TEXT, strip_emoji
+from bot.providers.speakable import SPEAKABLE_TEXT, strip_emoji
 from bot.services.piper_tts import SharedPiperTTSService
 
 

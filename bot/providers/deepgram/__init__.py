@@ -1,0 +1,24 @@
+"""Deepgram speech-to-text, through Pipecat's own streaming service."""
+
+from pipecat.processors.frame_processor import FrameProcessor
+
+from bot.providers.base import EmbeddedEngines, Room
+from bot.settings import Provider, Settings
+
+
+def describe(settings: Settings) -> str:
+    return f"deepgram:{settings.deepgram_model}"
+
+
+def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
+    # Imported when chosen: a server that never uses it does not load its SDK.
+    from pipecat.services.deepgram.stt import DeepgramSTTService
+
+    return DeepgramSTTService(
+        api_key=settings.deepgram_api_key.get_secret_value(),
+        base_url=settings.deepgram_url,
+        settings=DeepgramSTTService.Settings(model=settings.deepgram_model, interim_results=True),
+    )
+
+
+ROOM = Room(stage="stt", provider=Provider.DEEPGRAM, describe=describe, create=create)
