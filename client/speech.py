@@ -15,7 +15,7 @@ import numpy as np
 import soxr
 from piper.config import SynthesisConfig
 
-from bot.engines.piper_voice import SharedPiperVoice
+from bot.providers.piper.voice import SharedPiperVoice
 
 MIC_RATE = 16000
 # Piper draws random noise for each rendition, so the same sentence sounded (and transcribed)

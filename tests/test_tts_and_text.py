@@ -16,9 +16,9 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.worker import PipelineParams
 from pipecat.tests.utils import run_test
 
-from bot.engines.piper_voice import SharedPiperVoice, voice_files
+from bot.providers.piper.service import SharedPiperTTSService
+from bot.providers.piper.voice import SharedPiperVoice, voice_files
 from bot.providers.speakable import SPEAKABLE_TEXT, strip_emoji
-from bot.services.piper_tts import SharedPiperTTSService
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +155,7 @@ async def test_speakable_text_keeps_arithmetic_and_hyphens():
 
 @pytest.mark.unit
 def test_leading_silence_is_trimmed_to_a_short_lead_in():
-    from bot.engines.piper_voice import LEAD_IN_SECS, trim_leading_silence
+    from bot.providers.piper.voice import LEAD_IN_SECS, trim_leading_silence
 
     rate = 22050
     tone = (np.sin(np.arange(rate) / 5) * 8000).astype(np.int16)
@@ -215,6 +215,6 @@ async def test_sessions_synthesize_side_by_side(voice):
     ],
 )
 def test_piper_starts_a_long_first_sentence_from_its_first_clause(text, pieces):
-    from bot.services.piper_tts import speaking_pieces
+    from bot.providers.piper.service import speaking_pieces
 
     assert speaking_pieces(text) == pieces

@@ -15,7 +15,7 @@ def describe(settings: Settings) -> str:
 
 
 def load(settings: Settings):
-    from bot.engines.piper_voice import SharedPiperVoice
+    from bot.providers.piper.voice import SharedPiperVoice
 
     voice = SharedPiperVoice(settings.tts_voice, threads=settings.tts_threads)
     voice.warm_up()
@@ -25,7 +25,7 @@ def load(settings: Settings):
 def render(settings: Settings, text: str, voice, sample_rate: int) -> bytes:
     """`text` spoken by the embedded voice (loaded just for this, and dropped, when `voice` is
     None: a cloud TTS may be the stage that failed), as 16-bit mono PCM at `sample_rate`."""
-    from bot.engines.piper_voice import SharedPiperVoice
+    from bot.providers.piper.voice import SharedPiperVoice
 
     voice = voice or SharedPiperVoice(settings.tts_voice, threads=1)
     pcm = np.frombuffer(b"".join(voice.synthesize(text)), dtype=np.int16)
@@ -35,7 +35,7 @@ def render(settings: Settings, text: str, voice, sample_rate: int) -> bytes:
 
 
 def create(_settings: Settings, engines: EmbeddedEngines) -> FrameProcessor:
-    from bot.services.piper_tts import SharedPiperTTSService
+    from bot.providers.piper.service import SharedPiperTTSService
 
     return SharedPiperTTSService(voice=engines.tts, text_transforms=SPEAKABLE_TEXT)
 

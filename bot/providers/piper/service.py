@@ -9,7 +9,7 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.utils.string import match_endofsentence
 
-from bot.engines.piper_voice import SharedPiperVoice
+from bot.providers.piper.voice import SharedPiperVoice
 
 # A first sentence this long starts from its first clause: Piper renders a whole text before
 # any of it plays, and the clause's audio covers the time the rest takes to render.
