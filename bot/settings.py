@@ -36,7 +36,7 @@ class Provider(str, Enum):
     OPENAI = "openai"
     DEEPGRAM = "deepgram"
     ELEVENLABS = "elevenlabs"
-    # Fixed-delay stand-ins (bot/services/benchmark.py) to measure what the server itself adds.
+    # Fixed-delay stand-ins (bot/providers/benchmark/services.py) to measure what the server itself adds.
     BENCHMARK = "benchmark"
 
 

@@ -42,7 +42,7 @@ SECTIONS = [
     (
         "Benchmark providers",
         "benchmark_stt_delay_ms",
-        "Fixed-delay stand-ins (`bot/services/benchmark.py`) to measure what the server itself"
+        "Fixed-delay stand-ins (`bot/providers/benchmark/services.py`) to measure what the server itself"
         " adds; never the default and never chosen by `auto`.",
     ),
     ("Embedded LLM", "llm_model", ""),

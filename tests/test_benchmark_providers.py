@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from helpers import TURN_TIMEOUT, is_turn_metrics
 
-from bot.services.benchmark import BENCHMARK_REPLY, SECONDS_PER_CHARACTER
+from bot.providers.benchmark.services import BENCHMARK_REPLY, SECONDS_PER_CHARACTER
 from client.server_process import start_server, stop_server
 from client.speech import speech_pcm
 from client.ws import BotAudio, VoiceClient
@@ -110,7 +110,7 @@ def test_a_bad_fault_setting_stops_the_server_naming_it(tmp_path):
 @pytest.mark.unit
 def test_benchmark_is_chosen_only_by_name_and_named_as_such(monkeypatch, tmp_path):
     from bot.providers import EmbeddedEngines, create_service, describe_providers
-    from bot.services.benchmark import BenchmarkLLMService, BenchmarkSTTService, BenchmarkTTSService
+    from bot.providers.benchmark.services import BenchmarkLLMService, BenchmarkSTTService, BenchmarkTTSService
     from bot.settings import Provider, Settings
 
     monkeypatch.chdir(tmp_path)  # no .env

@@ -22,8 +22,8 @@ from fakes.elevenlabs_server import FakeElevenLabs
 from fakes.openai_server import Failure, FakeOpenAI, Rule, Stall, Text
 from helpers import TURN_TIMEOUT, is_turn_metrics
 
+from bot.providers.benchmark.services import BENCHMARK_REPLY
 from bot.records import SessionRecord
-from bot.services.benchmark import BENCHMARK_REPLY
 from bot.settings import Settings
 from bot.store import SessionStore
 from client.server_process import start_server, stop_server

@@ -23,7 +23,7 @@ from bot.pipecat_internals import (
     reconnects,
     reports_audio_levels,
 )
-from bot.services.benchmark import BenchmarkSTTService
+from bot.providers.benchmark.services import BenchmarkSTTService
 
 pytestmark = pytest.mark.unit
 

@@ -21,19 +21,19 @@ def _describer(stage: Stage):
 
 
 def create_stt(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
-    from bot.services.benchmark import BenchmarkSTTService
+    from bot.providers.benchmark.services import BenchmarkSTTService
 
     return BenchmarkSTTService(delay_secs=_delay_secs(settings, "stt"), faults=settings.benchmark_faults)
 
 
 def create_llm(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
-    from bot.services.benchmark import BenchmarkLLMService
+    from bot.providers.benchmark.services import BenchmarkLLMService
 
     return BenchmarkLLMService(delay_secs=_delay_secs(settings, "llm"), faults=settings.benchmark_faults)
 
 
 def create_tts(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
-    from bot.services.benchmark import BenchmarkTTSService
+    from bot.providers.benchmark.services import BenchmarkTTSService
 
     return BenchmarkTTSService(
         delay_secs=_delay_secs(settings, "tts"), faults=settings.benchmark_faults, text_transforms=SPEAKABLE_TEXT

@@ -16,7 +16,7 @@ def describe(settings: Settings) -> str:
 def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
     from pipecat.services.openai.llm import OpenAILLMService
 
-    from bot.services.routed_openai_llm import RoutedOpenAILLMService
+    from bot.providers.openai.routed import RoutedOpenAILLMService
 
     service_class = RoutedOpenAILLMService if settings.llm_tool_mode is ToolMode.ROUTED else OpenAILLMService
     return service_class(
