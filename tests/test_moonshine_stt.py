@@ -31,14 +31,10 @@ from pipecat.metrics.metrics import (
 from pipecat.pipeline.worker import PipelineParams
 from pipecat.tests.utils import SleepFrame, run_test
 
-from bot.engines.moonshine import (
-    SAMPLE_RATE,
-    MoonshineEngine,
-    TranscriptionCancelled,
-    model_dir,
-    prepare_moonshine,
-)
-from bot.services.moonshine_stt import MoonshineSTTService
+from bot.providers.moonshine.conversion import model_dir, prepare_moonshine
+from bot.providers.moonshine.engine import MoonshineEngine, TranscriptionCancelled
+from bot.providers.moonshine.model import SAMPLE_RATE
+from bot.providers.moonshine.service import MoonshineSTTService
 from client.speech import REPEATABLE
 
 pytestmark = pytest.mark.model

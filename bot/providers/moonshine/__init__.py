@@ -4,23 +4,22 @@ process shared by every session."""
 from pipecat.processors.frame_processor import FrameProcessor
 
 from bot.providers.base import EmbeddedEngines, Room
+from bot.providers.moonshine.model import MODEL_NAME
 from bot.settings import Provider, Settings
-
-MODEL = "moonshine-base-en"
 
 
 def describe(_settings: Settings) -> str:
-    return f"embedded:{MODEL}"
+    return f"embedded:{MODEL_NAME}"
 
 
 def prepare(settings: Settings) -> None:
-    from bot.engines.moonshine import prepare_moonshine
+    from bot.providers.moonshine.conversion import prepare_moonshine
 
     prepare_moonshine(settings.data_dir)
 
 
 def load(settings: Settings):
-    from bot.engines.moonshine import MoonshineEngine
+    from bot.providers.moonshine.engine import MoonshineEngine
 
     engine = MoonshineEngine(settings.data_dir, threads=settings.stt_threads)
     engine.warm_up()
@@ -28,7 +27,7 @@ def load(settings: Settings):
 
 
 def create(settings: Settings, engines: EmbeddedEngines) -> FrameProcessor:
-    from bot.services.moonshine_stt import MoonshineSTTService
+    from bot.providers.moonshine.service import MoonshineSTTService
 
     return MoonshineSTTService(
         engine=engines.stt,
@@ -44,7 +43,7 @@ ROOM = Room(
     provider=Provider.EMBEDDED,
     describe=describe,
     create=create,
-    model=lambda _engine: MODEL,
+    model=lambda _engine: MODEL_NAME,
     prepare=prepare,
     load=load,
     threads=lambda settings: settings.stt_threads,

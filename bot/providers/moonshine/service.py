@@ -58,13 +58,14 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 
-from bot.engines.moonshine import MODEL_NAME, SAMPLE_RATE, MoonshineEngine, TranscriptionCancelled
 from bot.frames import (
     RequestInterimTranscriptionFrame,
     RequestTranscriptionFrame,
     UserSpeechPausedFrame,
     UserSpeechResumedFrame,
 )
+from bot.providers.moonshine.engine import MoonshineEngine, TranscriptionCancelled
+from bot.providers.moonshine.model import MODEL_NAME, SAMPLE_RATE
 
 # Time from end of speech to the final transcript with VAD stop_secs=0.2 (Pipecat's TTFS), as
 # this service's TTFB metric reported it on 2 cores: 0.28-0.42 s for 1.7-6 s utterances, of which
