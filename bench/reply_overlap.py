@@ -25,7 +25,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
 from bot.providers import llama
-from bot.services.local_llm import CONTINUATION_PAUSE_SECS, LocalLLMService
+from bot.providers.llama.service import CONTINUATION_PAUSE_SECS, LocalLLMService
 from bot.settings import Settings
 from bot.tools import ALL_TOOLS
 
@@ -99,7 +99,7 @@ async def trial(engine, settings: Settings, pause_secs: float, long_q: str, shor
 async def bench(trials: int) -> None:
     settings = Settings()
     engine = await asyncio.to_thread(llama.load, settings)
-    await llama.warm(engine, settings)
+    await llama.warm(engine, settings, ALL_TOOLS)
     settings_tried = {CONTINUATION_PAUSE_SECS: [], 0.0: []}
     for i in range(trials):
         for pause_secs in settings_tried if i % 2 == 0 else reversed(settings_tried):

@@ -34,10 +34,10 @@ from typing import Any
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.processors.aggregators.llm_context import LLMContext
 
-from bot.engines.llm_weights import ensure_model_file
-from bot.engines.local_llm import LocalLLMEngine
-from bot.services.local_llm import build_request
-from bot.services.tool_routing import NO_TOOL, REPLY_PREFILL, ReplyDecoder
+from bot.providers.llama.engine import LocalLLMEngine
+from bot.providers.llama.service import build_request
+from bot.providers.llama.weights import ensure_model_file
+from bot.providers.tool_routing import NO_TOOL, REPLY_PREFILL, ReplyDecoder
 from bot.settings import Settings
 from bot.tools import ALL_TOOLS
 

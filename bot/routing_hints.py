@@ -1,6 +1,6 @@
 """How a tool describes itself to the router, next to its code: the phrasings that call it, the
 values its arguments may take, and when it may be called at all. The router
-(`bot/services/tool_routing.py`) reads these from the tools a context carries
+(`bot/providers/tool_routing.py`) reads these from the tools a context carries
 (`routable_tools`); a tool imports only this module, never a service."""
 
 import re

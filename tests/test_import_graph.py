@@ -33,7 +33,6 @@ LAYERS = [
     ),
     # the parts every session shares or leaves behind, and the guards around them
     (
-        "bot.engines",
         "bot.turn_models",
         "bot.store",
         "bot.telemetry",
@@ -45,7 +44,6 @@ LAYERS = [
     ),
     # the pipeline's parts
     (
-        "bot.services",
         "bot.processors",
         "bot.observers",
         "bot.transports",
@@ -59,7 +57,7 @@ LAYERS = [
     ("bot.cli", "bot.settings_reference", "bot.__main__", "bot.logs"),
 ]
 # Rooms of one layer that share nothing directly: what two of them need lives on the floor.
-STRANGERS = ("bot.tools", "bot.processors", "bot.services")
+STRANGERS = ("bot.tools", "bot.processors", "bot.providers.")  # the rooms, not their registry
 
 
 def _module_name(path: Path) -> str:
@@ -107,7 +105,7 @@ def _layer(name: str) -> int:
 
 
 def _room(name: str) -> str | None:
-    return next((room for room in STRANGERS if name == room or name.startswith(room + ".")), None)
+    return next((room for room in STRANGERS if name.startswith(room.rstrip(".") + ".") or name == room), None)
 
 
 def test_every_module_of_the_package_is_on_a_layer():
@@ -135,6 +133,22 @@ def test_tools_processors_and_services_do_not_import_each_other():
         if _room(name) and _room(target) and _room(name) != _room(target)
     ]
     assert not crossing, "\n".join(crossing)
+
+
+# In a provider's room, what loads and runs the model knows nothing of Pipecat's services.
+ENGINE_PARTS = ("engine", "voice", "conversion", "weights", "model")
+SERVICE_PARTS = ("service", "services", "routed", "tool_routing")
+
+
+def test_engines_do_not_import_services():
+    reaching = [
+        f"{name} imports {target}"
+        for name, targets in GRAPH.items()
+        if name.startswith("bot.providers.") and name.rsplit(".", 1)[-1] in ENGINE_PARTS
+        for target in targets
+        if target.rsplit(".", 1)[-1] in SERVICE_PARTS
+    ]
+    assert not reaching, "\n".join(reaching)
 
 
 def test_nothing_imports_the_server():
@@ -185,4 +199,5 @@ def test_the_rules_see_a_violation():
     assert "bot.pipeline" in GRAPH["bot.sessions"]
     assert "bot.conversation" in GRAPH["bot.routing_hints"]
     assert "bench.provenance" in GRAPH["bench.latency"]
-    assert _layer("bot.services.local_llm") > _layer("bot.engines.local_llm")
+    assert _layer("bot.providers") > _layer("bot.providers.llama.service")
+    assert "bot.providers.moonshine.conversion" in GRAPH["bot.providers.moonshine.engine"]

@@ -10,7 +10,7 @@ import pytest
 
 from bot.auth import _TOKEN_IN_URL
 from bot.providers.speakable import _EMOJI
-from bot.services.tool_routing import _ANSWER_PREFIX, _TOOL_NAME
+from bot.providers.tool_routing import _ANSWER_PREFIX, _TOOL_NAME
 from bot.tools import TRAILING_OPEN
 from bot.tools.analyze_sentiment import (
     _POINTS_AT_WORDS,

@@ -30,11 +30,11 @@ from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
-from bot.engines.llm_weights import ensure_model_file
-from bot.engines.local_llm import LocalLLMEngine, SlotAffinity
 from bot.processors.speculative_prefill import SpeculativePrefill
-from bot.services.local_llm import LocalLLMService, build_request
-from bot.services.tool_routing import REPLY_PREFILL, ReplyDecoder, reply_grammar
+from bot.providers.llama.engine import LocalLLMEngine, SlotAffinity
+from bot.providers.llama.service import LocalLLMService, build_request
+from bot.providers.llama.weights import ensure_model_file
+from bot.providers.tool_routing import REPLY_PREFILL, ReplyDecoder, reply_grammar
 from bot.settings import Settings
 from bot.tools.current_time import get_current_time
 

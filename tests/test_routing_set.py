@@ -11,8 +11,8 @@ import pytest
 from helpers import ROOT
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 
+from bot.providers.tool_routing import NO_TOOL
 from bot.routing_hints import routable_tools
-from bot.services.tool_routing import NO_TOOL
 from bot.tools import ALL_TOOLS
 
 pytestmark = pytest.mark.unit

@@ -10,8 +10,7 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.processors.aggregators.llm_context import LLMContext
 
 from bot.conversation import current_request
-from bot.routing_hints import RoutableTool, routable_tools
-from bot.services.tool_routing import (
+from bot.providers.tool_routing import (
     NO_TOOL,
     REPLY_PREFILL,
     ReplyDecoder,
@@ -22,6 +21,7 @@ from bot.services.tool_routing import (
     route_conversation,
     to_routed_messages,
 )
+from bot.routing_hints import RoutableTool, routable_tools
 from bot.tools.current_time import get_current_time
 
 pytestmark = pytest.mark.unit

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from bot.engines.llm_weights import MODELS, _still_verified
+from bot.providers.llama.weights import MODELS, _still_verified
 from client.server_process import ROOT
 
 
 @pytest.mark.e2e
 def test_the_weight_chunks_are_found_without_importing_their_packages():
     probe = (
-        "import sys; from bot.engines.llm_weights import MODELS, _chunk_files;"
+        "import sys; from bot.providers.llama.weights import MODELS, _chunk_files;"
         "files = _chunk_files(MODELS['qwen2.5-coder-0.5b']);"
         "print(len(files), all(f.is_file() for f in files),"
         " [m for m in sys.modules if m.startswith('pandas_sns')])"

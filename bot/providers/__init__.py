@@ -13,6 +13,7 @@ from bot.providers import benchmark, deepgram, elevenlabs, llama, moonshine, ope
 from bot.providers.base import STAGES, EmbeddedEngines, Room, Stage
 from bot.providers.speakable import SPEAKABLE_TEXT
 from bot.settings import Provider, Settings
+from bot.tools import ALL_TOOLS
 
 __all__ = ["SPEAKABLE_TEXT", "EmbeddedEngines", "Room", "ROOMS"]
 
@@ -63,7 +64,7 @@ async def load_engine(settings: Settings, stage: Stage, engines: EmbeddedEngines
     started = time.monotonic()
     engine = await asyncio.to_thread(chosen.load, settings)
     if chosen.warm:
-        await chosen.warm(engine, settings)
+        await chosen.warm(engine, settings, ALL_TOOLS)
     setattr(engines, stage, engine)
     engines.models[stage] = chosen.model(engine)
     engines.load_seconds[stage] = round(time.monotonic() - started, 2)

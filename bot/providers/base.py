@@ -46,5 +46,5 @@ class Room:
     model: Callable[[Any], str] | None = None  # the loaded engine -> the model it runs
     prepare: Callable[[Settings], None] | None = None  # one-time setup (`python -m bot setup`)
     load: Callable[[Settings], Any] | None = None  # the engine, in a worker thread, once
-    warm: Callable[[Any, Settings], Awaitable[None]] | None = None  # after loading
+    warm: Callable[[Any, Settings, list], Awaitable[None]] | None = None  # after loading, with the tools
     threads: Callable[[Settings], int] | None = None  # CPU threads the engine computes on

@@ -38,7 +38,7 @@ from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
-from bot.services.local_llm import llm_settings
+from bot.providers.llama.service import llm_settings
 from bot.settings import BenchmarkFault
 
 BENCHMARK_REPLY = "Sure, here is a short benchmark answer."

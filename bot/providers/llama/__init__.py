@@ -15,14 +15,14 @@ def describe(settings: Settings) -> str:
 
 
 def prepare(settings: Settings) -> None:
-    from bot.engines.llm_weights import ensure_model_file
+    from bot.providers.llama.weights import ensure_model_file
 
     ensure_model_file(settings.llm_model, settings.data_dir)
 
 
 def load(settings: Settings):
-    from bot.engines.llm_weights import ensure_model_file
-    from bot.engines.local_llm import LocalLLMEngine
+    from bot.providers.llama.engine import LocalLLMEngine
+    from bot.providers.llama.weights import ensure_model_file
 
     return LocalLLMEngine(
         ensure_model_file(settings.llm_model, settings.data_dir),
@@ -33,12 +33,11 @@ def load(settings: Settings):
     )
 
 
-async def warm(engine, settings: Settings) -> None:
-    """Cache the system prompt and tool instructions, the prefix of every request."""
-    from bot.services.local_llm import build_request
-    from bot.tools import ALL_TOOLS
+async def warm(engine, settings: Settings, tools: list) -> None:
+    """Cache the system prompt and the instructions of `tools`, the prefix of every request."""
+    from bot.providers.llama.service import build_request
 
-    context = LLMContext(messages=[{"role": "user", "content": "Hello!"}], tools=ToolsSchema(ALL_TOOLS))
+    context = LLMContext(messages=[{"role": "user", "content": "Hello!"}], tools=ToolsSchema(tools))
     await engine.warm_up(
         build_request(
             context,
@@ -51,7 +50,7 @@ async def warm(engine, settings: Settings) -> None:
 
 
 def create(settings: Settings, engines: EmbeddedEngines) -> FrameProcessor:
-    from bot.services.local_llm import LocalLLMService
+    from bot.providers.llama.service import LocalLLMService
 
     return LocalLLMService(
         engine=engines.llm,

@@ -36,7 +36,7 @@ from loguru import logger
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from bot.engines.files import sha256_file
+from bot.providers.files import sha256_file
 from bot.providers.moonshine.model import MODEL_NAME
 
 # Bump when the conversion changes, so caches written by older code are rebuilt.

@@ -12,7 +12,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.utils.types import assert_given
 
-from bot.services.tool_routing import ReplyDecoder, function_calls, reply_json_schema, route_conversation
+from bot.providers.tool_routing import ReplyDecoder, function_calls, reply_json_schema, route_conversation
 
 
 class RoutedOpenAILLMService(OpenAILLMService):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from bot.engines.files import sha256_file
+from bot.providers.files import sha256_file
 
 
 @dataclass(frozen=True)

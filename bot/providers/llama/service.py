@@ -27,9 +27,8 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
 from bot.conversation import before_request, merged_request
-from bot.engines.local_llm import LocalLLMEngine
-from bot.routing_hints import RoutableTool
-from bot.services.tool_routing import (
+from bot.providers.llama.engine import LocalLLMEngine
+from bot.providers.tool_routing import (
     ANSWER_PREFILL,
     NO_TOOL,
     REPLY_PREFILL,
@@ -41,6 +40,7 @@ from bot.services.tool_routing import (
     reply_grammar,
     route_conversation,
 )
+from bot.routing_hints import RoutableTool
 
 
 @dataclass
