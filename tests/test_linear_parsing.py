@@ -20,14 +20,9 @@ from bot.tools.analyze_sentiment import (
     quoted_by_user,
 )
 from bot.tools.current_time import ASKS_FOR_TIME
-from bot.tools.generate_chart import (
-    _ASKS_FOR_CHART,
-    _ASKS_WHAT,
-    MAX_DICTATION_CHARS,
-    PARSERS,
-    said_pairs,
-)
+from bot.tools.generate_chart import _ASKS_FOR_CHART, _ASKS_WHAT
 from bot.tools.get_realtime_data import ASKS_FOR_LIVE_DATA
+from bot.tools.spoken_numbers import MAX_DICTATION_CHARS, PARSERS, said_pairs
 
 pytestmark = pytest.mark.unit
 

@@ -23,8 +23,10 @@ from bot.telemetry import Telemetry
 from bot.tools import ALL_TOOLS
 from bot.tools.analyze_sentiment import analyze_sentiment, analyzer, quoted_by_user
 from bot.tools.current_time import get_current_time
-from bot.tools.generate_chart import generate_chart, said_numbers, said_pairs, spoken_number
+from bot.tools.generate_chart import generate_chart
 from bot.tools.get_realtime_data import get_realtime_data
+from bot.tools.results import spoken_number
+from bot.tools.spoken_numbers import said_numbers, said_pairs
 
 pytestmark = pytest.mark.unit
 

@@ -26,7 +26,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from bot.conversation import current_request
 from bot.routing_hints import argument_choices, called_alone, requested_when, routing_constraint, routing_examples
-from bot.tools.generate_chart import (
+from bot.tools.results import (
     MAX_POINTS,
     build_figure,
     keep_and_show,

@@ -7,171 +7,36 @@ charted again by id ("chart the previous result") instead of the model re-typing
      "series": [{"name": str, "values": [float, ...]}, ...],   # each as long as labels
      "figure": {...}, "summary": str, ...}                       # plus kind-specific fields
 
-The helpers here (figure building, spoken numbers, keeping and showing a result) are shared
-by the other data tools.
+What the data tools share lives beside it: results and figures in `results.py`, the numbers
+the user said in `spoken_numbers.py`.
 """
 
 import asyncio
-import json
 import math
 import re
 from typing import Any
 
-import plotly.graph_objects as go
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
 from bot.conversation import current_request, user_texts
 from bot.routing_hints import argument_choices, called_alone, routing_constraint, routing_examples
 from bot.session_resources import SessionResources
+from bot.tools.results import (
+    MAX_POINTS,
+    ToolInputError,
+    as_number,
+    build_figure,
+    keep_and_show,
+    resources_for_a_result,
+    rounded,
+    spoken_number,
+)
+from bot.tools.spoken_numbers import said_numbers, said_pairs, was_said
 
 CHART_TYPES = ("bar", "line", "pie", "scatter")
-MAX_POINTS = 50
 MAX_SERIES = 5  # a kept result charted again may carry a few series
 LATEST = ("latest", "last", "previous")
-
-
-class ToolInputError(ValueError):
-    """Bad tool input; its message is spoken back to the user by the LLM."""
-
-
-# --- shared helpers ---------------------------------------------------------------------------
-
-
-def session_resources(params: FunctionCallParams) -> SessionResources | None:
-    resources = getattr(params, "app_resources", None)
-    return resources if isinstance(resources, SessionResources) else None
-
-
-async def resources_for_a_result(params: FunctionCallParams, what: str) -> SessionResources | None:
-    """The session's resources for a tool that keeps a result; None, with the call answered
-    with why, when the session has none (`what` is not available) or is at its limit."""
-    resources = session_resources(params)
-    if resources is None:
-        await params.result_callback({"error": f"{what} is not available in this session"})
-        return None
-    if problem := resources.limit_problem():
-        await params.result_callback({"error": problem})
-        return None
-    return resources
-
-
-def spoken_number(value: float) -> str:
-    """A number as a voice says it: 30, 1.25, 0.86, 1,234, minus 0.5."""
-    value = float(value)
-    if not math.isfinite(value):
-        return "not a number"
-    sign = "minus " if value < 0 else ""
-    a = abs(value)
-    if a == 0:
-        return "0"
-    if a >= 100:
-        text = f"{a:,.1f}"
-    elif a >= 1:
-        text = f"{a:.2f}"
-    else:
-        text = f"{a:.2g}"
-        if "e" in text:
-            text = f"{a:.8f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return sign + text
-
-
-def rounded(value: float, digits: int = 3) -> float | int:
-    """A compact number for the LLM context: 30 rather than 30.0, 0.862 rather than 0.8622."""
-    value = round(float(value), digits)
-    return int(value) if value.is_integer() else value
-
-
-def figure_json(fig: go.Figure) -> dict[str, Any]:
-    """The figure as plain JSON types (Plotly's encoder handles numpy and dates)."""
-    return json.loads(fig.to_json())
-
-
-def build_figure(
-    chart_type: str,
-    title: str,
-    labels: list[str],
-    series: list[dict[str, Any]],
-    *,
-    x: list[Any] | None = None,
-    x_title: str = "",
-    y_title: str = "",
-    y_range: tuple[float, float] | None = None,
-) -> dict[str, Any]:
-    """A Plotly figure spec (a JSON-safe dict) of one or more series over `labels` (or `x`)."""
-    xs = list(x) if x is not None else list(labels)
-    traces = []
-    for s in series:
-        name, values = s.get("name") or "", list(s["values"])
-        if chart_type == "bar":
-            traces.append(go.Bar(x=xs, y=values, name=name))
-        elif chart_type == "line":
-            traces.append(go.Scatter(x=xs, y=values, name=name, mode="lines+markers"))
-        elif chart_type == "scatter":
-            traces.append(go.Scatter(x=xs, y=values, name=name, mode="markers"))
-        elif chart_type == "pie":
-            traces.append(go.Pie(labels=list(labels), values=values, name=name, sort=False))
-        else:
-            raise ValueError(f"unknown chart type {chart_type!r}")
-    layout: dict[str, Any] = {
-        # "none" keeps the spec small; plotly.js applies its own defaults on the page.
-        "template": "none",
-        "title": {"text": title},
-        "showlegend": len(series) > 1 or chart_type == "pie",
-        "margin": {"l": 50, "r": 20, "t": 50, "b": 50},
-    }
-    if chart_type == "bar" and len(series) > 1:
-        layout["barmode"] = "group"
-    if chart_type != "pie":
-        layout["xaxis"] = {"title": {"text": x_title}, "automargin": True}
-        layout["yaxis"] = {"title": {"text": y_title}, "automargin": True}
-        if y_range is not None:
-            layout["yaxis"]["range"] = list(y_range)
-    return figure_json(go.Figure(data=traces, layout=layout))
-
-
-def keep_and_show(
-    params: FunctionCallParams,
-    resources: SessionResources,
-    *,
-    kind: str,
-    visualization_type: str,
-    data: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """Keep the full result (with its figure) and queue its visualization; returns its id."""
-    result_id = resources.remember(kind, data)
-    resources.show(
-        params.tool_call_id,
-        {
-            "type": visualization_type,
-            "result_id": result_id,
-            "title": data.get("title", ""),
-            "summary": data.get("summary", ""),
-            "figure": data["figure"],
-            **(extra or {}),
-        },
-    )
-    return result_id
-
-
-def as_number(value: Any, what: str) -> float:
-    if isinstance(value, bool):
-        raise ToolInputError(f"{what} must be a number, not {value}")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip().replace(",", ""))
-        except ValueError:
-            raise ToolInputError(f"{what} must be a number, not {value!r}") from None
-    else:
-        raise ToolInputError(f"{what} must be a number")
-    if not math.isfinite(number):
-        raise ToolInputError(f"{what} must be a finite number")
-    return number
 
 
 def _phrase(title: str) -> str:
@@ -299,37 +164,6 @@ def numeric_axis(labels: list[str]) -> list[float] | None:
     return xs if all(math.isfinite(x) for x in xs) else None
 
 
-# --- the user's own words ---------------------------------------------------------------------
-# A small model sometimes invents numbers (copied from a routing example) or re-types an
-# earlier result instead of naming it, and sometimes names an earlier result while the user is
-# dictating new data. Typed numbers are therefore checked against what the user actually said,
-# and "label number" pairs the user dictated are read straight from their words.
-
-_SMALL = {
-    w: i
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen".split()
-    )
-}
-_TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
-_SCALES = {"hundred": 100, "thousand": 1e3, "k": 1e3, "million": 1e6, "billion": 1e9}
-# Every pattern that reads user or model text repeats only possessively (`*+`, `++`, `?+`) and
-# is used with `match`/`fullmatch` on a bounded piece: no input can make it backtrack, so its
-# cost is linear in what it reads (tests/test_tools.py checks the shapes). A chunk of a
-# dictated list is taken apart word by word from its end rather than by one regex.
-_DIGITS = r"\d{1,3}+(?:,\d{3})++(?:\.\d++)?+|\d++(?:\.\d++)?+|\.\d++"
-_TOKENS = re.compile(rf"{_DIGITS}|[a-z]++|[%,;.]")
-_AMOUNT = re.compile(rf"(?P<sign>-)?+[$€£]?+(?P<number>{_DIGITS})")
-_CHUNK_BREAK = re.compile(r",\s++|;|\band\b|\.\s")
-_TITLE = re.compile(r"\b(?:chart|graph|plot)\s++(?:of|for|on|about|showing|with)\s++(?P<title>.++)", re.I)
-_SEPARATORS = {"=", ":", "is", "was", "at", "with"}
-_LABEL_DASH_NUMBER = re.compile(r"(?<=[a-z])-(?=\d)", re.IGNORECASE)
-# The longest request read for dictated pairs: far above a spoken list of values (a six-value
-# chart request is ~120 characters); a longer one is not a dictation, and the model's typed
-# values are used, checked against the numbers said.
-MAX_DICTATION_CHARS = 1000
-PARSERS = (_TOKENS, _AMOUNT, _CHUNK_BREAK, _TITLE, _LABEL_DASH_NUMBER)  # for the shape test (and the cues below)
 _REFERS_BACK = re.compile(
     r"\b(?:that|this|it|those|these|them|previous|last|latest|earlier|result|results|above|same)\b",
     re.I,
@@ -350,194 +184,6 @@ def chart_goes_on(words: str) -> bool:
         and not _REFERS_BACK.search(words)
         and not said_numbers(words)
     )
-
-
-def said_numbers(text: str) -> set[float]:
-    """Every number in `text`, in digits or words ("twenty five", "1.2 million", "30%"), with
-    the variants a model may type for it (its scaled or percent form); signs are ignored."""
-    found: set[float] = set()
-    tokens = _TOKENS.findall(text.lower())
-    total = current = 0.0
-    in_words = False
-
-    def flush() -> None:
-        nonlocal total, current, in_words
-        if in_words:
-            found.add(total + current)
-        total = current = 0.0
-        in_words = False
-
-    for i, token in enumerate(tokens):
-        following = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if token[0].isdigit() or (token[0] == "." and token[1:2].isdigit()):
-            flush()
-            number = float(token.replace(",", ""))
-            found.add(number)
-            if following in _SCALES:
-                found.add(number * _SCALES[following])
-            if following in ("%", "percent"):
-                found.add(number / 100)
-        elif token in _SMALL or token in _TENS:
-            # "five three" or "twenty thirty" are two numbers; "twenty five" is one.
-            units_taken = current % 100 % 10 or 10 <= current % 100 < 20
-            if in_words and (units_taken or (token in _TENS and current % 100)):
-                flush()
-            current += _SMALL.get(token, 0) + _TENS.get(token, 0)
-            in_words = True
-        elif token == "hundred" and in_words:
-            current = max(current, 1) * 100
-        elif token in ("thousand", "million", "billion") and in_words:
-            found.add(total + current)  # "67 million" may be typed as 67, as with digits
-            total += max(current, 1) * _SCALES[token]
-            current = 0.0
-        elif token == "and" and in_words and tokens[i - 1] in _SCALES:
-            continue  # "one hundred and five"
-        else:
-            flush()
-    flush()
-    return found
-
-
-def was_said(value: float, numbers: set[float]) -> bool:
-    return any(math.isclose(abs(value), abs(n), rel_tol=1e-9, abs_tol=1e-9) for n in numbers)
-
-
-def _spoken_amount(words: list[str]) -> float | None:
-    """The number that the words at the end of `words` say ("ten", "eight hundred", "twenty
-    five thousand"), taking them off `words`; None (and nothing taken) when none do."""
-    tail = []
-    while words and (w := words[-1].lower().strip(".,")) in (*_SMALL, *_TENS, *_SCALES, "and"):
-        tail.insert(0, w)
-        words.pop()
-    if tail and tail[0] in _SCALES and words and words[-1].lower() == "a":
-        words.pop()  # "a hundred"
-        tail.insert(0, "one")
-    while tail and tail[0] in ("and", "hundred", "thousand", "million", "billion", "k"):
-        words.append(tail.pop(0))  # a number starts with its digits' words
-    total = current = 0.0
-    for w in tail:
-        if w in _SMALL or w in _TENS:
-            if current % 100 and (w in _TENS or current % 10 or 10 <= current % 100 < 20):
-                words.extend(tail)  # "five three": two numbers, not one amount
-                return None
-            current += _SMALL.get(w, 0) + _TENS.get(w, 0)
-        elif w == "hundred":
-            current = max(current, 1) * 100
-        elif w in _SCALES:
-            total += max(current, 1) * _SCALES[w]
-            current = 0.0
-    return total + current if tail else None
-
-
-def _label_and_amount(chunk: str) -> tuple[str, float] | None:
-    """("rent", 900.0) of "rent 900", "rent is $900", "rent = 900", "rent nine hundred" or
-    "rent 90 percent"; ("", -5.0) of a bare "minus 5"; None when `chunk` does not end in a
-    number."""
-    words = chunk.replace("=", " = ").split()
-    if words and words[-1].lower() in ("%", "percent"):
-        words.pop()
-    elif words and words[-1].endswith("%"):
-        words[-1] = words[-1][:-1]
-    amount = _AMOUNT.fullmatch(words[-1]) if words else None
-    if amount is not None:
-        words.pop()
-        negative, value = bool(amount["sign"]), float(amount["number"].replace(",", ""))
-    elif (spoken := _spoken_amount(words)) is not None:
-        negative, value = False, spoken
-    else:
-        return None
-    if words and words[-1].lower() == "minus" and not negative:
-        words.pop()
-        negative = True
-    if len(words) > 1 and words[-1].lower() in _SEPARATORS:
-        words.pop()
-    label = " ".join(words).strip(" ,")
-    if label and not any(c.isalpha() for c in label):
-        return None  # "12 7": a label names something
-    return label, -value if negative else value
-
-
-_MAX_LABEL_WORDS = 3
-
-
-def _rejoined(
-    chunks: list[str], parsed: list[tuple[str, float] | None]
-) -> tuple[list[str], list[tuple[str, float] | None]]:
-    """A pause between a label and its number is transcribed as a comma or a full stop
-    ("Tuesday, fifty five.", "Week one, five."): a short chunk of words followed by a bare
-    number is one pair, the chunk its label."""
-    out_chunks, out_parsed, i = [], [], 0
-    while i < len(chunks):
-        words = chunks[i].split()
-        if (
-            i + 1 < len(chunks)
-            and parsed[i + 1] is not None
-            and not parsed[i + 1][0]  # the next chunk is a bare number
-            and 0 < len(words) <= _MAX_LABEL_WORDS
-            and words[0][:1].isalpha()
-        ):
-            out_chunks.append(f"{chunks[i]} {chunks[i + 1]}")
-            out_parsed.append((" ".join(words).strip(" ,"), parsed[i + 1][1]))
-            i += 2
-        else:
-            out_chunks.append(chunks[i])
-            out_parsed.append(parsed[i])
-            i += 1
-    return out_chunks, out_parsed
-
-
-def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
-    """(title, labels, values) when `text` dictates two or more "label number" pairs, as in
-    "a pie chart of my expenses: rent 900, food 300 and travel 150"; otherwise None.
-
-    A colon usually ends the request ("... my expenses: rent 900"), but a transcript also
-    writes one between a label and its number ("Week 1: 5, Week 2: 8"): each reading is tried
-    and the one that finds the most pairs wins."""
-    if len(text) > MAX_DICTATION_CHARS:
-        return None
-    text = _LABEL_DASH_NUMBER.sub(" ", text)  # "Bob-75": a transcript's dash for a pause
-    last_head, colon, last_data = text.rpartition(":")
-    first_head, _, first_data = text.partition(":")
-    readings = [
-        _pairs(last_head, colon, last_data),
-        _pairs(first_head, colon, first_data.replace(":", " : ")) if colon else None,
-        _pairs("", "", text.replace(":", " : ")) if colon else None,
-    ]
-    return max((r for r in readings if r), key=lambda r: len(r[2]), default=None)
-
-
-def _pairs(head: str, colon: str, data: str) -> tuple[str, list[str], list[float]] | None:
-    """`said_pairs` of a request read as `head`, then `colon` (or none), then the data."""
-    if not colon:
-        head, data = "", f"{head} {data}".strip()
-    chunks = [c for c in _CHUNK_BREAK.split(data.strip().rstrip(".!?")) if c.strip()]
-    parsed = [_label_and_amount(c) for c in chunks]
-    if not colon and len(chunks) > 2 and parsed[0] is None and parsed[1] and not parsed[1][0]:
-        # "Draw a line chart of visitors Monday, forty, Tuesday, fifty five": the request's
-        # last word is the first label.
-        head, _, label = chunks[0].rstrip().rpartition(" ")
-        if head:
-            chunks, parsed = [head, label, *chunks[1:]], [None, None, *parsed[1:]]
-    chunks, parsed = _rejoined(chunks, parsed)
-    if not colon and len(parsed) > 2 and parsed[0] is None and all(parsed[1:]):
-        # "Show me a bar chart of monthly sales, January ten. February 20.": a transcript
-        # of a request dictated with pauses has no colon; its first piece is the request.
-        head, chunks, parsed, colon = chunks[0], chunks[1:], parsed[1:], ":"
-    if len(chunks) < 2:
-        return None
-    title = _TITLE.search(" ".join(head.split()))
-    title = title["title"].strip() if title else ""
-    if not all(parsed):
-        return None
-    labels = [label for label, _ in parsed]
-    values = [value for _, value in parsed]
-    if not any(labels):  # "graph these numbers: 4, 8, 15"
-        return (title, [str(i + 1) for i in range(len(values))], values) if colon else None
-    if not all(labels):
-        return None
-    if not colon and any(len(label.split()) > 3 for label in labels):
-        return None  # without a colon, a long first "label" is the request itself
-    return title, labels, values
 
 
 # Two pauses or more: a transcript writes each as a comma or a full stop.

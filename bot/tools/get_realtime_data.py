@@ -21,7 +21,7 @@ from pipecat.services.llm_service import FunctionCallParams
 from bot.percentiles import percentile
 from bot.routing_hints import argument_choices, requested_when, routing_constraint, routing_examples
 from bot.session_resources import SessionResources
-from bot.tools.generate_chart import (
+from bot.tools.results import (
     MAX_POINTS,
     build_figure,
     keep_and_show,
