@@ -1,4 +1,4 @@
-"""The shared turn models (bot/turn_models.py) behave as Pipecat's per-session ones: the batched
+"""The shared turn models (bot/turn_models/) behave as Pipecat's per-session ones: the batched
 Silero VAD scores as Pipecat's own, ends an utterance at its length limit, and the shared
 Smart Turn model judges as Pipecat's own."""
 

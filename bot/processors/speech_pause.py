@@ -17,7 +17,7 @@ from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection
 
 from bot.frames import UserSpeechPausedFrame, UserSpeechResumedFrame
-from bot.turn_models import SharedSileroVADAnalyzer
+from bot.turn_models.silero import SharedSileroVADAnalyzer
 
 
 class SpeechPauseVADProcessor(VADProcessor):
