@@ -25,13 +25,13 @@ from pydantic import TypeAdapter, ValidationError
 from bot.auth import Auth, redact_tokens_in_server_log, warn_if_exposed
 from bot.limits import ClientAllowance, LoopLoad, SessionSlots
 from bot.providers import load_engines
+from bot.providers.daily import create_daily_transport, create_room, delete_room, nobody_left
 from bot.records import SessionRecord
 from bot.request_guards import AllowedHosts, AllowedMethods, BodySizeLimit, allowed_hosts
 from bot.sessions import SessionManager, session_summary
 from bot.settings import Settings, get_settings, settings_or_exit
 from bot.store import SessionStore
 from bot.telemetry import Telemetry
-from bot.transports.daily import create_daily_transport, create_room, delete_room, nobody_left
 from bot.transports.serializer import MAX_FRAME_BYTES, encoded_rtvi_error
 from bot.transports.webrtc import check_data_channel, create_webrtc_transport, disconnect_peer
 from bot.transports.websocket import create_websocket_transport

@@ -8,10 +8,9 @@ from collections import Counter
 
 from pydantic import BaseModel, Field, field_validator
 
-from bot.records import Cost, TurnRecord, Usage
+from bot.records import TurnRecord
 
 COMPONENTS = ("llm", "stt", "tts", "transport")
-DAILY_PARTICIPANTS = 2  # Daily bills every participant of the room: the user and the bot
 SECONDS_PER_DAY = 86_400
 DAYS_PER_MONTH = 30
 
@@ -94,36 +93,6 @@ def llm_cost(prompt: int, cached: int, completion: int, price: ModelPrice) -> fl
     # OpenAI counts cached tokens inside prompt_tokens; only the rest pay the full input price.
     uncached = max(prompt - cached, 0)
     return (uncached * price.input + cached * price.cached_input + completion * price.output) / 1e6
-
-
-def price_turn(
-    usage: Usage,
-    providers: dict[str, str],
-    prices: PriceTable,
-    *,
-    transport: str,
-    duration_secs: float,
-) -> Cost:
-    """US dollars per component for one turn. Only OpenAI, Deepgram, ElevenLabs and Daily
-    charge; embedded engines and any other provider cost nothing in fees."""
-    components = dict.fromkeys(COMPONENTS, 0.0)
-    provider, model = _split(providers.get("llm", ""))
-    if provider == "openai":
-        components["llm"] = llm_cost(
-            usage.llm_prompt_tokens,
-            usage.llm_cached_tokens,
-            usage.llm_completion_tokens,
-            prices.llm(model),
-        )
-    provider, model = _split(providers.get("stt", ""))
-    if provider == "deepgram":
-        components["stt"] = usage.stt_audio_seconds / 60 * prices.stt(model)
-    provider, model = _split(providers.get("tts", ""))
-    if provider == "elevenlabs":
-        components["tts"] = usage.tts_characters / 1000 * prices.tts(model)
-    if transport == "daily":
-        components["transport"] = DAILY_PARTICIPANTS * duration_secs / 60 * prices.daily_per_participant_minute
-    return Cost(components=components, total=sum(components.values()))
 
 
 def cost_summary(
@@ -214,7 +183,7 @@ def _recommendations(turns, components, shares, cpu_per_minute, prices: PriceTab
         )
     else:
         advice.append(
-            f"Daily bills {DAILY_PARTICIPANTS} participants x"
+            "Daily bills each participant (the user and the bot)"
             f" {_usd(prices.daily_per_participant_minute)} per minute; the WebSocket or WebRTC"
             " transport has no per-minute fee."
         )

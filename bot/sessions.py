@@ -17,11 +17,10 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
-from bot.costs import price_turn
 from bot.limits import ClientAllowance, SessionDeadlines
 from bot.percentiles import percentile
 from bot.pipeline import build_worker
-from bot.providers import EmbeddedEngines, describe_providers
+from bot.providers import EmbeddedEngines, describe_providers, price_turn
 from bot.records import SessionRecord, TurnRecord
 from bot.session_resources import SessionResources
 from bot.settings import Settings

@@ -130,7 +130,7 @@ class Telemetry:
 
     # --- turns and errors ---
     def record_turn(self, turn: TurnRecord) -> None:
-        """Count a finished turn; its `cost` must already be priced (`costs.price_turn`)."""
+        """Count a finished turn; its `cost` must already be priced (`bot.providers.price_turn`)."""
         self._turn_count += 1
         self._by_status[turn.status] += 1
         self._m_turns.labels(turn.status).inc()

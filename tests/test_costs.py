@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from bot.costs import PriceTable, cost_summary, price_turn
+from bot.costs import PriceTable, cost_summary
+from bot.providers import price_turn
 from bot.records import TurnRecord, Usage
 from bot.settings import Settings
 
@@ -78,6 +79,21 @@ def test_embedded_stack_costs_nothing():
     cost = price(usage, EMBEDDED)
     assert cost.components == {"llm": 0.0, "stt": 0.0, "tts": 0.0, "transport": 0.0}
     assert cost.total == 0.0
+
+
+@pytest.mark.parametrize(
+    "providers, tts_fee",
+    [
+        ({"stt": "benchmark:200ms", "llm": "benchmark:300ms", "tts": "benchmark:150ms"}, 0.0),
+        ({"llm": "openai-compatible:qwen2.5"}, 0.0),  # a self-hosted server: not OpenAI's prices
+        ({"llm": "unknown:model", "stt": "", "tts": "elevenlabs"}, 120 / 1000 * 0.10),  # no model: the default
+    ],
+)
+def test_only_the_billed_providers_cost_money(providers, tts_fee):
+    usage = Usage(llm_prompt_tokens=900, llm_completion_tokens=40, stt_audio_seconds=4.0, tts_characters=120)
+    cost = price(usage, providers)
+    assert cost.components["llm"] == cost.components["stt"] == 0.0
+    assert cost.components["tts"] == pytest.approx(tts_fee)
 
 
 @pytest.mark.parametrize(

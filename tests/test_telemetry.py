@@ -8,8 +8,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.costs import PriceTable, price_turn
+from bot.costs import PriceTable
 from bot.percentiles import percentile
+from bot.providers import price_turn
 from bot.records import SessionRecord, TurnLatency, TurnRecord, Usage
 from bot.telemetry import Telemetry
 

@@ -4,14 +4,17 @@ embedded ones. A new provider is a room and one line in `ROOMS`."""
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
 from bot.audio_rates import AUDIO_OUT_RATE
-from bot.providers import benchmark, deepgram, elevenlabs, llama, moonshine, openai, piper
+from bot.costs import COMPONENTS, PriceTable
+from bot.providers import benchmark, daily, deepgram, elevenlabs, llama, moonshine, openai, piper
 from bot.providers.base import STAGES, EmbeddedEngines, Room, Stage
 from bot.providers.speakable import SPEAKABLE_TEXT
+from bot.records import Cost, Usage
 from bot.settings import Provider, Settings
 from bot.tools import ALL_TOOLS
 
@@ -30,6 +33,9 @@ ROOMS: dict[tuple[Stage, Provider], Room] = {
     )
 }
 
+# Transports that charge by the minute: transport name -> USD for a turn's duration.
+TRANSPORT_FEES: dict[str, Callable[[float, PriceTable], float]] = {"daily": daily.transport_fee}
+
 
 def room(settings: Settings, stage: Stage) -> Room:
     """The room of the provider `stage` really uses (`auto` resolved)."""
@@ -43,6 +49,27 @@ def create_service(settings: Settings, stage: Stage, engines: EmbeddedEngines) -
 def describe_providers(settings: Settings) -> dict[str, str]:
     """Stage -> 'provider:model', as turn records and prices name them."""
     return {stage: room(settings, stage).describe(settings) for stage in STAGES}
+
+
+def price_turn(
+    usage: Usage,
+    providers: dict[str, str],
+    prices: PriceTable,
+    *,
+    transport: str,
+    duration_secs: float,
+) -> Cost:
+    """US dollars per component for one turn, each stage priced by the room its record names
+    ("provider:model"); embedded engines and providers without a price charge nothing."""
+    components = dict.fromkeys(COMPONENTS, 0.0)
+    for stage in STAGES:
+        provider, _, model = providers.get(stage, "").partition(":")
+        priced = next((r for (s, p), r in ROOMS.items() if s == stage and p.value == provider), None)
+        if priced is not None and priced.price is not None:
+            components[stage] = priced.price(usage, model, prices)
+    if fee := TRANSPORT_FEES.get(transport):
+        components["transport"] = fee(duration_secs, prices)
+    return Cost(components=components, total=sum(components.values()))
 
 
 def embedded_threads(settings: Settings) -> dict[str, int | None]:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pipecat.processors.frame_processor import FrameProcessor
 
+from bot.costs import PriceTable
+from bot.records import Usage
 from bot.settings import Provider, Settings
 
 Stage = Literal["stt", "llm", "tts"]
@@ -35,13 +37,15 @@ class EmbeddedEngines:
 
 @dataclass(frozen=True)
 class Room:
-    """One provider at one stage: how it is named in records and prices, how its Pipecat
-    service is made, and (embedded rooms) how its engine is prepared, loaded and warmed."""
+    """One provider at one stage: how it is named in records, what a turn's use of it costs, how
+    its Pipecat service is made, and (embedded rooms) how its engine is prepared, loaded and warmed."""
 
     stage: Stage
     provider: Provider
     describe: Callable[[Settings], str]  # "provider:model", as turn records and prices name it
     create: Callable[[Settings, EmbeddedEngines], FrameProcessor]
+    # The fee of one turn's usage of the described model; None: the provider charges nothing.
+    price: Callable[[Usage, str, PriceTable], float] | None = None
     # Embedded rooms only:
     model: Callable[[Any], str] | None = None  # the loaded engine -> the model it runs
     prepare: Callable[[Settings], None] | None = None  # one-time setup (`python -m bot setup`)

@@ -2,12 +2,18 @@
 
 from pipecat.processors.frame_processor import FrameProcessor
 
+from bot.costs import PriceTable
 from bot.providers.base import EmbeddedEngines, Room
+from bot.records import Usage
 from bot.settings import Provider, Settings
 
 
 def describe(settings: Settings) -> str:
     return f"deepgram:{settings.deepgram_model}"
+
+
+def price(usage: Usage, model: str, prices: PriceTable) -> float:
+    return usage.stt_audio_seconds / 60 * prices.stt(model)
 
 
 def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
@@ -21,4 +27,4 @@ def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
     )
 
 
-ROOM = Room(stage="stt", provider=Provider.DEEPGRAM, describe=describe, create=create)
+ROOM = Room(stage="stt", provider=Provider.DEEPGRAM, describe=describe, create=create, price=price)

@@ -2,13 +2,19 @@
 
 from pipecat.processors.frame_processor import FrameProcessor
 
+from bot.costs import PriceTable
 from bot.providers.base import EmbeddedEngines, Room
 from bot.providers.speakable import SPEAKABLE_TEXT
+from bot.records import Usage
 from bot.settings import Provider, Settings
 
 
 def describe(settings: Settings) -> str:
     return f"elevenlabs:{settings.elevenlabs_model}"
+
+
+def price(usage: Usage, model: str, prices: PriceTable) -> float:
+    return usage.tts_characters / 1000 * prices.tts(model)
 
 
 def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
@@ -23,4 +29,4 @@ def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
     )
 
 
-ROOM = Room(stage="tts", provider=Provider.ELEVENLABS, describe=describe, create=create)
+ROOM = Room(stage="tts", provider=Provider.ELEVENLABS, describe=describe, create=create, price=price)

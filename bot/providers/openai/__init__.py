@@ -3,7 +3,9 @@ own service with native tool calls, or the routed one for small models (`AGENT_L
 
 from pipecat.processors.frame_processor import FrameProcessor
 
+from bot.costs import PriceTable, llm_cost
 from bot.providers.base import EmbeddedEngines, Room
+from bot.records import Usage
 from bot.settings import Provider, Settings, ToolMode
 
 
@@ -11,6 +13,10 @@ def describe(settings: Settings) -> str:
     # A self-hosted OpenAI-compatible server is not billed at OpenAI's prices.
     name = "openai-compatible" if settings.openai_base_url else "openai"
     return f"{name}:{settings.openai_model}"
+
+
+def price(usage: Usage, model: str, prices: PriceTable) -> float:
+    return llm_cost(usage.llm_prompt_tokens, usage.llm_cached_tokens, usage.llm_completion_tokens, prices.llm(model))
 
 
 def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
@@ -31,4 +37,4 @@ def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
     )
 
 
-ROOM = Room(stage="llm", provider=Provider.OPENAI, describe=describe, create=create)
+ROOM = Room(stage="llm", provider=Provider.OPENAI, describe=describe, create=create, price=price)

@@ -1,5 +1,5 @@
-"""Daily rooms: a room and its tokens made through Daily's REST API, the bot joined with
-Pipecat's `DailyTransport`."""
+"""Daily's room: a WebRTC room and its tokens made through Daily's REST API, the bot joined with
+Pipecat's `DailyTransport`, and what Daily charges for the minutes a session spends there."""
 
 import time
 from dataclasses import dataclass
@@ -13,9 +13,11 @@ from pipecat.transports.daily.utils import (
     DailyRoomProperties,
 )
 
+from bot.costs import PriceTable
 from bot.settings import Settings
 
 BOT_NAME = "Voice agent"
+PARTICIPANTS = 2  # Daily bills every participant of the room: the user and the bot
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,8 @@ def create_daily_transport(room: DailyRoom, settings: Settings) -> DailyTranspor
 def nobody_left(transport: DailyTransport) -> bool:
     """True once the bot is alone in the room: the session then ends."""
     return not [pid for pid in transport.participants() if pid != "local"]
+
+
+def transport_fee(duration_secs: float, prices: PriceTable) -> float:
+    """US dollars for `duration_secs` of a session in a Daily room."""
+    return PARTICIPANTS * duration_secs / 60 * prices.daily_per_participant_minute
