@@ -123,20 +123,29 @@ class LoopLoad:
     makes every session slower (the benchmark providers saturate it near 16 sessions on two
     cores, docs/performance.md: Capacity). Sampled every `interval_secs` over the last `window` samples."""
 
-    def __init__(self, interval_secs: float = 0.1, window: int = 30):
+    def __init__(
+        self,
+        interval_secs: float = 0.1,
+        window: int = 30,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,  # CPU time of the loop's own thread
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        self._clock, self._cpu_clock, self._sleep = clock, cpu_clock, sleep
         self._interval = interval_secs
         self._lateness: deque[float] = deque(maxlen=window)
         self._busy: deque[tuple[float, float]] = deque(maxlen=window + 1)  # (wall, loop CPU)
 
     async def run(self) -> None:
         """Sample forever; runs on the loop it measures."""
-        self._busy.append((time.monotonic(), time.thread_time()))
+        self._busy.append((self._clock(), self._cpu_clock()))
         while True:
-            started = time.monotonic()
-            await asyncio.sleep(self._interval)
-            now = time.monotonic()
+            started = self._clock()
+            await self._sleep(self._interval)
+            now = self._clock()
             self._lateness.append(max(0.0, now - started - self._interval))
-            self._busy.append((now, time.thread_time()))  # CPU time of the loop's own thread
+            self._busy.append((now, self._cpu_clock()))
 
     def late(self) -> float:
         """Seconds the loop wakes up late, at the 90th percentile (one pause, such as a

@@ -183,17 +183,47 @@ def test_metrics_open_to_scrapers_when_the_setting_says_so(server):
 
 
 @pytest.mark.unit
-async def test_loop_load_measures_a_busy_and_a_late_loop():
+async def test_loop_load_reads_lateness_and_busy_share_from_its_clocks():
+    # A scripted loop: each 0.1 s sleep wakes up `late` seconds late, the loop's thread having
+    # spent `cpu` seconds on the CPU meanwhile.
+    script = [(0.0, 0.01)] * 5 + [(0.1, 0.19)] * 5  # idle, then one session spinning
+    clock = {"wall": 0.0, "cpu": 0.0}
+    done = asyncio.Event()
+
+    async def sleep(interval: float) -> None:
+        if not script:
+            done.set()
+            await asyncio.Event().wait()  # the monitor runs until cancelled
+        late, cpu = script.pop(0)
+        clock["wall"] += interval + late
+        clock["cpu"] += cpu
+
+    load = LoopLoad(
+        interval_secs=0.1, window=5, clock=lambda: clock["wall"], cpu_clock=lambda: clock["cpu"], sleep=sleep
+    )
+    assert load.late() == 0.0 and load.busy() == 0.0  # nothing sampled yet
+    monitor = asyncio.create_task(load.run())
+    try:
+        await asyncio.wait_for(done.wait(), 5)
+        # The window holds the last five samples: all late by 0.1 s, the CPU busy 0.19 of each 0.2 s.
+        assert load.late() == pytest.approx(0.1)
+        assert load.busy() == pytest.approx(0.95)
+    finally:
+        monitor.cancel()
+
+
+@pytest.mark.unit
+async def test_loop_load_sees_a_loop_that_real_work_blocks():
     load = LoopLoad(interval_secs=0.01, window=10)
     monitor = asyncio.create_task(load.run())
     try:
-        await asyncio.sleep(0.12)
-        assert load.late() < 0.05 and load.busy() < 0.5
+        await asyncio.sleep(0.05)
         for _ in range(6):  # what one session's blocking work does to every other one
             spin_until = time.monotonic() + 0.1
             while time.monotonic() < spin_until:
                 pass
             await asyncio.sleep(0)
+        # Lower bounds only: a slower machine makes the loop later and busier, never less so.
         assert load.late() >= 0.08
         # Spinning is all CPU; another process on the machine's two cores can take a share.
         assert load.busy() > 0.6

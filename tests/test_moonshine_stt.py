@@ -157,9 +157,7 @@ def _stamp_vad_frames(frames: list[Frame]) -> list[Frame]:
 def test_prepare_is_idempotent(cache_dir: Path) -> None:
     directory = model_dir(cache_dir)
     before = {p.name: p.stat().st_mtime_ns for p in directory.glob("*.onnx")}
-    started = time.perf_counter()
     paths = prepare_moonshine(cache_dir)
-    assert time.perf_counter() - started < 5.0
     assert {p.name: p.stat().st_mtime_ns for p in directory.glob("*.onnx")} == before
     assert len(before) == 3
     assert (directory / "manifest.json").is_file()
