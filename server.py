@@ -30,7 +30,7 @@ from bot.records import SessionRecord
 from bot.request_guards import AllowedHosts, AllowedMethods, BodySizeLimit, allowed_hosts
 from bot.sessions import SessionManager, session_summary
 from bot.settings import Settings, get_settings, settings_or_exit
-from bot.store import SessionStore
+from bot.store import SchemaTooNewError, SessionStore, create_store
 from bot.telemetry import Telemetry
 from bot.transports.serializer import MAX_FRAME_BYTES, encoded_rtvi_error
 from bot.transports.webrtc import check_data_channel, create_webrtc_transport, disconnect_peer
@@ -87,18 +87,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Models load before the server accepts its first connection, so no session ever
-        # waits on a cold model.
-        engines = await load_engines(settings)
-        await asyncio.to_thread(load_turn_models, settings)
         telemetry = Telemetry(prices=settings.prices)
-        store = SessionStore(
+        store = create_store(
             settings.records_path,
             spool_writes=settings.store_spool_writes,
             on_error=telemetry.record_error,
             server_id=settings.server_name,
         )
-        await store.open()
+        # Before the models load: records this release cannot read stop the start at once, the
+        # reason in one log line.
+        try:
+            await store.open()
+        except SchemaTooNewError as e:
+            logger.error(f"Cannot start: {e}")
+            raise SystemExit(2) from None
+        # Models load before the server accepts its first connection, so no session ever
+        # waits on a cold model.
+        engines = await load_engines(settings)
+        await asyncio.to_thread(load_turn_models, settings)
         if crashed := await store.close_crashed_sessions():
             logger.warning(f"Closed {crashed} session(s) this server left unfinished as crashed")
         app.state.engines, app.state.store, app.state.telemetry = engines, store, telemetry

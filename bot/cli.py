@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> None:
         prepare_models(get_settings())
         logger.info(f"Embedded models ready in {time.monotonic() - started:.1f}s")
     elif args.command == "report":
-        text = asyncio.run(_report(args.format, args.days))
+        from bot.store import SchemaTooNewError
+
+        try:
+            text = asyncio.run(_report(args.format, args.days))
+        except SchemaTooNewError as e:
+            raise SystemExit(f"Cannot report: {e}") from None
         if args.out:
             args.out.write_text(text)
             logger.info(f"Report written to {args.out}")
@@ -40,10 +45,10 @@ def main(argv: list[str] | None = None) -> None:
 
 async def _report(fmt: str, days: float | None) -> str:
     from bot.report import build_report, render_markdown
-    from bot.store import SessionStore
+    from bot.store import create_store
 
     settings = get_settings()
-    store = SessionStore(settings.records_path)
+    store = create_store(settings.records_path)
     await store.open()
     try:
         report = await build_report(store, since_days=days, prices=settings.prices)

@@ -25,7 +25,7 @@ from helpers import TURN_TIMEOUT, is_turn_metrics
 from bot.providers.benchmark.services import BENCHMARK_REPLY
 from bot.records import SessionRecord
 from bot.settings import Settings
-from bot.store import SessionStore
+from bot.store import create_store
 from client.server_process import start_server, stop_server
 from client.speech import speech_pcm
 from client.ws import VoiceClient
@@ -153,11 +153,12 @@ async def _session_fails_then_recovers(http_url: str, inject: Callable[[], None]
 async def test_turns_stored_before_failures_were_classified_read_back(tmp_path):
     """A turn row written before `failure` existed still loads: failed, with no failure."""
     old_turn = {"turn_id": "t1", "session_id": "s1", "index": 1, "status": "failed", "error": "boom"}
-    store = SessionStore(tmp_path / "records.sqlite3")
+    path = tmp_path / "records.sqlite3"
+    store = create_store(path)
     await store.open()
     try:
         await store.save_session(SessionRecord(session_id="s1", transport="websocket", started_at=1.0))
-        with sqlite3.connect(store.path) as conn:
+        with sqlite3.connect(path) as conn:
             conn.execute("INSERT INTO turns VALUES ('s1', 1, 0.0, ?)", (json.dumps(old_turn),))
         [turn] = (await store.get_session("s1")).turns
     finally:

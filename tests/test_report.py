@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from helpers import ROOT
 from bot.percentiles import percentile
 from bot.records import Cost, SessionRecord, TurnLatency, TurnRecord, Usage
 from bot.report import build_report, render_markdown
-from bot.store import SessionStore
+from bot.store import create_store
 
 DAY = 86400.0
 
@@ -36,7 +37,7 @@ async def fill(path: Path) -> float:
     """Two sessions: "a" 10 days ago (10 min, 15 turns), "b" a day ago (5 min, 5 turns).
     Voice-to-voice totals are 0.05, 0.10, ... 1.00 s over the 20 turns."""
     now = time.time()
-    store = SessionStore(path)
+    store = create_store(path)
     await store.open()
     a_start, b_start = now - 10 * DAY, now - 1 * DAY
     await store.save_session(
@@ -80,7 +81,7 @@ def test_percentile_nearest_rank():
 async def test_report_totals_sessions_latency_resources(tmp_path):
     path = tmp_path / "records.sqlite3"
     await fill(path)
-    store = SessionStore(path)
+    store = create_store(path)
     await store.open()
     report = await build_report(store)
     await store.close()
@@ -124,7 +125,7 @@ async def test_report_totals_sessions_latency_resources(tmp_path):
 async def test_report_since_days_and_empty_store(tmp_path):
     path = tmp_path / "records.sqlite3"
     await fill(path)
-    store = SessionStore(path)
+    store = create_store(path)
     await store.open()
     recent = await build_report(store, since_days=5)
     await store.close()
@@ -132,7 +133,7 @@ async def test_report_since_days_and_empty_store(tmp_path):
     assert recent["costs"]["total"] == pytest.approx(0.005)
     assert recent["period"]["days"] == pytest.approx(5.0, abs=0.01)
 
-    empty = SessionStore(tmp_path / "empty.sqlite3")
+    empty = create_store(tmp_path / "empty.sqlite3")
     await empty.open()
     report = await build_report(empty)
     await empty.close()
@@ -170,3 +171,12 @@ async def test_cli_report(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "## Per session" in out.read_text() and "`b`" in out.read_text()
+
+    # Records a newer release wrote: refused in one line that names the file, no traceback.
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = version + 1")
+    db.close()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"Cannot report: Session store {path} has schema version" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,4 +1,4 @@
-"""Session records on disk: an embedded SQLite database, written turn by turn.
+"""The session store on SQLite: an embedded database file, written turn by turn.
 
 Every call runs on one dedicated worker thread that owns the connection, so the writes of all
 sessions are serialised without a lock and the event loop never waits on disk. Each write is
@@ -9,6 +9,8 @@ A write the database refuses (a locked file, a full disk) never fails the sessio
 it: it waits in a bounded spool, in order, with every write after it, and is retried until
 the database takes it. Each failure is logged and counted; only a full spool drops a write,
 and says so.
+
+The schema is brought to the current version on open (`migrations.py`).
 """
 
 import asyncio
@@ -25,33 +27,9 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from bot.records import SessionRecord, TurnRecord
+from bot.store.migrations import migrate
 
 T = TypeVar("T")
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id     TEXT PRIMARY KEY,
-    transport      TEXT NOT NULL,
-    started_at     REAL NOT NULL,
-    ended_at       REAL,
-    state          TEXT NOT NULL,
-    providers      TEXT NOT NULL,
-    resources      TEXT NOT NULL,
-    visualizations TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at);
--- A turn is stored whole as JSON; cost_total is copied out so summaries stay in SQL.
-CREATE TABLE IF NOT EXISTS turns (
-    session_id TEXT NOT NULL,
-    idx        INTEGER NOT NULL,
-    cost_total REAL NOT NULL,
-    record     TEXT NOT NULL,
-    PRIMARY KEY (session_id, idx)
-);
-"""
 
 _SESSION_COLUMNS = (
     "session_id, transport, started_at, ended_at, state, providers, resources, visualizations, end_reason"
@@ -61,7 +39,7 @@ _SESSION_COLUMNS = (
 RETRY_SECS = 1.0  # between attempts to write the spool while the database refuses
 
 
-class SessionStore:
+class SQLiteSessionStore:
     def __init__(
         self,
         path: Path,
@@ -96,7 +74,12 @@ class SessionStore:
         if self._executor is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-store")
-        await self._run(self._open)
+        try:
+            await self._run(self._open)
+        except BaseException:
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=False)
+            raise
 
     def _open(self) -> None:
         # Transcripts are private: the folder is the user's only, the database file (and with
@@ -112,15 +95,11 @@ class SessionStore:
         conn.execute("PRAGMA synchronous=FULL")  # a returned write survives a power cut too
         # Another process (the CLI report) may read; a writer waits this long for it.
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-        conn.executescript(_SCHEMA)
-        # Added after the first release: older files gain the columns (NULL in old rows).
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
-        for column in ("end_reason", "server_id"):
-            if column not in columns:
-                conn.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
-        with conn:
-            if conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
-                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        try:
+            migrate(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     async def close(self) -> None:
@@ -144,6 +123,13 @@ class SessionStore:
             self._conn.close()
             self._conn = None
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, for the jobs on the worker thread between open and close."""
+        if self._conn is None:
+            raise RuntimeError("SessionStore is not open")
+        return self._conn
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise RuntimeError("SessionStore is not open")
@@ -154,12 +140,14 @@ class SessionStore:
     async def _write(self, fn: Callable[..., T], *args: Any) -> T | None:
         """`fn`'s result, or None when the write was kept in the spool."""
         if self._spool:  # behind the writes that wait, so the rows keep their order
-            return self._keep(fn, args)
+            self._keep(fn, args)
+            return None
         try:
             return await self._run(fn, *args)
         except sqlite3.Error as e:
             self._failed(e)
-            return self._keep(fn, args)
+            self._keep(fn, args)
+            return None
 
     def _failed(self, error: sqlite3.Error) -> None:
         logger.warning(f"Session store write failed ({error}); kept to retry")
@@ -215,10 +203,10 @@ class SessionStore:
         await self._write(self._save_session, row)
 
     def _save_session(self, row: tuple) -> None:
-        with self._conn:
+        with self._db:
             # Visualizations only ever grow (see add_visualization), so the longer list is the
             # newer one: a record that never held them in memory cannot erase stored ones.
-            self._conn.execute(
+            self._db.execute(
                 f"INSERT INTO sessions ({_SESSION_COLUMNS}, server_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (session_id) DO UPDATE SET transport = excluded.transport,"
@@ -237,8 +225,8 @@ class SessionStore:
         await self._write(self._append_turn, row)
 
     def _append_turn(self, row: tuple) -> None:
-        with self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?)", row)
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?)", row)
 
     async def add_visualization(self, session_id: str, visualization: dict) -> bool:
         """Append to the session's visualizations; False when the session is not stored."""
@@ -246,8 +234,8 @@ class SessionStore:
         return written is not False  # kept in the spool: it will be
 
     def _add_visualization(self, session_id: str, visualization: str) -> bool:
-        with self._conn:
-            cursor = self._conn.execute(
+        with self._db:
+            cursor = self._db.execute(
                 "UPDATE sessions SET visualizations = json_insert(visualizations, '$[#]', json(?))"
                 " WHERE session_id = ?",
                 (visualization, session_id),
@@ -263,8 +251,8 @@ class SessionStore:
         return await self._run(self._close_crashed)
 
     def _close_crashed(self) -> int:
-        with self._conn:
-            cursor = self._conn.execute(
+        with self._db:
+            cursor = self._db.execute(
                 "UPDATE sessions SET state = 'ended', end_reason = 'crashed', ended_at ="
                 " COALESCE((SELECT MAX(json_extract(t.record, '$.ended_at')) FROM turns t"
                 " WHERE t.session_id = sessions.session_id), started_at)"
@@ -286,7 +274,7 @@ class SessionStore:
     def _prune(self, cutoff: float) -> int:
         ids = [
             row[0]
-            for row in self._conn.execute(
+            for row in self._db.execute(
                 "SELECT session_id FROM sessions WHERE COALESCE(ended_at, started_at) < ?",
                 (cutoff,),
             )
@@ -295,10 +283,10 @@ class SessionStore:
 
     def _delete(self, session_ids: list[str]) -> int:
         deleted = 0
-        with self._conn:  # one transaction: a session never loses its row but keeps turns
+        with self._db:  # one transaction: a session never loses its row but keeps turns
             for session_id in session_ids:
-                self._conn.execute("DELETE FROM turns WHERE session_id = ?", (session_id,))
-                cursor = self._conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+                self._db.execute("DELETE FROM turns WHERE session_id = ?", (session_id,))
+                cursor = self._db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
                 deleted += cursor.rowcount
         return deleted
 
@@ -315,10 +303,10 @@ class SessionStore:
         return await self._run(self._load, "WHERE started_at >= ?", (since,))
 
     def _load(self, where: str, params: tuple) -> list[SessionRecord]:
-        rows = self._conn.execute(
+        rows = self._db.execute(
             f"SELECT {_SESSION_COLUMNS} FROM sessions {where} ORDER BY started_at", params
         ).fetchall()
-        turns = self._conn.execute(
+        turns = self._db.execute(
             f"SELECT session_id, record FROM turns WHERE session_id IN"
             f" (SELECT session_id FROM sessions {where}) ORDER BY session_id, idx",
             params,
@@ -347,7 +335,7 @@ class SessionStore:
         return await self._run(self._list, limit, offset)
 
     def _list(self, limit: int, offset: int) -> list[dict]:
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT s.session_id, s.transport, s.state, s.started_at, s.ended_at,"
             " COUNT(t.idx), COALESCE(SUM(t.cost_total), 0.0)"
             " FROM sessions s LEFT JOIN turns t ON t.session_id = s.session_id"
