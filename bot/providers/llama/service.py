@@ -25,6 +25,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
+from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
 from bot.conversation import before_request, merged_request
 from bot.providers.llama.engine import LocalLLMEngine
@@ -68,8 +69,25 @@ class _ComputedTokens:
         )
 
 
-# Where an answer's first sentence has been streamed whole: the TTS can speak it.
-_SENTENCE_END = re.compile(r"[.!?]\s")
+class FirstSentence:
+    """Tells when an answer's first sentence has been streamed whole, so the TTS can speak it:
+    where Pipecat's TTS text aggregation (a `SimpleTextAggregator`, fed the same text) cuts it.
+    Its sentence ends are `match_endofsentence`'s ("Dr." or "3.5" end none), decided once text
+    after the punctuation shows how it reads: "It costs 3." is not cut before the "5" can come.
+    """
+
+    def __init__(self) -> None:
+        self._aggregator = SimpleTextAggregator()
+        self.sentence: str | None = None  # once cut
+
+    async def feed(self, text: str) -> bool:
+        """Add streamed answer text; whether the first sentence is out (now or before)."""
+        if self.sentence is None:
+            async for aggregation in self._aggregator.aggregate(text):
+                if self.sentence is None:
+                    self.sentence = aggregation.text
+        return self.sentence is not None
+
 
 # The longest an answer whose first sentence is out pauses for later turns' first sentences:
 # less than its first sentence takes to speak, so its next one is ready when that ends (the
@@ -394,7 +412,7 @@ class LocalLLMService(LLMService):
         """Stream one request; speak its answer text as `decoder` finds it. Returns the raw
         text generated, and whether it stopped because `should_pause` (asked after each
         piece, with the raw text so far) said so."""
-        generated, answer, timed, paused = [], "", False, False
+        generated, first_sentence, timed, paused = [], FirstSentence(), False, False
         async for chunk in self._engine.stream_chat(request, cancelled, session=self._session_key):
             for choice in chunk.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content")
@@ -407,8 +425,7 @@ class LocalLLMService(LLMService):
                 if text:
                     await self.stop_ttfb_metrics()
                     await self._push_llm_text(text)
-                    answer += text
-                    if _SENTENCE_END.search(answer):
+                    if self._holds_first_sentence_turn and await first_sentence.feed(text):
                         self._let_next_reply_start()
                 if not paused and should_pause is not None and should_pause("".join(generated)):
                     # Stops within a token; what llama.cpp sends until then is kept.
