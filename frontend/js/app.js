@@ -156,8 +156,6 @@ function handleRtvi(msg) {
       // bot-llm-*, bot-tts-started/stopped, metrics, user-llm-text, llm-function-call-*, ...
       break;
   }
-  // Every RTVI message is also available to later panels.
-  window.dispatchEvent(new CustomEvent("rtvi-message", { detail: msg }));
 }
 
 // The server ends a session that is idle or too long, or when it stops; say why.

@@ -14,8 +14,6 @@ import { WebSocketTransport, defaultWebSocketUrl } from "./ws-transport.js";
 import { WebRTCTransport, defaultOfferUrl } from "./webrtc-transport.js";
 import { sessionToken, withToken } from "./auth.js";
 
-export const STATES = ["disconnected", "connecting", "ready", "listening", "bot-speaking"];
-
 export class VoiceSession extends EventTarget {
   constructor({ audioElement = null, wsUrl, offerUrl } = {}) {
     super();
