@@ -104,12 +104,14 @@ class Auth:
 
     def key_matches(self, presented: str | None) -> bool:
         # Constant time: how much of a guess matched must not leak through timing.
-        return presented is not None and hmac.compare_digest(presented.encode(), self._key)
+        key = self._key
+        return key is not None and presented is not None and hmac.compare_digest(presented.encode(), key)
 
     # --- FastAPI dependencies ---
 
     def require_key(self, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
-        if self.required and not self.key_matches(credentials and credentials.credentials):
+        presented = credentials.credentials if credentials is not None else None
+        if self.required and not self.key_matches(presented):
             raise HTTPException(401, detail="missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
 
     def require_origin(self, request: Request) -> None:

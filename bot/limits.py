@@ -5,8 +5,9 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -89,8 +90,9 @@ class ClientAllowance:
         self._abusive = False
         self._told: dict[str, float] = {}
         # How the transport tells and disconnects this client for abuse (WebSocket: an RTVI
-        # error, then close code 1008); without one the session is cancelled.
-        self.disconnect: Callable[[str], Awaitable[None]] | None = None
+        # error, then close code 1008); without one the session is cancelled. A coroutine
+        # function: the serializer runs it as a task.
+        self.disconnect: Callable[[str], Coroutine[Any, Any, None]] | None = None
 
     def text_allowed(self) -> bool:
         return self._text.take(1)

@@ -47,4 +47,6 @@ def has_tts_websocket(service: WebsocketTTSService) -> bool:
 
 async def close_tts_websocket(service: WebsocketTTSService) -> None:
     """Close the TTS socket; Pipecat's own receive loop replaces it, as when the server closes it."""
-    await service._websocket.close()
+    websocket = service._websocket
+    if websocket is not None:  # it may have closed since the caller looked: this runs as a task
+        await websocket.close()

@@ -91,6 +91,9 @@ class TurnFailure(BaseModel):
     message: str
 
 
+TurnStatus = Literal["completed", "interrupted", "failed"]
+
+
 class TurnRecord(BaseModel):
     turn_id: str
     session_id: str
@@ -99,7 +102,7 @@ class TurnRecord(BaseModel):
     ended_at: float | None = None
     user_text: str = ""
     bot_text: str = ""
-    status: Literal["completed", "interrupted", "failed"] = "completed"
+    status: TurnStatus = "completed"
     error: str | None = None
     # Records written before faults were classified have none (old databases stay readable).
     failure: TurnFailure | None = None

@@ -13,11 +13,16 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from bot.conversation import Messages, current_request, user_texts
 
 
+def _attach(fn: Callable, hint: str, value: Any) -> None:
+    """Keep a routing hint on the tool's function itself, where `routable_tools` reads it."""
+    setattr(fn, hint, value)
+
+
 def routing_examples(*examples: tuple[str, dict[str, Any]]) -> Callable:
     """Attach (utterance, arguments) pairs that show a small model when to call this tool."""
 
     def decorate(fn: Callable) -> Callable:
-        fn.routing_examples = list(examples)
+        _attach(fn, "routing_examples", list(examples))
         return fn
 
     return decorate
@@ -28,7 +33,7 @@ def argument_choices(**choices: tuple[str, ...]) -> Callable:
     enums, so they are added here, where the grammar makes any other value impossible."""
 
     def decorate(fn: Callable) -> Callable:
-        fn.argument_choices = {name: list(values) for name, values in choices.items()}
+        _attach(fn, "argument_choices", {name: list(values) for name, values in choices.items()})
         return fn
 
     return decorate
@@ -45,7 +50,7 @@ def routing_constraint(constraint: RoutingConstraint) -> Callable:
     constraints all apply."""
 
     def decorate(fn: Callable) -> Callable:
-        fn.routing_constraints = (constraint, *getattr(fn, "routing_constraints", ()))
+        _attach(fn, "routing_constraints", (constraint, *getattr(fn, "routing_constraints", ())))
         return fn
 
     return decorate
@@ -87,11 +92,12 @@ class RoutableTool:
 
     def constrained(self, messages: Messages) -> "RoutableTool | None":
         """This tool as it may be called in reply to `messages`; None when it cannot be."""
-        parameters: dict[str, Any] | None = self.parameters
+        parameters = self.parameters
         for constraint in self.constraints:
-            parameters = constraint(messages, parameters)
-            if parameters is None:
+            narrowed = constraint(messages, parameters)
+            if narrowed is None:
                 return None
+            parameters = narrowed
         if parameters is self.parameters:
             return self
         alone = bool(parameters.get(_CALLED_ALONE))

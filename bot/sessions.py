@@ -171,13 +171,15 @@ class SessionManager:
             logger.info(f"Session {record.session_id} ended after {record.duration_secs:.1f}s")
             # A finished pipeline's objects sit in reference cycles; collect them now rather
             # than let every ended session's buffers pile up until the next GC generation.
-            # (The event handlers above still hold `worker`'s cell: it is emptied, not deleted.)
-            worker = runner = recorder = None
+            # (The event handlers above still hold `worker`'s cell: it is emptied, not deleted,
+            # which would make it undefined to them. Typed for the session, not this release.)
+            worker = runner = recorder = None  # type: ignore[assignment]
             gc.collect()
         return record
 
     async def _turn_finished(self, record: SessionRecord, worker: PipelineWorker, turn: TurnRecord) -> None:
         previous_end = record.turns[-1].ended_at if record.turns else record.started_at
+        assert previous_end is not None  # a turn is recorded once it has ended (TurnRecorder._close)
         turn.cost = price_turn(
             turn.usage,
             turn.providers,

@@ -11,7 +11,7 @@ import sys
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple, cast
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,7 +60,10 @@ def parse_benchmark_faults(value: str) -> tuple[BenchmarkFault, ...]:
                 f"AGENT_BENCHMARK_FAULTS: bad entry {entry!r}; expected <stage>:<kind>@<turn> with"
                 " stage stt|llm|tts, kind error|hang and a turn number from 1, e.g. llm:error@1"
             )
-        faults.append(BenchmarkFault(stage, kind, int(turn)))
+        # `stage` and `kind` were checked against these literals just above.
+        stage_checked = cast(Literal["stt", "llm", "tts"], stage)
+        kind_checked = cast(Literal["error", "hang"], kind)
+        faults.append(BenchmarkFault(stage_checked, kind_checked, int(turn)))
     return tuple(faults)
 
 

@@ -13,7 +13,7 @@ import textwrap
 from enum import Enum
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
 
 from bot.settings import Settings
@@ -79,9 +79,20 @@ ENV_HEADER = f"""\
 
 def variable(name: str, field: FieldInfo) -> str:
     """The environment variable a field is read from (the first, for a key with two names)."""
-    if field.validation_alias is not None:
-        return field.validation_alias.choices[0]
-    return f"{Settings.model_config['env_prefix']}{name.upper()}"
+    alias = field.validation_alias
+    if alias is None:
+        return f"{Settings.model_config['env_prefix']}{name.upper()}"
+    first = alias.choices[0] if isinstance(alias, AliasChoices) else alias
+    if not isinstance(first, str):
+        raise TypeError(f"{name}: an AliasPath names no environment variable")
+    return first
+
+
+def description(name: str, field: FieldInfo) -> str:
+    """A field's description: every setting has one, as its only documentation."""
+    if field.description is None:
+        raise ValueError(f"{name}: describe the setting in its Field")
+    return field.description
 
 
 def default_text(field: FieldInfo) -> str:
@@ -138,7 +149,7 @@ def reference_markdown() -> str:
                 shown = "*(built in, see meaning)*"
             else:
                 shown = f"`{text}`" if (text := default_text(field)) else "*(none)*"
-            row = [f"`{variable(name, field)}`", shown, field.description]
+            row = [f"`{variable(name, field)}`", shown, description(name, field)]
             if any("|" in cell for cell in row):
                 raise ValueError(f"{name}: a '|' would break the table; reword the description")
             lines.append(f"| {' | '.join(row)} |")
@@ -153,7 +164,7 @@ def env_example() -> str:
         lines += [f"# {line}" for line in wrap(sentence, WIDTH - 2)]
         for name, field in fields:
             lines.append("")
-            lines += [f"# {line}" for line in wrap(field.description, WIDTH - 2)]
+            lines += [f"# {line}" for line in wrap(description(name, field), WIDTH - 2)]
             lines.append(f"# {variable(name, field)}={default_text(field)}")
     return "\n".join(lines) + "\n"
 

@@ -171,14 +171,14 @@ class Telemetry:
         return stages
 
     def recent_turn_latencies(self, limit: int = 50) -> list[dict]:
-        recent = [t for t in self._turns if t.latency is not None][-limit:]
+        recent = [(t, t.latency) for t in self._turns if t.latency is not None][-limit:]
         return [
             {
                 "timestamp": t.ended_at or t.started_at,
-                "total": t.latency.total,
-                "stages": dict(t.latency.stages),
+                "total": latency.total,
+                "stages": dict(latency.stages),
             }
-            for t in recent
+            for t, latency in recent
         ]
 
     # --- resources ---

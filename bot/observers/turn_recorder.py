@@ -39,7 +39,7 @@ from pipecat.observers.base_observer import FramePushed
 
 from bot.frames import RequestTranscriptionFrame
 from bot.observers.guarded import GuardedObserver
-from bot.records import ToolCall, TurnFailure, TurnLatency, TurnRecord, Usage
+from bot.records import ToolCall, TurnFailure, TurnLatency, TurnRecord, TurnStatus, Usage
 
 
 @dataclass
@@ -201,14 +201,20 @@ class TurnRecorder(GuardedObserver):
         turn.record.tool_calls.clear()
         turn.tool_started.clear()
 
+    @property
+    def _open_turn(self) -> _OpenTurn:
+        """The turn being recorded: the methods below run only once a caller found one open."""
+        assert self._turn is not None
+        return self._turn
+
     def _mark(self, milestone: str, at: float, *, restart: bool = False) -> None:
-        turn = self._turn
+        turn = self._open_turn
         if turn.speech_end is None or (milestone in turn.milestones and not restart):
             return
         turn.milestones[milestone] = max(0.0, at - turn.speech_end)
 
     def _tool_finished(self, frame: FunctionCallResultFrame, now: float) -> None:
-        turn = self._turn
+        turn = self._open_turn
         for call in turn.record.tool_calls:
             if call.id == frame.tool_call_id and call.duration_secs is None:
                 call.result = frame.result
@@ -219,7 +225,7 @@ class TurnRecorder(GuardedObserver):
             self._mark("tools_done", now)
 
     def _add_metrics(self, frame: MetricsFrame) -> None:
-        usage: Usage = self._turn.record.usage
+        usage: Usage = self._open_turn.record.usage
         for data in frame.data:
             if isinstance(data, LLMUsageMetricsData):
                 usage.llm_prompt_tokens += data.value.prompt_tokens
@@ -236,8 +242,8 @@ class TurnRecorder(GuardedObserver):
                     spent = usage.cpu_seconds.get(engine.stage, 0.0) + data.value * engine.threads
                     usage.cpu_seconds[engine.stage] = spent
 
-    async def _close(self, status: str) -> None:
-        turn, self._turn = self._turn, None
+    async def _close(self, status: TurnStatus) -> None:
+        turn, self._turn = self._open_turn, None
         record = turn.record
         record.status = status
         record.ended_at = time.time()

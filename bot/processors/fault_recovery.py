@@ -94,13 +94,14 @@ class FaultRecovery(FrameProcessor):
         timeouts: StageTimeouts,
         apology: bytes,
         apology_sample_rate: int,
-        on_failure: Callable[[TurnFailure], Awaitable[None]],
+        on_failure: Callable[[TurnFailure], Awaitable[object]],  # what it returns is not used
         on_error: Callable[[str], None] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._stage_of = {service: stage for stage, service in stages.items() if service is not None}
-        self._stt_name = stages["stt"].name if stages.get("stt") is not None else None
+        stt, tts = stages.get("stt"), stages.get("tts")
+        self._stt_name = stt.name if stt is not None else None
         self._timeouts = timeouts
         # Trailing silence: the output transport ends the bot's speech after 0.35 s of it
         # (without, only after a 3 s fallback).
@@ -119,10 +120,10 @@ class FaultRecovery(FrameProcessor):
         self._held_stt_error: TurnFailure | None = None
         self._changed = asyncio.Event()
         self._watchdog: asyncio.Task | None = None
-        if stages.get("tts") is not None:
+        if tts is not None:
             # The TTS owes audio from the moment it is handed text to speak (a whole
             # sentence), not from the LLM's first token.
-            stages["tts"].add_event_handler("on_tts_request", self._on_tts_request)
+            tts.add_event_handler("on_tts_request", self._on_tts_request)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -196,7 +197,7 @@ class FaultRecovery(FrameProcessor):
         self._deadlines[stage] = now + getattr(self._timeouts, stage)
 
     async def _on_error(self, frame: ErrorFrame) -> None:
-        stage = self._stage_of.get(frame.processor)
+        stage = self._stage_of.get(frame.processor) if frame.processor is not None else None
         # A tool that raised is the application's failure, and the LLM answers around it.
         if stage is None or frame.category is ErrorCategory.APPLICATION or not self._in_turn:
             return

@@ -7,9 +7,12 @@ turns whose replies nobody heard (with those replies' calls and results). They g
 request is one user message with every word, as the user said it.
 """
 
+from typing import cast
+
+from pipecat.processors.aggregators.llm_context import LLMContextMessage
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 
-from bot.conversation import before_request
+from bot.conversation import Messages, before_request
 from bot.frames import RequestTranscriptionFrame
 
 
@@ -26,7 +29,10 @@ class RequestUserAggregator(LLMUserAggregator):
 
     async def _push_aggregation(self, *, run_llm: bool = True) -> str:
         if self._replaces_request and self._aggregation:
-            self._context.set_messages(before_request(self._context.get_messages()))
+            # conversation.py reads messages as the dicts they are (it skips LLMSpecificMessage);
+            # what it returns is the context's own messages, fewer.
+            earlier = before_request(cast(Messages, self._context.get_messages()))
+            self._context.set_messages(cast(list[LLMContextMessage], earlier))
         self._replaces_request = False
         return await super()._push_aggregation(run_llm=run_llm)
 

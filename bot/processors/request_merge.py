@@ -11,16 +11,22 @@ A reply the user heard (any assistant text) is a boundary: what follows it is a 
 Placed right after the user aggregator, so every provider reads the merged request.
 """
 
+from typing import cast
+
 from pipecat.frames.frames import Frame, LLMContextFrame
+from pipecat.processors.aggregators.llm_context import LLMContextMessage
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from bot.conversation import merged_request
+from bot.conversation import Messages, merged_request
 
 
 class RequestMerge(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
-            if (joined := merged_request(frame.context.get_messages())) is not None:
-                frame.context.set_messages(joined)
+            # conversation.py reads messages as the dicts they are (it skips LLMSpecificMessage).
+            messages = cast(Messages, frame.context.get_messages())
+            if (joined := merged_request(messages)) is not None:
+                # The context's own messages, with one plain user message for the request's parts.
+                frame.context.set_messages(cast(list[LLMContextMessage], joined))
         await self.push_frame(frame, direction)

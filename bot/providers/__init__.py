@@ -88,6 +88,8 @@ def prepare_models(settings: Settings) -> None:
 async def load_engine(settings: Settings, stage: Stage, engines: EmbeddedEngines) -> None:
     """Load and warm one stage's engine into `engines` (in a worker thread: it takes seconds)."""
     chosen = room(settings, stage)
+    # `load_engines` loads only rooms with an engine, and every such room names its model.
+    assert chosen.load is not None and chosen.model is not None
     started = time.monotonic()
     engine = await asyncio.to_thread(chosen.load, settings)
     if chosen.warm:

@@ -137,7 +137,7 @@ def validated_chart(
         labels = [str(i + 1) for i in range(n)]
     if len(labels) != n:
         raise ToolInputError(f"there are {len(labels)} labels but {n} values; they must match")
-    normalized = []
+    normalized: list[dict[str, Any]] = []
     for index, (name, values) in enumerate(series):
         name = (name or "").strip()
         what = name or ("the values" if index == 0 else f"series {index + 1}")
@@ -258,8 +258,10 @@ def _chart_data(
     pairs = said_pairs(request) if request else None
     title = (title or "").strip()
 
-    def from_words() -> tuple[str, list[str], list[tuple[str, list[Any]]], str]:
-        words_title, words_labels, words_values = pairs
+    def from_words(
+        said: tuple[str, list[str], list[float]],
+    ) -> tuple[str, list[str], list[tuple[str, list[Any]]], str]:
+        words_title, words_labels, words_values = said
         return title or words_title, words_labels, [(series_name, words_values)], "words"
 
     def earlier(ref: str) -> tuple[str, list[str], list[tuple[str, list[Any]]], str]:
@@ -269,7 +271,7 @@ def _chart_data(
 
     if from_result and from_result.strip():
         if pairs and not values:
-            return from_words()  # an earlier result named while the user dictates new data
+            return from_words(pairs)  # an earlier result named while the user dictates new data
         return earlier(from_result)
 
     typed = [as_number(v, "each value") for v in [*(values or []), *(values2 or [])]]
@@ -285,7 +287,7 @@ def _chart_data(
             series.append((series2_name, list(values2)))
         return title, list(labels or []), series, "spoken"
     if pairs:
-        return from_words()
+        return from_words(pairs)
     if _REFERS_BACK.search(request) and resources.latest() is not None:
         try:
             return earlier("latest")  # "chart that": the numbers were re-typed or made up

@@ -112,6 +112,7 @@ def _latency(resources: SessionResources) -> dict[str, Any]:
         raise NoData("No reply latencies have been recorded on this server yet.")
     values = [float(r["total"]) for r in rows]
     median = percentile(values, 50)
+    assert median is not None  # None only without values, and `rows` has some
     fastest, slowest = min(values), max(values)
     if len(values) == 1:
         summary = f"The one recorded turn on this server took {spoken_number(values[0])} seconds to reply."

@@ -96,7 +96,7 @@ def was_said(value: float, numbers: set[float]) -> bool:
 def _spoken_amount(words: list[str]) -> float | None:
     """The number that the words at the end of `words` say ("ten", "eight hundred", "twenty
     five thousand"), taking them off `words`; None (and nothing taken) when none do."""
-    tail = []
+    tail: list[str] = []
     while words and (w := words[-1].lower().strip(".,")) in (*_SMALL, *_TENS, *_SCALES, "and"):
         tail.insert(0, w)
         words.pop()
@@ -157,18 +157,20 @@ def _rejoined(
     """A pause between a label and its number is transcribed as a comma or a full stop
     ("Tuesday, fifty five.", "Week one, five."): a short chunk of words followed by a bare
     number is one pair, the chunk its label."""
-    out_chunks, out_parsed, i = [], [], 0
+    out_chunks: list[str] = []
+    out_parsed: list[tuple[str, float] | None] = []
+    i = 0
     while i < len(chunks):
         words = chunks[i].split()
+        following = parsed[i + 1] if i + 1 < len(chunks) else None
         if (
-            i + 1 < len(chunks)
-            and parsed[i + 1] is not None
-            and not parsed[i + 1][0]  # the next chunk is a bare number
+            following is not None
+            and not following[0]  # the next chunk is a bare number
             and 0 < len(words) <= _MAX_LABEL_WORDS
             and words[0][:1].isalpha()
         ):
             out_chunks.append(f"{chunks[i]} {chunks[i + 1]}")
-            out_parsed.append((" ".join(words).strip(" ,"), parsed[i + 1][1]))
+            out_parsed.append((" ".join(words).strip(" ,"), following[1]))
             i += 2
         else:
             out_chunks.append(chunks[i])
@@ -216,12 +218,13 @@ def _pairs(head: str, colon: str, data: str) -> tuple[str, list[str], list[float
         head, chunks, parsed, colon = chunks[0], chunks[1:], parsed[1:], ":"
     if len(chunks) < 2:
         return None
-    title = _TITLE.search(" ".join(head.split()))
-    title = title["title"].strip() if title else ""
-    if not all(parsed):
+    title_match = _TITLE.search(" ".join(head.split()))
+    title = title_match["title"].strip() if title_match else ""
+    pairs = [p for p in parsed if p is not None]
+    if len(pairs) < len(parsed):
         return None
-    labels = [label for label, _ in parsed]
-    values = [value for _, value in parsed]
+    labels = [label for label, _ in pairs]
+    values = [value for _, value in pairs]
     if not any(labels):  # "graph these numbers: 4, 8, 15"
         return (title, [str(i + 1) for i in range(len(values))], values) if colon else None
     if not all(labels):

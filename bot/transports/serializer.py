@@ -36,7 +36,9 @@ MAX_FRAME_BYTES = 256 * 1024  # ~8 s of 16 kHz audio: far above any sane chunk
 
 async def encoded_rtvi_error(description: str, *, fatal: bool) -> bytes:
     """The RTVI error as the protobuf bytes a client reads, for a socket with no pipeline."""
-    return await ProtobufFrameSerializer().serialize(rtvi_error(description, fatal=fatal))
+    encoded = await ProtobufFrameSerializer().serialize(rtvi_error(description, fatal=fatal))
+    assert isinstance(encoded, bytes)  # this serializer passes RTVI messages, as protobuf bytes
+    return encoded
 
 
 class CheckedProtobufSerializer(ProtobufFrameSerializer):
@@ -78,7 +80,8 @@ class CheckedProtobufSerializer(ProtobufFrameSerializer):
         if len(data) > MAX_FRAME_BYTES:
             return self._reject(f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit", data)
         try:
-            proto = frames_pb2.Frame.FromString(data)
+            # The generated protobuf module comes without type stubs (Pipecat ignores this too).
+            proto = frames_pb2.Frame.FromString(data)  # type: ignore[attr-defined]
         except DecodeError:
             return self._reject("malformed protobuf frame", data)
         kind = proto.WhichOneof("frame")

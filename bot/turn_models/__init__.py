@@ -22,7 +22,6 @@ the time the rest of the server takes.
 from collections.abc import Callable
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 
@@ -48,7 +47,7 @@ def load_turn_models(settings: Settings) -> None:
         smart_turn_model()
 
 
-def create_vad_analyzer(settings: Settings) -> SileroVADAnalyzer:
+def create_vad_analyzer(settings: Settings) -> SharedSileroVADAnalyzer:
     return SharedSileroVADAnalyzer(
         batcher=silero_batcher(),
         params=VADParams(stop_secs=settings.vad_stop_secs),

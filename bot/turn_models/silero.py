@@ -3,7 +3,7 @@ state, and the windows of all sessions due at the same moment are scored in one 
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -52,6 +52,7 @@ class SileroBatcher:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                scores: Sequence[list[float] | Exception]
                 try:
                     scores = await loop.run_in_executor(self._executor, self._run, batch)
                 except Exception as e:
@@ -84,6 +85,10 @@ class SileroBatcher:
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):
     """Pipecat's Silero VAD (same thresholds, smoothing and state resets) on the shared
     batched model."""
+
+    # Pipecat's slot for its SileroOnnxModel holds this session's state instead: Pipecat's
+    # periodic `_model.reset_states()` then resets just that state.
+    _model: _SileroState  # type: ignore[assignment]
 
     def __init__(
         self,

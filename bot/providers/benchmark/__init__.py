@@ -2,7 +2,7 @@
 
 from pipecat.processors.frame_processor import FrameProcessor
 
-from bot.providers.base import EmbeddedEngines, Room, Stage
+from bot.providers.base import STAGES, EmbeddedEngines, Room, Stage
 from bot.providers.speakable import SPEAKABLE_TEXT
 from bot.settings import Provider, Settings
 
@@ -42,5 +42,5 @@ def create_tts(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
 
 ROOMS = [
     Room(stage=stage, provider=Provider.BENCHMARK, describe=_describer(stage), create=create)
-    for stage, create in (("stt", create_stt), ("llm", create_llm), ("tts", create_tts))
+    for stage, create in zip(STAGES, (create_stt, create_llm, create_tts))
 ]

@@ -27,9 +27,15 @@ class DailyRoom:
     bot_token: str
 
 
+def _api_key(settings: Settings) -> str:
+    # Only `POST /api/daily` comes here, and the server answers it only with a key set.
+    assert settings.daily_api_key is not None
+    return settings.daily_api_key.get_secret_value()
+
+
 def _rest(settings: Settings, http: aiohttp.ClientSession) -> DailyRESTHelper:
     return DailyRESTHelper(
-        daily_api_key=settings.daily_api_key.get_secret_value(),
+        daily_api_key=_api_key(settings),
         daily_api_url=settings.daily_api_url,
         aiohttp_session=http,
     )
@@ -72,7 +78,7 @@ def create_daily_transport(room: DailyRoom, settings: Settings) -> DailyTranspor
         room.bot_token,
         BOT_NAME,
         params=DailyParams(
-            api_key=settings.daily_api_key.get_secret_value(),
+            api_key=_api_key(settings),
             api_url=settings.daily_api_url,
             audio_in_enabled=True,
             audio_out_enabled=True,

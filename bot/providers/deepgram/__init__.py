@@ -20,8 +20,10 @@ def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
     # Imported when chosen: a server that never uses it does not load its SDK.
     from pipecat.services.deepgram.stt import DeepgramSTTService
 
+    api_key = settings.deepgram_api_key
+    assert api_key is not None  # Settings resolves the STT to Deepgram only with its key
     return DeepgramSTTService(
-        api_key=settings.deepgram_api_key.get_secret_value(),
+        api_key=api_key.get_secret_value(),
         base_url=settings.deepgram_url,
         settings=DeepgramSTTService.Settings(model=settings.deepgram_model, interim_results=True),
     )

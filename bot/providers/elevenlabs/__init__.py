@@ -21,8 +21,10 @@ def create(settings: Settings, _engines: EmbeddedEngines) -> FrameProcessor:
     # Imported when chosen: a server that never uses it does not load its SDK.
     from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 
+    api_key = settings.elevenlabs_api_key
+    assert api_key is not None  # Settings resolves the TTS to ElevenLabs only with its key
     return ElevenLabsTTSService(
-        api_key=settings.elevenlabs_api_key.get_secret_value(),
+        api_key=api_key.get_secret_value(),
         url=settings.elevenlabs_url,
         settings=ElevenLabsTTSService.Settings(voice=settings.elevenlabs_voice_id, model=settings.elevenlabs_model),
         text_transforms=SPEAKABLE_TEXT,

@@ -202,11 +202,14 @@ class LocalLLMEngine:
                         pass
                 except LLMEngineError as e:  # only a guess failed; the real request will tell
                     logger.debug(f"LLM prefill failed: {e}")
-                request = self._next_prefill.pop(session, None)
+                next_request = self._next_prefill.pop(session, None)
                 del self._prefills[session]
-                if request is None or (slot := self._idle_slot(session)) is None:
+                if next_request is None or (next_slot := self._idle_slot(session)) is None:
                     return
-                self._prefills[session] = asyncio.current_task()
+                request, slot = next_request, next_slot
+                this_task = asyncio.current_task()
+                assert this_task is not None  # _prefill only runs as the task _prefills holds
+                self._prefills[session] = this_task
         finally:
             self._prefills.pop(session, None)
             self._next_prefill.pop(session, None)  # nothing kept for a session that ended
@@ -271,7 +274,8 @@ class LocalLLMEngine:
 
     async def complete(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The whole text of a (non-interactive) completion and llama.cpp's timings of it."""
-        parts, timings = [], {}
+        parts: list[str] = []
+        timings: dict[str, Any] = {}
         async for chunk in self.stream_chat(request, threading.Event()):
             for choice in chunk.get("choices") or []:
                 parts.append((choice.get("delta") or {}).get("content") or "")

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -21,13 +22,14 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
 )
 from pipecat.metrics.metrics import LLMTokenUsage
-from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_context import LLMContext, LLMContextMessage
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
+from pipecat.utils.types import assert_given
 
-from bot.conversation import before_request, merged_request
+from bot.conversation import Messages, before_request, merged_request
 from bot.providers.llama.engine import LocalLLMEngine
 from bot.providers.tool_routing import (
     ANSWER_PREFILL,
@@ -244,7 +246,8 @@ class LocalLLMService(LLMService):
         `prefill`). With no words yet, the conversation up to the last answer (a tool's call,
         result and spoken sentence are ~100 tokens no request has computed). Not while this
         session's reply is being generated."""
-        messages = context.get_messages()
+        # conversation.py reads the messages as the dicts they are (it skips LLMSpecificMessage).
+        messages = cast(Messages, context.get_messages())
         if self._response_open:
             return
         if words.strip():
@@ -256,7 +259,7 @@ class LocalLLMService(LLMService):
             messages = merged_request(messages) or messages
         elif not messages or messages[-1].get("role") == "user":
             return  # nothing was said since the last request computed it
-        request, _ = self._request(LLMContext(messages=messages, tools=context.tools))
+        request, _ = self._request(LLMContext(messages=cast(list[LLMContextMessage], messages), tools=context.tools))
         if not words.strip():
             # Up to the end of the last answer, which a later request's prompt starts with.
             request = {**request, "messages": request["messages"][:-1]}
@@ -265,9 +268,10 @@ class LocalLLMService(LLMService):
     def _request(self, context: LLMContext) -> tuple[dict, list[RoutableTool]]:
         return routed_request(
             context,
-            system_prompt=self._settings.system_instruction,
-            max_tokens=self._settings.max_tokens,
-            temperature=self._settings.temperature,
+            system_prompt=assert_given(self._settings.system_instruction),
+            # Both set by __init__ (llm_settings), never unset.
+            max_tokens=cast(int, self._settings.max_tokens),
+            temperature=cast(float, self._settings.temperature),
             context_tokens=self._engine.context_tokens_per_slot,
         )
 
@@ -291,9 +295,9 @@ class LocalLLMService(LLMService):
             self._holds_first_sentence_turn = True
 
     def _let_next_reply_start(self) -> None:
-        if self._holds_first_sentence_turn:
+        if self._holds_first_sentence_turn and (turns := self._engine.first_sentence_turns) is not None:
             self._holds_first_sentence_turn = False
-            self._engine.first_sentence_turns.release()
+            turns.release()
 
     async def _compute_reply(
         self,
@@ -390,7 +394,8 @@ class LocalLLMService(LLMService):
                 return
             began = time.monotonic()
             try:
-                await asyncio.wait_for(self._engine.first_sentence_turns.wait_until_none_pending(), pause_left)
+                if (turns := self._engine.first_sentence_turns) is not None:
+                    await asyncio.wait_for(turns.wait_until_none_pending(), pause_left)
             except TimeoutError:
                 pass
             pause_left -= time.monotonic() - began

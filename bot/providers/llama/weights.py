@@ -66,7 +66,8 @@ def _chunk_files(model: GGUFModel) -> list[Path]:
         )
         if not chunks:
             raise RuntimeError(f"the package {package!r} carries no weight chunks")
-        files += [Path(distribution.locate_file(f)) for f in chunks]
+        # str(): locate_file is typed as a SimplePath, which Path() does not take.
+        files += [Path(str(distribution.locate_file(f))) for f in chunks]
     return files
 
 

@@ -41,8 +41,9 @@ from bot.providers.moonshine.model import MODEL_NAME
 
 # Bump when the conversion changes, so caches written by older code are rebuilt.
 _FORMAT_VERSION = 1
-# Found through the package's installed metadata: its code never runs here.
-_SOURCE_DIR = Path(importlib.metadata.distribution("moonshine-cpp").locate_file("moonshine_cpp/models/base-en"))
+# Found through the package's installed metadata: its code never runs here. (str(): locate_file
+# is typed as a SimplePath, which Path() does not take.)
+_SOURCE_DIR = Path(str(importlib.metadata.distribution("moonshine-cpp").locate_file("moonshine_cpp/models/base-en")))
 _SOURCE_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
 _MANIFEST = "manifest.json"
 _SCRATCH_PREFIX = ".convert-"
@@ -110,7 +111,7 @@ def _file_stamp(path: Path) -> dict[str, int]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Run `write(tmp)` on a temporary name in the same directory, then rename it to `path`.
 
     A conversion that is interrupted therefore never leaves a truncated file under the final name.

@@ -332,7 +332,7 @@ class MoonshineSTTService(SegmentedSTTService):
         try:
             text = await final.pause.task if final.pause is not None else None
             if text is None:  # no pause decode, or it was cancelled or failed
-                pcm = final.request + self._trailing_silence() if whole else audio
+                pcm = final.request + self._trailing_silence() if final.request is not None else audio
                 text = await asyncio.to_thread(self._transcribe, pcm, None)
             if whole and not text:  # the whole request decoded to nothing: this part alone
                 whole = False

@@ -9,6 +9,7 @@ function-call machinery are the parent's.
 import math
 
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.services.openai.base_llm import OpenAILLMSettings
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.utils.types import assert_given
 
@@ -16,6 +17,9 @@ from bot.providers.tool_routing import ReplyDecoder, function_calls, reply_json_
 
 
 class RoutedOpenAILLMService(OpenAILLMService):
+    # What Pipecat's `_settings: Settings` is: mypy cannot resolve that class-body alias.
+    _settings: OpenAILLMSettings
+
     async def _process_context(self, context: LLMContext):
         conversation = route_conversation(
             context, assert_given(self._settings.system_instruction), budget_chars=math.inf

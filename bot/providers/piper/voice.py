@@ -56,7 +56,8 @@ class SharedPiperVoice:
             with lock:
                 return phonemize(text)
 
-        self._voice.phonemize = phonemize_alone
+        # Patching this one instance is the point: PiperVoice.load builds a PiperVoice itself.
+        self._voice.phonemize = phonemize_alone  # type: ignore[method-assign]
 
     @property
     def sample_rate(self) -> int:
