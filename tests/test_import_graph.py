@@ -1,4 +1,4 @@
-"""The import rules of docs/architecture.md ("Where the code is going"), read from the source: each
+"""The import rules of docs/architecture.md ("Which way imports run"), read from the source: each
 module of `bot/` sits on a layer and imports only from its own layer or the ones below, with no
 cycle; tools, processors and services do not import each other; nothing in the project imports
 `server.py`; no package edits `sys.path` to find another."""
