@@ -6,6 +6,7 @@ are stale). Non-secret settings use the `AGENT_` prefix; provider keys keep the 
 providers document (`OPENAI_API_KEY`, ...).
 """
 
+import json
 import socket
 import sys
 from enum import Enum
@@ -28,6 +29,14 @@ class ResultSpeaker(str, Enum):
     AUTO = "auto"
     TOOL = "tool"
     LLM = "llm"
+
+
+# Settings with no meaning for an empty value (elsewhere empty may mean "off", e.g. the greeting).
+BLANK_MEANS_DEFAULT = ("data_dir", "store_path", "prices")
+
+
+def _is_blank(value: object) -> bool:
+    return isinstance(value, str) and not value.strip()
 
 
 class Provider(str, Enum):
@@ -472,7 +481,7 @@ class Settings(BaseSettings):
         description="A Daily room's session ends if nobody joins it within this time, or at once"
         " if the bot cannot join.",
     )
-    prices: PriceTable = Field(
+    prices: Annotated[PriceTable, NoDecode] = Field(
         default_factory=PriceTable,
         description="Provider list prices for the cost report, in US dollars (the defaults are in"
         " `bot/costs.py`); `AGENT_PRICES` as JSON replaces each field it gives as a whole, e.g."
@@ -484,6 +493,20 @@ class Settings(BaseSettings):
         "or two short plain sentences, with no lists, markdown or emoji.",
         description="System prompt of the assistant.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_means_default(cls, values):
+        # A line of .env.example uncommented and left blank (`AGENT_STORE_PATH=`) means "not
+        # set", not the current directory or an empty JSON document.
+        if isinstance(values, dict):
+            return {k: v for k, v in values.items() if not (k in BLANK_MEANS_DEFAULT and _is_blank(v))}
+        return values
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value):
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("benchmark_faults", mode="before")
     @classmethod

@@ -110,6 +110,25 @@ def test_dotenv_in_working_directory_is_read(tmp_path):
     assert "from-dotenv" not in repr(settings)  # keys are secrets
 
 
+def test_a_blank_line_from_env_example_means_the_default(tmp_path):
+    # .env.example lines uncommented and left blank: defaults, not the working directory or an
+    # empty JSON document.
+    (tmp_path / ".env").write_text("AGENT_STORE_PATH=\nAGENT_DATA_DIR=  \nAGENT_PRICES=\nAGENT_GREETING=\n")
+    settings, default = Settings(), Settings(_env_file=None)
+    assert settings.records_path == default.records_path and settings.records_path.name == "sessions.sqlite3"
+    assert settings.prices == default.prices
+    assert settings.greeting == ""  # where empty means "off", it still does
+
+
+def test_prices_that_are_not_json_are_refused_naming_the_setting(monkeypatch):
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("AGENT_PRICES", "{daily: 0.003}")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "prices" in str(refused.value)
+
+
 # --- the service factory ----------------------------------------------------------------------
 
 
