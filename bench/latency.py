@@ -120,6 +120,7 @@ SETS = {
 TURN_TIMEOUT = 40
 QUIET_SECS = 1.5  # a request is done when nothing new has started for this long
 RECORD_WAIT_SECS = 5.0  # for its turn record, which follows the end of its answer
+RECORD_CLOCK_SLACK_SECS = 0.25  # between the client's clock reading and the server's
 
 
 def _first(client: VoiceClient, after: float, until: float, kind: str) -> float | None:
@@ -182,12 +183,17 @@ async def ask(client: VoiceClient, request: Request, voice: Voice) -> dict:
     if (turn_end := _first(client, speech_end, until, "user-stopped-speaking")) is not None:
         turn["turn_end"] = round(turn_end - speech_end, 3)
 
+    # The server stamps a turn with the Unix time it began; the previous request's record can
+    # arrive after this one's speech began, and is not this request's.
+    began_unix = time.time() - (time.monotonic() - speech_start) - RECORD_CLOCK_SLACK_SECS
+
     def records() -> list[dict]:  # sent as each turn closes, just after the bot stops speaking
-        return [
+        sent = [
             m.data.get("turn") or {}
             for m in client.messages
             if m.at >= speech_start and m.type == "server-message" and m.data.get("type") == "turn-metrics"
         ]
+        return [record for record in sent if record.get("started_at", began_unix) >= began_unix]
 
     record_deadline = time.monotonic() + RECORD_WAIT_SECS
     while done is not None and not records() and time.monotonic() < record_deadline:

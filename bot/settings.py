@@ -405,6 +405,13 @@ class Settings(BaseSettings):
         " request goes on (a chart with no numbers yet, a list or clause ending in a comma or"
         ' "and", "is this positive or negative" with nothing to judge); `0` never waits.',
     )
+    question_end_secs: float = Field(
+        0.3,
+        ge=0,
+        description="A turn whose words end in a question mark ends this long after Smart Turn's"
+        " verdict even when it judges the turn unfinished (as it may a flat voice's question), unless"
+        " its words say it goes on; `0` leaves it to Smart Turn and `AGENT_TURN_MAX_SILENCE_SECS`.",
+    )
 
     apology: str = Field(
         "Sorry, something went wrong on my side. Could you say that again?",

@@ -15,6 +15,7 @@ from pipecat.frames.frames import (
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
+from pipecat.metrics.metrics import TurnMetricsData
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
 from pipecat.tests.utils import SleepFrame, run_test
@@ -198,13 +199,21 @@ def _said(text: str, *, gap: float, whole: bool = False) -> list:
 
 
 async def _requests_sent(
-    parts: list[tuple[str, float]], hold_secs: float, context: LLMContext | None = None
+    parts: list[tuple[str, float]],
+    hold_secs: float,
+    context: LLMContext | None = None,
+    *,
+    turn_analyzer: BaseTurnAnalyzer | None = None,
+    question_secs: float = 0.0,
 ) -> list[str]:
     """The user turns the pipeline's aggregator ends for `parts` (text, pause after it); a part
     whose text starts with "+" is a transcript of the whole request so far."""
     context = context or LLMContext()
     strategy = MeasuredTurnAnalyzerStopStrategy(
-        turn_analyzer=_AlwaysComplete(), goes_on=request_goes_on, hold_secs=hold_secs
+        turn_analyzer=turn_analyzer or _AlwaysComplete(),
+        goes_on=request_goes_on,
+        hold_secs=hold_secs,
+        question_secs=question_secs,
     )
     aggregator = RequestUserAggregator(
         context,
@@ -239,6 +248,40 @@ async def test_a_finished_question_is_not_held():
     assert sent == ["What is the capital of France?"]  # well before the 5 s hold
     held = await _requests_sent([("Is this review positive?", 0.1)], hold_secs=5.0)
     assert held == []  # still waiting for the review
+
+
+# --- a finished question that Smart Turn hears as unfinished ----------------------------------
+
+
+class _NeverComplete(_AlwaysComplete):
+    """A turn model that hears every pause as mid-turn (Smart Turn on a flat voice's question);
+    its silence fallback never comes in these tests."""
+
+    async def analyze_end_of_turn(self):
+        verdict = TurnMetricsData(processor="turn", is_complete=False, probability=0.2, e2e_processing_time_ms=5.0)
+        return EndOfTurnState.INCOMPLETE, verdict
+
+
+@pytest.mark.parametrize(
+    "text, ends",
+    [
+        ("What time is it?", True),
+        ("Show me a bar chart of monthly sales.", False),  # no question: Smart Turn decides
+        ("Is this review positive?", False),  # its words say the review is still to come
+    ],
+)
+async def test_a_finished_question_ends_soon_though_smart_turn_hears_it_unfinished(text, ends):
+    sent = await _requests_sent([(text, 0.6)], hold_secs=0.8, turn_analyzer=_NeverComplete(), question_secs=0.3)
+    assert sent == ([text] if ends else [])
+
+
+async def test_the_question_rule_is_off_at_zero_and_waits_for_speech_that_goes_on():
+    off = await _requests_sent([("What time is it?", 0.6)], hold_secs=0.8, turn_analyzer=_NeverComplete())
+    assert off == []
+    # Speaking again within the wait keeps one turn, which ends after the last question.
+    parts = [("Can you hear me?", 0.1), ("What is the capital of France?", 0.6)]
+    sent = await _requests_sent(parts, hold_secs=0.8, turn_analyzer=_NeverComplete(), question_secs=0.3)
+    assert sent == ["Can you hear me? What is the capital of France?"]
 
 
 # --- a transcript of the whole request replaces its parts -----------------------------------

@@ -66,4 +66,5 @@ def create_turn_stop_strategy(
         ),
         goes_on=goes_on,
         hold_secs=settings.dictation_hold_secs,
+        question_secs=settings.question_end_secs,
     )

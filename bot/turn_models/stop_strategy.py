@@ -22,18 +22,26 @@ class MeasuredTurnAnalyzerStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     the words say otherwise (a chart with no numbers yet, a list ending in a comma, "is this
     positive or negative" with nothing to judge). When `goes_on(words of the turn so far)` says
     so, the turn ends only after `hold_secs` more of silence; speech meanwhile goes on in the
-    same turn. A finished question is not held: it ends as fast as before."""
+    same turn. A finished question is not held: it ends as fast as before.
+
+    The other way round, Smart Turn hears some finished questions as unfinished (a flat voice
+    asking "What time is it?"), and the turn would then end only at its silence fallback. When
+    the words end in a question mark and do not say they go on, the turn ends `question_secs`
+    after its verdict instead."""
 
     def __init__(
         self,
         *,
         goes_on: Callable[[str], bool] | None = None,
         hold_secs: float = 0.0,
+        question_secs: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._goes_on = goes_on
         self._hold_secs = hold_secs
+        self._question_secs = question_secs
+        self._question_task: asyncio.Task | None = None
         self._turn_words: list[str] = []
         self._hold_task: asyncio.Task | None = None
         self._held_out = False  # the hold ran its course: the turn may end
@@ -43,6 +51,9 @@ class MeasuredTurnAnalyzerStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             seconds = result.e2e_processing_time_ms / 1000
             timing = ProcessingMetricsData(processor=TURN_MODEL_METRIC, value=seconds)
             await self.push_frame(MetricsFrame(data=[result, timing]))
+            if not result.is_complete and self._vad_stopped and self._question_secs > 0:
+                await self._end_question_wait()
+                self._question_task = self.task_manager.create_task(self._question_ends(), f"{self}::question")
         else:
             await super()._handle_prediction_result(result)
 
@@ -59,6 +70,7 @@ class MeasuredTurnAnalyzerStopStrategy(TurnAnalyzerUserTurnStopStrategy):
 
     async def _discard_pending_end_of_turn(self):
         await self._end_hold()
+        await self._end_question_wait()
         self._held_out = False
         await super()._discard_pending_end_of_turn()
 
@@ -85,6 +97,27 @@ class MeasuredTurnAnalyzerStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         logger.debug(f"{self}: held {self._hold_secs:g}s for more of the request; it ends")
         await self._maybe_trigger_user_turn_stopped()
 
+    def _asks_a_finished_question(self) -> bool:
+        words = " ".join(self._turn_words)
+        return words.rstrip().endswith("?") and not (self._goes_on and self._goes_on(words))
+
+    async def _question_ends(self) -> None:
+        try:
+            await asyncio.sleep(self._question_secs)
+        except asyncio.CancelledError:
+            return
+        self._question_task = None
+        if self._turn_complete or not self._asks_a_finished_question():
+            return  # Smart Turn's own end, or its silence fallback, decides
+        logger.debug(f"{self}: a finished question Smart Turn heard as unfinished; it ends")
+        self._turn_complete = True
+        await self._maybe_trigger_user_turn_stopped()
+
+    async def _end_question_wait(self) -> None:
+        if self._question_task is not None:
+            task, self._question_task = self._question_task, None
+            await self.task_manager.cancel_task(task)
+
     async def _end_hold(self) -> None:
         if self._hold_task is not None:
             task, self._hold_task = self._hold_task, None
@@ -92,4 +125,5 @@ class MeasuredTurnAnalyzerStopStrategy(TurnAnalyzerUserTurnStopStrategy):
 
     async def cleanup(self):
         await self._end_hold()
+        await self._end_question_wait()
         await super().cleanup()
