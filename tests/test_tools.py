@@ -23,7 +23,7 @@ from bot.telemetry import Telemetry
 from bot.tools import ALL_TOOLS
 from bot.tools.analyze_sentiment import analyze_sentiment, analyzer, quoted_by_user
 from bot.tools.current_time import get_current_time
-from bot.tools.generate_chart import generate_chart
+from bot.tools.generate_chart import UNHEARD_LIST, generate_chart
 from bot.tools.get_realtime_data import get_realtime_data
 from bot.tools.results import spoken_number
 from bot.tools.spoken_numbers import said_numbers, said_pairs
@@ -321,6 +321,11 @@ async def test_chart_from_an_earlier_result_reuses_its_numbers():
         ("three thousand four hundred, one, two", {3, 3400, 1, 2}),
         ("minus five degrees", {5}),
         ("nothing here", set()),
+        ("rent a hundred", {100}),
+        # A number word misheard as a word that sounds like it, before a scale word.
+        ("rent it hundred, food free hundred, travel to hundred", {800, 300, 200}),
+        ("four for hundred", {4, 400}),
+        ("go to hundreds of shops", set()),
     ],
 )
 def test_said_numbers(text, numbers):
@@ -362,6 +367,10 @@ def test_said_numbers(text, numbers):
             ("", ["Week 1", "Week 2", "Week 3"], [5, 8, 12]),
         ),
         ("Draw a chart of my runs: Week 1: 5, Week 2: 8", ("my runs", ["Week 1", "Week 2"], [5, 8])),
+        (
+            "Make up a chart of my budget, rent it hundred, food-free hundred, travel to hundred.",
+            ("my budget", ["rent", "food", "travel"], [800, 300, 200]),
+        ),
     ],
 )
 def test_said_pairs(text, pairs):
@@ -400,9 +409,56 @@ async def test_numbers_nobody_said_are_not_charted():
     result, _ = await call(
         generate_chart, resources, _context=context, chart_type="bar", labels=["apples", "animating"], values=[10, 30]
     )
-    assert result == {
-        "error": "I can only chart numbers you tell me or an earlier result, and 10 is not in what you said"
-    }
+    assert result == {"error": UNHEARD_LIST}
+
+
+@pytest.mark.parametrize(
+    ("request_text", "arguments"),
+    [
+        # Misheard beyond reading: the model reached for the earlier chart.
+        (
+            "Make a pie chart of my budget. Rent it hungry, food free hungry, travel to hungry.",
+            {"from_result": "latest"},
+        ),
+        ("Make a pie chart on my budget, rent it hurried, food 300, travel two hungry.", {"from_result": "latest"}),
+        # The one number heard, typed for every item.
+        (
+            "Show me a bar chart of monthly sales: Jan Urmitin, Feb Urmitwenti, March thirty.",
+            {"labels": ["Jan", "Feb", "March"], "values": [30, 30, 30]},
+        ),
+        ("Make a pie chart on my budget, rent it hurried, food 300, travel two hungry.", {}),
+    ],
+)
+async def test_a_dictated_list_heard_in_part_is_asked_for_again_not_filled_in(request_text, arguments):
+    """A list the user dictated draws their own numbers or nothing: neither an earlier chart
+    nor a number said once repeated for the items whose numbers were not heard."""
+    resources = make_resources()
+    await call(generate_chart, resources, _id="c1", _context=conversation(SALES_REQUEST), **SALES)
+    result, _ = await call(
+        generate_chart,
+        resources,
+        _id="c2",
+        _context=conversation(SALES_REQUEST, request_text),
+        chart_type="pie",
+        **arguments,
+    )
+    assert result == {"error": UNHEARD_LIST}
+    assert "c2" not in resources.pending_visualizations
+
+
+async def test_a_dictated_list_may_repeat_a_number_said_twice():
+    resources = make_resources()
+    context = conversation("Chart my scores, Alice 90, Bob, um, ninety, Carol 75.")
+    result, _ = await call(
+        generate_chart,
+        resources,
+        _context=context,
+        chart_type="bar",
+        labels=["Alice", "Bob", "Carol"],
+        values=[90, 90, 75],
+    )
+    assert "error" not in result
+    assert resources.pending_visualizations["call-1"]["figure"]["data"][0]["y"] == [90, 90, 75]
 
 
 async def test_chart_that_uses_the_earlier_result_not_retyped_numbers():

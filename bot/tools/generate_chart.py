@@ -32,7 +32,7 @@ from bot.tools.results import (
     rounded,
     spoken_number,
 )
-from bot.tools.spoken_numbers import said_numbers, said_pairs, was_said
+from bot.tools.spoken_numbers import heard_as_numbers, said_number_list, said_numbers, said_pairs, was_said
 
 CHART_TYPES = ("bar", "line", "pie", "scatter")
 MAX_SERIES = 5  # a kept result charted again may carry a few series
@@ -186,8 +186,22 @@ def chart_goes_on(words: str) -> bool:
     )
 
 
-# Two pauses or more: a transcript writes each as a comma or a full stop.
-_LIST_BREAK = re.compile(r"[,.]\s")
+# A transcript writes a pause as a comma, a full stop or a colon.
+_PIECE_BREAK = re.compile(r"[,.:;](?:\s++|$)|\band\b")
+
+
+def dictates_a_list(request: str) -> bool:
+    """Whether the request dictates data of its own: two or more pieces (each after a pause or
+    an "and") follow the words that ask for a chart, and those words do not point back at an
+    earlier result ("Make a pie chart of my budget, rent 800, food 300, travel 200", however
+    misheard; not "Now, show that as a pie chart, please"). A transcript that lost the word
+    "chart" ("Show me a march out of monthly sales, January ten, ...") counts when nothing in
+    it points back."""
+    pieces = [p for p in _PIECE_BREAK.split(heard_as_numbers(request)) if p.strip()]
+    for i, piece in enumerate(pieces):
+        if _ASKS_FOR_CHART.search(piece):
+            return not _REFERS_BACK.search(piece) and len(pieces) - i > 2
+    return len(pieces) > 2 and not any(_REFERS_BACK.search(p) for p in pieces)
 
 
 def chart_numbers(messages: list[dict]) -> set[float]:
@@ -197,9 +211,24 @@ def chart_numbers(messages: list[dict]) -> set[float]:
     request beside this one's misheard labels ("apples" at the 10 of "January 10") would be
     made-up data."""
     request = current_request(messages)
-    if len(_LIST_BREAK.findall(f"{request} ")) > 2:
+    if dictates_a_list(request):
         return said_numbers(request)
     return set().union(*(said_numbers(text) for text in user_texts(messages)))
+
+
+def _said_often_enough(typed: list[float], said: list[float]) -> bool:
+    """Whether each typed value was said, a number said once standing for one value only (a
+    list heard as "Jan Urmitin, Feb Urmitwenti, March thirty" is not three thirties)."""
+    left = [abs(n) for n in said]
+    for value in typed:
+        match = next((i for i, n in enumerate(left) if was_said(value, {n})), None)
+        if match is None:
+            return False
+        left.pop(match)
+    return True
+
+
+UNHEARD_LIST = "I did not catch a number for every item in that list; please say it again"
 
 
 def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[str, Any] | None:
@@ -215,8 +244,11 @@ def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[s
     # An earlier result is charted only when the request brings no list of numbers of its
     # own ("chart that"); one that dictates numbers ("chart these scores: Alice 90, Bob 75")
     # charts them, even misheard.
-    has_results = any(isinstance(m, dict) and m.get("role") == "tool" for m in messages) and (
-        len(said_numbers(current_request(messages))) < 2
+    request = current_request(messages)
+    has_results = (
+        any(isinstance(m, dict) and m.get("role") == "tool" for m in messages)
+        and len(said_numbers(request)) < 2
+        and not dictates_a_list(request)
     )
     if not numbers and not has_results:
         return None
@@ -269,10 +301,12 @@ def _chart_data(
         series = [(s.get("name", ""), list(s["values"])) for s in result["series"]]
         return title or result.get("title", ""), list(result["labels"]), series, result["id"]
 
+    own_list = dictates_a_list(request)
     if from_result and from_result.strip():
         if pairs and not values:
             return from_words(pairs)  # an earlier result named while the user dictates new data
-        return earlier(from_result)
+        if not own_list:
+            return earlier(from_result)
 
     typed = [as_number(v, "each value") for v in [*(values or []), *(values2 or [])]]
     if typed and user_texts(messages):
@@ -280,6 +314,10 @@ def _chart_data(
         missing = [v for v in typed if not was_said(v, heard)]
     else:
         missing = []  # nothing typed (reported by validation), or no words to check against
+    if own_list and not pairs and (not typed or missing or not _said_often_enough(typed, said_number_list(request))):
+        # The user dictated a list the words cannot be read from whole: the typed values are
+        # the model's guess at the rest, and an earlier result is another chart's data.
+        raise ToolInputError(UNHEARD_LIST)
     labels_fit = not labels or len(labels) == len(values or [])
     if typed and not missing and (labels_fit or not pairs):
         series = [(series_name, list(values or []))]

@@ -29,7 +29,17 @@ _AMOUNT = re.compile(rf"(?P<sign>-)?+[$€£]?+(?P<number>{_DIGITS})")
 _CHUNK_BREAK = re.compile(r",\s++|;|\band\b|\.\s")
 _TITLE = re.compile(r"\b(?:chart|graph|plot)\s++(?:of|for|on|about|showing|with)\s++(?P<title>.++)", re.I)
 _SEPARATORS = {"=", ":", "is", "was", "at", "with"}
-_LABEL_DASH_NUMBER = re.compile(r"(?<=[a-z])-(?=\d)", re.IGNORECASE)
+# A speech recogniser writes a number word it half heard as a word that sounds like it ("travel
+# to hundred", "food free hundred", "rent it hundred"); before a scale word, where no other
+# reading is English, the number is meant.
+_HEARD_AS_NUMBER = {"to": "two", "too": "two", "for": "four", "free": "three", "tree": "three"}
+_HEARD_AS_NUMBER |= {"ate": "eight", "it": "eight", "won": "one"}
+_NUMBER_WORD = "|".join([*_SMALL, *_TENS, *_HEARD_AS_NUMBER])
+_LABEL_DASH_NUMBER = re.compile(rf"(?<=[a-z])-(?=\d|(?:{_NUMBER_WORD})\b)", re.IGNORECASE)
+_MISHEARD_BEFORE_SCALE = re.compile(
+    rf"\b(?P<word>{'|'.join(_HEARD_AS_NUMBER)})(?P<space>\s++)(?=(?:hundred|thousand|million|billion)\b)",
+    re.IGNORECASE,
+)
 # The longest request read for dictated pairs: far above a spoken list of values (a six-value
 # chart request is ~120 characters); a longer one is not a dictation, and the model's typed
 # values are used, checked against the numbers said.
@@ -40,21 +50,33 @@ PARSERS = (
     _CHUNK_BREAK,
     _TITLE,
     _LABEL_DASH_NUMBER,
+    _MISHEARD_BEFORE_SCALE,
 )  # for the shape test (tests/test_linear_parsing.py)
+
+
+def heard_as_numbers(text: str) -> str:
+    """`text` with the number words a recogniser misheard before a scale word put back
+    ("rent it hundred" -> "rent eight hundred")."""
+    return _MISHEARD_BEFORE_SCALE.sub(lambda m: _HEARD_AS_NUMBER[m["word"].lower()] + m["space"], text)
 
 
 def said_numbers(text: str) -> set[float]:
     """Every number in `text`, in digits or words ("twenty five", "1.2 million", "30%"), with
     the variants a model may type for it (its scaled or percent form); signs are ignored."""
-    found: set[float] = set()
-    tokens = _TOKENS.findall(text.lower())
+    return set(said_number_list(text))
+
+
+def said_number_list(text: str) -> list[float]:
+    """`said_numbers` in the order said, each as often as said (a variant beside its number)."""
+    found: list[float] = []
+    tokens = _TOKENS.findall(heard_as_numbers(text).lower())
     total = current = 0.0
     in_words = False
 
     def flush() -> None:
         nonlocal total, current, in_words
         if in_words:
-            found.add(total + current)
+            found.append(total + current)
         total = current = 0.0
         in_words = False
 
@@ -63,11 +85,11 @@ def said_numbers(text: str) -> set[float]:
         if token[0].isdigit() or (token[0] == "." and token[1:2].isdigit()):
             flush()
             number = float(token.replace(",", ""))
-            found.add(number)
+            found.append(number)
             if following in _SCALES:
-                found.add(number * _SCALES[following])
+                found.append(number * _SCALES[following])
             if following in ("%", "percent"):
-                found.add(number / 100)
+                found.append(number / 100)
         elif token in _SMALL or token in _TENS:
             # "five three" or "twenty thirty" are two numbers; "twenty five" is one.
             units_taken = current % 100 % 10 or 10 <= current % 100 < 20
@@ -75,10 +97,13 @@ def said_numbers(text: str) -> set[float]:
                 flush()
             current += _SMALL.get(token, 0) + _TENS.get(token, 0)
             in_words = True
+        elif token == "a" and following in ("hundred", "thousand", "million", "billion"):
+            flush()
+            current, in_words = 1.0, True  # "a hundred"
         elif token == "hundred" and in_words:
             current = max(current, 1) * 100
         elif token in ("thousand", "million", "billion") and in_words:
-            found.add(total + current)  # "67 million" may be typed as 67, as with digits
+            found.append(total + current)  # "67 million" may be typed as 67, as with digits
             total += max(current, 1) * _SCALES[token]
             current = 0.0
         elif token == "and" and in_words and tokens[i - 1] in _SCALES:
@@ -188,7 +213,8 @@ def said_pairs(text: str) -> tuple[str, list[str], list[float]] | None:
     and the one that finds the most pairs wins."""
     if len(text) > MAX_DICTATION_CHARS:
         return None
-    text = _LABEL_DASH_NUMBER.sub(" ", text)  # "Bob-75": a transcript's dash for a pause
+    # "Bob-75", "food-free hundred": a transcript's dash for a pause.
+    text = heard_as_numbers(_LABEL_DASH_NUMBER.sub(" ", text))
     last_head, colon, last_data = text.rpartition(":")
     first_head, _, first_data = text.partition(":")
     readings = [
