@@ -38,7 +38,7 @@ from bot.providers import EmbeddedEngines, create_service, describe_providers, e
 from bot.records import TurnRecord
 from bot.session_resources import SessionResources
 from bot.settings import ResultSpeaker, Settings
-from bot.tools import ALL_TOOLS, request_goes_on
+from bot.tools import ALL_TOOLS, request_goes_on, request_is_whole
 from bot.turn_models import create_turn_stop_strategy, create_vad_analyzer
 
 
@@ -48,7 +48,7 @@ async def _is_not_microphone_audio(frame: Frame) -> bool:
 
 def turn_strategies(settings: Settings) -> UserTurnStrategies:
     stop = (
-        create_turn_stop_strategy(settings, goes_on=request_goes_on)
+        create_turn_stop_strategy(settings, goes_on=request_goes_on, is_whole=request_is_whole)
         if settings.smart_turn
         else SpeechTimeoutUserTurnStopStrategy()
     )

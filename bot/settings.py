@@ -408,9 +408,10 @@ class Settings(BaseSettings):
     question_end_secs: float = Field(
         0.3,
         ge=0,
-        description="A turn whose words end in a question mark ends this long after Smart Turn's"
-        " verdict even when it judges the turn unfinished (as it may a flat voice's question), unless"
-        " its words say it goes on; `0` leaves it to Smart Turn and `AGENT_TURN_MAX_SILENCE_SECS`.",
+        description="A turn whose words ask for something whole (they end in a question mark, or ask"
+        " to judge words they give) ends this long after Smart Turn's verdict even when it judges the"
+        " turn unfinished (as it may a flat voice's question), unless its words say it goes on; `0`"
+        " leaves it to Smart Turn and `AGENT_TURN_MAX_SILENCE_SECS`.",
     )
 
     apology: str = Field(

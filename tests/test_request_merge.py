@@ -27,7 +27,7 @@ from bot.conversation import current_request, merged_request
 from bot.frames import RequestTranscriptionFrame
 from bot.processors.request_aggregator import RequestUserAggregator
 from bot.processors.request_merge import RequestMerge
-from bot.tools import request_goes_on
+from bot.tools import request_goes_on, request_is_whole
 from bot.turn_models import MeasuredTurnAnalyzerStopStrategy
 
 pytestmark = pytest.mark.unit
@@ -212,6 +212,7 @@ async def _requests_sent(
     strategy = MeasuredTurnAnalyzerStopStrategy(
         turn_analyzer=turn_analyzer or _AlwaysComplete(),
         goes_on=request_goes_on,
+        is_whole=request_is_whole,
         hold_secs=hold_secs,
         question_secs=question_secs,
     )
@@ -268,6 +269,9 @@ class _NeverComplete(_AlwaysComplete):
         ("What time is it?", True),
         ("Show me a bar chart of monthly sales.", False),  # no question: Smart Turn decides
         ("Is this review positive?", False),  # its words say the review is still to come
+        ("Is this review positive, the food was cold and the waiter was rude.", True),
+        ("I absolutely love this new phone, it makes me so happy.", False),  # no judgement asked
+        ("Is this review positive: the food was cold and", False),
     ],
 )
 async def test_a_finished_question_ends_soon_though_smart_turn_hears_it_unfinished(text, ends):

@@ -513,6 +513,11 @@ def test_sentiment_text_is_words_of_the_current_request():
         ("Score this: great coffee.", "great coffee."),
         ("Is this review positive? The food was cold.", "The food was cold."),
         ("I love this phone, it makes me happy. How does that sound?", "I love this phone, it makes me happy."),
+        ("I love this phone, it makes me happy, how does that sound?", "I love this phone, it makes me happy"),
+        (
+            "As this review positive, the food was cold and the waiter was rude.",
+            "the food was cold and the waiter was rude.",
+        ),
     ],
 )
 def test_words_the_request_gives_are_not_copied_into_the_call(request_, quoted):

@@ -2,7 +2,7 @@
 
 import re
 
-from bot.tools.analyze_sentiment import analyze_sentiment, sentiment_goes_on
+from bot.tools.analyze_sentiment import analyze_sentiment, sentiment_goes_on, sentiment_is_whole
 from bot.tools.current_time import get_current_time
 from bot.tools.generate_chart import chart_goes_on, generate_chart
 from bot.tools.get_realtime_data import get_realtime_data
@@ -18,3 +18,14 @@ def request_goes_on(words: str) -> bool:
     here waits a little longer (`AGENT_DICTATION_HOLD_SECS`)."""
     text = words.strip()
     return bool(TRAILING_OPEN.search(text)) or chart_goes_on(text) or sentiment_goes_on(text)
+
+
+def request_is_whole(words: str) -> bool:
+    """Whether the words of a request heard so far already ask for something whole: a question
+    ("What time is it?") or a judgement of words it gives ("Is this review positive, the food
+    was cold."), and nothing in them says more is coming. A turn Smart Turn hears as unfinished
+    then ends soon after its verdict (`AGENT_QUESTION_END_SECS`), not at its silence fallback."""
+    text = words.strip()
+    if not text or request_goes_on(text):
+        return False
+    return text.endswith("?") or (text.endswith(".") and sentiment_is_whole(text))

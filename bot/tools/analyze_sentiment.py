@@ -179,6 +179,9 @@ def _conversation(texts: list[str]) -> dict[str, Any]:
     }
 
 
+_POINTS_AT_WORDS = re.compile(r"\b(?:this|these|that|the following|it)\b", re.IGNORECASE)
+
+
 MAX_QUOTED_WORDS = 60  # longer requests are not narrowed: the spans grow as words squared
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s++")
 _REFERS_TO_EARLIER = re.compile(r"\b(?:last|previous|earlier|before|conversation)\b", re.IGNORECASE)
@@ -194,14 +197,29 @@ def quoted_text(request: str) -> str:
     head, colon, tail = request.partition(":")
     if colon and _ASKS.search(head) and len(tail.split()) >= 2:
         return tail.strip()
+    # "Is this review positive, the food was cold": a transcript writes the pause after the
+    # question that points at the words as a comma.
+    head, comma, tail = request.partition(",")
+    if comma and _ASKS.search(head) and _POINTS_AT_WORDS.search(head) and not _ASKS.search(tail):
+        if len(tail.split()) >= 2:
+            return tail.strip()
     sentences = [s for s in _SENTENCE_BREAK.split(request.strip()) if s.strip()]
     given = [s for s in sentences if not _ASKS.search(s)]
     if given and len(given) < len(sentences):
         return " ".join(given)
+    # One sentence whose last clause asks about the words before it ("I love this phone, it
+    # makes me happy, how does that sound?"; not "..., how do I sound?"): a transcript writes
+    # the pause before the question as a comma.
+    words, comma, asks = request.strip().rpartition(",")
+    if (
+        comma
+        and _ASKS.search(asks)
+        and not _SPEAKS_OF_SELF.search(asks)
+        and not _ASKS.search(words)
+        and len(words.split()) >= 2
+    ):
+        return words.strip()
     return ""
-
-
-_POINTS_AT_WORDS = re.compile(r"\b(?:this|these|that|the following|it)\b", re.IGNORECASE)
 
 
 def sentiment_goes_on(words: str) -> bool:
@@ -213,6 +231,11 @@ def sentiment_goes_on(words: str) -> bool:
         and not _REFERS_TO_EARLIER.search(words)
         and not quoted_text(words)
     )
+
+
+def sentiment_is_whole(words: str) -> bool:
+    """Whether a request asks for a judgement and gives the words to judge."""
+    return bool(_ASKS.search(words)) and bool(quoted_text(words))
 
 
 def quoted_text_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[str, Any]:

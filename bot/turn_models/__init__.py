@@ -56,15 +56,19 @@ def create_vad_analyzer(settings: Settings) -> SharedSileroVADAnalyzer:
 
 
 def create_turn_stop_strategy(
-    settings: Settings, goes_on: Callable[[str], bool] | None = None
+    settings: Settings,
+    goes_on: Callable[[str], bool] | None = None,
+    is_whole: Callable[[str], bool] | None = None,
 ) -> TurnAnalyzerUserTurnStopStrategy:
-    """`goes_on(words)`: whether a request's words say more is coming (see the strategy)."""
+    """`goes_on(words)`: whether a request's words say more is coming; `is_whole(words)`:
+    whether they already ask for something whole (see the strategy)."""
     return MeasuredTurnAnalyzerStopStrategy(
         turn_analyzer=SharedSmartTurnAnalyzer(
             model=smart_turn_model(),
             params=SmartTurnParams(stop_secs=settings.turn_max_silence_secs),
         ),
         goes_on=goes_on,
+        is_whole=is_whole,
         hold_secs=settings.dictation_hold_secs,
         question_secs=settings.question_end_secs,
     )

@@ -24,21 +24,23 @@ class MeasuredTurnAnalyzerStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     so, the turn ends only after `hold_secs` more of silence; speech meanwhile goes on in the
     same turn. A finished question is not held: it ends as fast as before.
 
-    The other way round, Smart Turn hears some finished questions as unfinished (a flat voice
-    asking "What time is it?"), and the turn would then end only at its silence fallback. When
-    the words end in a question mark and do not say they go on, the turn ends `question_secs`
-    after its verdict instead."""
+    The other way round, Smart Turn hears some finished requests as unfinished (a flat voice
+    asking "What time is it?", or "Is this review positive, the food was cold."), and the turn
+    would then end only at its silence fallback. When `is_whole(words of the turn so far)` says
+    they ask for something whole, the turn ends `question_secs` after the verdict instead."""
 
     def __init__(
         self,
         *,
         goes_on: Callable[[str], bool] | None = None,
+        is_whole: Callable[[str], bool] | None = None,
         hold_secs: float = 0.0,
         question_secs: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._goes_on = goes_on
+        self._is_whole = is_whole
         self._hold_secs = hold_secs
         self._question_secs = question_secs
         self._question_task: asyncio.Task | None = None
@@ -51,7 +53,7 @@ class MeasuredTurnAnalyzerStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             seconds = result.e2e_processing_time_ms / 1000
             timing = ProcessingMetricsData(processor=TURN_MODEL_METRIC, value=seconds)
             await self.push_frame(MetricsFrame(data=[result, timing]))
-            if not result.is_complete and self._vad_stopped and self._question_secs > 0:
+            if not result.is_complete and self._vad_stopped and self._question_secs > 0 and self._is_whole:
                 await self._end_question_wait()
                 self._question_task = self.task_manager.create_task(self._question_ends(), f"{self}::question")
         else:
@@ -97,9 +99,8 @@ class MeasuredTurnAnalyzerStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         logger.debug(f"{self}: held {self._hold_secs:g}s for more of the request; it ends")
         await self._maybe_trigger_user_turn_stopped()
 
-    def _asks_a_finished_question(self) -> bool:
-        words = " ".join(self._turn_words)
-        return words.rstrip().endswith("?") and not (self._goes_on and self._goes_on(words))
+    def _asks_for_something_whole(self) -> bool:
+        return self._is_whole is not None and self._is_whole(" ".join(self._turn_words))
 
     async def _question_ends(self) -> None:
         try:
@@ -107,9 +108,9 @@ class MeasuredTurnAnalyzerStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         except asyncio.CancelledError:
             return
         self._question_task = None
-        if self._turn_complete or not self._asks_a_finished_question():
+        if self._turn_complete or not self._asks_for_something_whole():
             return  # Smart Turn's own end, or its silence fallback, decides
-        logger.debug(f"{self}: a finished question Smart Turn heard as unfinished; it ends")
+        logger.debug(f"{self}: a whole request Smart Turn heard as unfinished; it ends")
         self._turn_complete = True
         await self._maybe_trigger_user_turn_stopped()
 
