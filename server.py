@@ -22,6 +22,7 @@ from pipecat.transports.smallwebrtc.request_handler import (
 )
 from pydantic import TypeAdapter, ValidationError
 
+from bot import tools
 from bot.auth import Auth, redact_tokens_in_server_log, warn_if_exposed
 from bot.limits import ClientAllowance, LoopLoad, SessionSlots
 from bot.providers import load_engines
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # waits on a cold model.
         engines = await load_engines(settings)
         await asyncio.to_thread(load_turn_models, settings)
+        await asyncio.to_thread(tools.warm_up)
         if crashed := await store.close_crashed_sessions():
             logger.warning(f"Closed {crashed} session(s) this server left unfinished as crashed")
         app.state.engines, app.state.store, app.state.telemetry = engines, store, telemetry

@@ -81,6 +81,17 @@ def called_alone(parameters: dict[str, Any]) -> dict[str, Any]:
     return {**parameters, _CALLED_ALONE: True}
 
 
+def only_choice(parameters: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """What a constraint returns when the request leaves each named argument one value: the
+    call is complete once the tool is chosen (`RoutableTool.determined_arguments`), so a
+    small model neither decodes nor second-guesses it."""
+    properties = dict(parameters["properties"])
+    for name, value in values.items():
+        properties[name] = {**properties[name], "enum": [value]}
+    required = sorted({*(parameters.get("required") or ()), *values})
+    return called_alone({**parameters, "properties": properties, "required": required})
+
+
 @dataclass(frozen=True)
 class RoutableTool:
     name: str
@@ -103,6 +114,22 @@ class RoutableTool:
         alone = bool(parameters.get(_CALLED_ALONE))
         parameters = {k: v for k, v in parameters.items() if k != _CALLED_ALONE}
         return replace(self, parameters=parameters, alone=alone)
+
+    def determined_arguments(self) -> dict[str, Any] | None:
+        """The arguments of a call that can only be one thing, or None: it chains no other
+        call, takes no property beyond its schema's, and each property is required with a
+        single allowed value (a chart type the request named, the one timezone of a city)."""
+        properties = self.parameters.get("properties", {})
+        required = set(self.parameters.get("required") or ())
+        if not self.alone or self.parameters.get("additionalProperties") is not False:
+            return None
+        arguments = {}
+        for name, spec in properties.items():
+            choices = spec.get("enum")
+            if name not in required or not isinstance(choices, list) or len(choices) != 1:
+                return None
+            arguments[name] = choices[0]
+        return arguments
 
 
 def routable_tools(tools: ToolsSchema | Any) -> list[RoutableTool]:

@@ -19,9 +19,9 @@ from bot.tools.analyze_sentiment import (
     ASKS_FOR_SENTIMENT,
     quoted_by_user,
 )
-from bot.tools.current_time import ASKS_FOR_TIME
-from bot.tools.generate_chart import _ASKS_FOR_CHART, _ASKS_WHAT
-from bot.tools.get_realtime_data import ASKS_FOR_LIVE_DATA
+from bot.tools.current_time import _PLACE_FOLLOWS, ASKS_FOR_TIME
+from bot.tools.generate_chart import _ASKS_FOR_CHART, _ASKS_WHAT, _NAMES_CHART_TYPE, _PIECE_BREAK
+from bot.tools.get_realtime_data import ASKS_FOR_LIVE_DATA, METRIC_CUES
 from bot.tools.spoken_numbers import MAX_DICTATION_CHARS, PARSERS, said_pairs
 
 pytestmark = pytest.mark.unit
@@ -43,6 +43,10 @@ PATTERNS = {
     "tool name": _TOOL_NAME.pattern,
     "token in a logged URL": _TOKEN_IN_URL.pattern,
     "emoji": _EMOJI.pattern,
+    "a place asked about": _PLACE_FOLLOWS.pattern,
+    "a chart type named": _NAMES_CHART_TYPE.pattern,
+    "a pause in a dictated list": _PIECE_BREAK.pattern,
+    **{f"the {metric} metric named": cue.pattern for metric, cue in METRIC_CUES.items()},
 }
 
 

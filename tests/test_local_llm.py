@@ -24,7 +24,7 @@ from pipecat.frames.frames import (
     LLMTextFrame,
     MetricsFrame,
 )
-from pipecat.metrics.metrics import LLMUsageMetricsData
+from pipecat.metrics.metrics import LLMTokenUsage, LLMUsageMetricsData
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -538,11 +538,17 @@ async def test_a_tool_call_computes_its_opening_as_prompt(engine):
     choice and the arguments."""
     from bot.tools.get_realtime_data import get_realtime_data
 
+    # Japan is no city of the timezone database: the model writes the timezone itself.
+    calls, usage = await _calls_and_usage(engine, "What time is it in Japan?", [get_current_time, get_realtime_data])
+    assert [name for name, _ in calls] == ["get_current_time"]
+    assert calls[0][1]["timezone"] in ("Asia/Tokyo", "Japan"), calls
+    # '{"timezone": "Asia/Tokyo"}}' is ~10 tokens; the name and '", "arguments": ' ~8 more.
+    assert usage.completion_tokens <= 14, usage
+
+
+async def _calls_and_usage(engine, question: str, tools: list) -> tuple[list[tuple[str, dict]], LLMTokenUsage]:
     service = LocalLLMService(engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0)
-    context = LLMContext(
-        messages=[{"role": "user", "content": "What time is it in Tokyo?"}],
-        tools=ToolsSchema(standard_tools=[get_current_time, get_realtime_data]),
-    )
+    context = LLMContext(messages=[{"role": "user", "content": question}], tools=ToolsSchema(standard_tools=tools))
     down, up = await asyncio.wait_for(
         run_test(
             service,
@@ -553,9 +559,6 @@ async def test_a_tool_call_computes_its_opening_as_prompt(engine):
     )
     assert not [f for f in down + up if isinstance(f, ErrorFrame)], up
     (started,) = [f for f in down if isinstance(f, FunctionCallsStartedFrame)]
-    assert [(c.function_name, c.arguments) for c in started.function_calls] == [
-        ("get_current_time", {"timezone": "Asia/Tokyo"})
-    ]
     (usage,) = [
         data.value
         for frame in down
@@ -563,8 +566,28 @@ async def test_a_tool_call_computes_its_opening_as_prompt(engine):
         for data in frame.data
         if isinstance(data, LLMUsageMetricsData)
     ]
-    # '{"timezone": "Asia/Tokyo"}}' is ~10 tokens; the name and '", "arguments": ' ~8 more.
-    assert usage.completion_tokens <= 14, usage
+    return [(c.function_name, c.arguments) for c in started.function_calls], usage
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "question, call",
+    [
+        ("What time is it in Tokyo?", ("get_current_time", {"timezone": "Asia/Tokyo"})),
+        ("How much memory is the server using?", ("get_realtime_data", {"metric": "memory"})),
+        ("Make a pie chart of my budget: rent 800, food 300", ("generate_chart", {"chart_type": "pie"})),
+        ("Is this review positive: the food was cold", ("analyze_sentiment", {"target": "text"})),
+    ],
+)
+async def test_a_call_whose_arguments_can_only_be_one_thing_decodes_none_of_them(engine, question, call):
+    """The request leaves each argument one value: once the first token has chosen the tool,
+    the call is complete, with no argument decoded token by token."""
+    from bot.tools import ALL_TOOLS
+
+    calls, usage = await _calls_and_usage(engine, question, ALL_TOOLS)
+    assert calls == [call]
+    # The token that chose the tool, and one more where two names share their start.
+    assert usage.completion_tokens <= 2, usage
 
 
 @pytest.mark.model

@@ -644,3 +644,28 @@ def test_an_earlier_result_is_charted_only_for_a_request_without_numbers_of_its_
     assert "from_result" not in new_numbers["properties"]
     pointing_back = chart_constraint([*earlier, {"role": "user", "content": "Chart that as a bar chart."}], parameters)
     assert "from_result" in pointing_back["properties"]
+
+
+@pytest.mark.parametrize(
+    "request_, tool_name, arguments",
+    [
+        ("What time is it in Tokyo?", "get_current_time", {"timezone": "Asia/Tokyo"}),
+        ("What time is it in New York right now?", "get_current_time", {"timezone": "America/New_York"}),
+        ("What time is it in Japan?", "get_current_time", None),  # a country: the model's to name
+        ("What time is it in London and in Paris?", "get_current_time", None),  # two calls
+        ("What's the date today?", "get_current_time", None),
+        ("How much memory is the server using?", "get_realtime_data", {"metric": "memory"}),
+        ("How fast have your replies been?", "get_realtime_data", {"metric": "latency"}),
+        ("How many words are in my messages, and how fast were you?", "get_realtime_data", None),
+        ("Make a pie chart of my budget: rent 800, food 300", "generate_chart", {"chart_type": "pie"}),
+        ("Show me a chart of my budget: rent 800, food 300", "generate_chart", None),  # which chart?
+        ("Is this review positive: the food was cold", "analyze_sentiment", {"target": "text"}),
+        ("How did my last message sound?", "analyze_sentiment", None),
+    ],
+)
+def test_a_request_that_leaves_one_value_per_argument_determines_the_call(request_, tool_name, arguments):
+    from bot.tools import ALL_TOOLS
+
+    context = LLMContext(messages=[{"role": "user", "content": request_}], tools=ToolsSchema(standard_tools=ALL_TOOLS))
+    tools = {tool.name: tool for tool in route_conversation(context, None, budget_chars=50_000).tools}
+    assert tools[tool_name].determined_arguments() == arguments

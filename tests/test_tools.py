@@ -883,7 +883,7 @@ async def test_time_tool_gives_the_time_in_a_zone(zone):
     # The sentence spoken as the answer names the place and says the time.
     place = {"Europe/Paris": "Paris", "Asia/Tokyo": "Tokyo", "UTC": "UTC"}[zone.strip()]
     days = {moment.strftime("%A, %B %-d") for moment in (before, after)}
-    assert result["summary"] in {f"In {place} it is {result['spoken_time']} on {day}." for day in days}
+    assert result["summary"] in {f"It is {result['spoken_time']} in {place}, on {day}." for day in days}
 
 
 def test_time_tool_is_a_direct_function_with_a_timeout():

@@ -25,7 +25,13 @@ from pipecat.services.llm_service import FunctionCallParams
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from bot.conversation import current_request
-from bot.routing_hints import argument_choices, called_alone, requested_when, routing_constraint, routing_examples
+from bot.routing_hints import (
+    argument_choices,
+    only_choice,
+    requested_when,
+    routing_constraint,
+    routing_examples,
+)
 from bot.tools.results import (
     MAX_POINTS,
     build_figure,
@@ -245,7 +251,7 @@ def quoted_text_constraint(messages: list[dict], parameters: dict[str, Any]) -> 
     request = current_request(messages)
     if quoted_text(request):
         properties = {k: v for k, v in parameters["properties"].items() if k != "text"}
-        return called_alone({**parameters, "properties": properties})
+        return only_choice({**parameters, "properties": properties}, target="text")
     words = request.split()
     if not words or len(words) > MAX_QUOTED_WORDS:
         return parameters

@@ -20,7 +20,7 @@ from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
 from bot.conversation import current_request, user_texts
-from bot.routing_hints import argument_choices, called_alone, routing_constraint, routing_examples
+from bot.routing_hints import argument_choices, called_alone, only_choice, routing_constraint, routing_examples
 from bot.session_resources import SessionResources
 from bot.tools.results import (
     MAX_POINTS,
@@ -171,6 +171,7 @@ _REFERS_BACK = re.compile(
 
 
 _ASKS_FOR_CHART = re.compile(r"\b(?:chart|graph|plot)", re.IGNORECASE)
+_NAMES_CHART_TYPE = re.compile(rf"\b({'|'.join(CHART_TYPES)})\s*+(?:chart|graph|plot)")
 _ASKS_WHAT = re.compile(r"^\W*+(?:what|why|how|when|who|which|where)\b", re.IGNORECASE)
 
 
@@ -239,7 +240,10 @@ def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[s
         # The user dictated the data: the tool reads it, and its title, from their words, so
         # the call names only the chart type; nothing said is typed again.
         properties = {k: v for k, v in parameters["properties"].items() if k == "chart_type"}
-        return called_alone({**parameters, "properties": properties})
+        narrowed = {**parameters, "properties": properties}
+        if len(named := set(_NAMES_CHART_TYPE.findall(current_request(messages).lower()))) == 1:
+            return only_choice(narrowed, chart_type=named.pop())
+        return called_alone(narrowed)
     numbers = sorted(chart_numbers(messages))
     # An earlier result is charted only when the request brings no list of numbers of its
     # own ("chart that"); one that dictates numbers ("chart these scores: Alice 90, Bob 75")

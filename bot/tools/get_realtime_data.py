@@ -10,6 +10,7 @@ Nothing is estimated or invented: with no data yet, the summary says so and noth
 """
 
 import asyncio
+import re
 import time
 from collections import Counter
 from datetime import datetime
@@ -18,8 +19,9 @@ from typing import Any
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.services.llm_service import FunctionCallParams
 
+from bot.conversation import Messages, current_request
 from bot.percentiles import percentile
-from bot.routing_hints import argument_choices, requested_when, routing_constraint, routing_examples
+from bot.routing_hints import argument_choices, only_choice, requested_when, routing_constraint, routing_examples
 from bot.session_resources import SessionResources
 from bot.tools.results import (
     MAX_POINTS,
@@ -280,10 +282,31 @@ ASKS_FOR_LIVE_DATA = (
     r"|performance|telemetry|running)\b"
 )
 
+# The words that name each metric; a request that names one metric's alone calls with it.
+METRIC_CUES = {
+    "memory": re.compile(r"\b(?:memory|ram)\b", re.IGNORECASE),
+    "cpu": re.compile(r"\b(?:cpu|processors?+|load)\b", re.IGNORECASE),
+    "server_sessions": re.compile(r"\b(?:sessions?+|users?+|people|connected|online)\b", re.IGNORECASE),
+    "latency": re.compile(
+        r"\b(?:latency|latencies|respon\w*+|repl(?:y|ies|ied|ying)|answers?+|fast|slow|quick(?:ly)?+|speed)\b",
+        re.IGNORECASE,
+    ),
+    "this_session": re.compile(r"\b(?:words?+|turns?+|messages?+)\b", re.IGNORECASE),
+}
+
+
+def metric_constraint(messages: Messages, parameters: dict[str, Any]) -> dict[str, Any]:
+    """A request whose words name one metric ("How much memory ...") calls with it, with
+    nothing left to decode; one naming several, or none, is the model's to read."""
+    request = current_request(messages)
+    named = [metric for metric, cue in METRIC_CUES.items() if cue.search(request)]
+    return only_choice(parameters, metric=named[0]) if len(named) == 1 else parameters
+
 
 @tool_options(timeout_secs=3.0)
 @argument_choices(metric=METRICS)
 @routing_constraint(requested_when(ASKS_FOR_LIVE_DATA))
+@routing_constraint(metric_constraint)
 @routing_examples(
     ("How fast have your replies been?", {"metric": "latency"}),
     ("What's the processor load right now?", {"metric": "cpu"}),

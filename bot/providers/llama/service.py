@@ -38,6 +38,7 @@ from bot.providers.tool_routing import (
     ReplyDecoder,
     answer_grammar,
     call_grammar,
+    call_json,
     call_opening,
     function_calls,
     reply_grammar,
@@ -323,17 +324,24 @@ class LocalLLMService(LLMService):
             request = with_reply_started(request, ANSWER_PREFILL, answer_grammar())
             decoder = ReplyDecoder(prefill=ANSWER_PREFILL)
         elif (opening := await self._tool_chosen(request, tools, first_token, computed)) is not None:
-            # It is calling a tool, and once its name is told apart the grammar allows only
-            # that call's opening up to the arguments: computed as prompt, like the answer's.
-            reply_start = REPLY_PREFILL + opening
-            chosen = [t for t in tools if call_opening(t) == opening]
-            request = with_reply_started(request, reply_start, call_grammar(tools, opening))
-            decoder = ReplyDecoder(prefill=reply_start)
-            logger.debug(f"{self}: calling {chosen[0].name} after {time.monotonic() - started:.2f}s")
+            (chosen,) = [t for t in tools if call_opening(t) == opening]
+            logger.debug(f"{self}: calling {chosen.name} after {time.monotonic() - started:.2f}s")
+            if (arguments := chosen.determined_arguments()) is not None:
+                # The request leaves each argument only one value: the call is complete as
+                # it is named, with nothing to decode (8-10 tokens, 0.25-0.4 s).
+                decoder = ReplyDecoder()
+                decoder.feed(call_json(chosen.name, arguments))
+            else:
+                # Once its name is told apart the grammar allows only that call's opening up
+                # to the arguments: computed as prompt, like the answer's.
+                reply_start = REPLY_PREFILL + opening
+                request = with_reply_started(request, reply_start, call_grammar(tools, opening))
+                decoder = ReplyDecoder(prefill=reply_start)
         if self._interrupted:
             return
-        # Otherwise the reply (a tool call, name and arguments) is decoded whole.
-        await self._decode_reply(request, computed, decoder)
+        if not decoder.is_tool_call:
+            # The rest of the reply (an answer, or a tool call's arguments) is decoded.
+            await self._decode_reply(request, computed, decoder)
         await self.stop_ttfb_metrics()
         if computed.requests:
             await self.start_llm_usage_metrics(computed.usage())
