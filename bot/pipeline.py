@@ -17,7 +17,11 @@ from pipecat.processors.frameworks.rtvi.observer import (
     RTVIObserverParams,
 )
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
+from pipecat.turns.user_start import (
+    BaseUserTurnStartStrategy,
+    TranscriptionUserTurnStartStrategy,
+    VADUserTurnStartStrategy,
+)
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
@@ -46,19 +50,24 @@ async def _is_not_microphone_audio(frame: Frame) -> bool:
     return not isinstance(frame, InputAudioRawFrame)
 
 
+def turn_start_strategies() -> list[BaseUserTurnStartStrategy]:
+    # A final transcript still starts a turn the VAD missed (soft speech). An interim does not:
+    # the STT's interim for the user's first pause can arrive just after the final that ended
+    # the turn, and a turn started by it has no speech, so it waits out Pipecat's stop timeout
+    # and then interrupts the answer to the request it belonged to.
+    return [
+        VADUserTurnStartStrategy(enable_interruptions=True),
+        TranscriptionUserTurnStartStrategy(use_interim=False),
+    ]
+
+
 def turn_strategies(settings: Settings) -> UserTurnStrategies:
     stop = (
         create_turn_stop_strategy(settings, goes_on=request_goes_on, is_whole=request_is_whole)
         if settings.smart_turn
         else SpeechTimeoutUserTurnStopStrategy()
     )
-    return UserTurnStrategies(
-        start=[
-            VADUserTurnStartStrategy(enable_interruptions=True),
-            TranscriptionUserTurnStartStrategy(),
-        ],
-        stop=[stop],
-    )
+    return UserTurnStrategies(start=turn_start_strategies(), stop=[stop])
 
 
 def build_worker(

@@ -6,6 +6,7 @@ from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnPara
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    InterimTranscriptionFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMTextFrame,
@@ -25,6 +26,7 @@ from turn_recording import recorded_turns
 
 from bot.conversation import current_request, merged_request
 from bot.frames import RequestTranscriptionFrame
+from bot.pipeline import turn_start_strategies
 from bot.processors.request_aggregator import RequestUserAggregator
 from bot.processors.request_merge import RequestMerge
 from bot.tools import request_goes_on, request_is_whole
@@ -318,3 +320,35 @@ async def test_a_plain_transcript_after_an_answer_is_a_new_request():
     context = LLMContext(messages=list(heard))
     await _requests_sent([("And in Paris?", 0.3)], hold_secs=0.4, context=context)
     assert context.get_messages() == [*heard, user("And in Paris?")]
+
+
+# --- what starts a turn ---------------------------------------------------------------------
+
+
+async def test_an_interim_arriving_after_its_turn_ended_starts_no_turn():
+    """The STT's interim for the user's first pause can arrive just after the final that ended
+    the turn; a turn started by it has no speech and would interrupt the answer. A final
+    transcript with no speech heard (soft speech the VAD missed) still starts one."""
+    strategy = MeasuredTurnAnalyzerStopStrategy(
+        turn_analyzer=_AlwaysComplete(), goes_on=request_goes_on, is_whole=request_is_whole, hold_secs=0.0
+    )
+    aggregator = RequestUserAggregator(
+        LLMContext(),
+        params=LLMUserAggregatorParams(
+            user_turn_strategies=UserTurnStrategies(start=turn_start_strategies(), stop=[strategy])
+        ),
+    )
+    started = []
+
+    @aggregator.event_handler("on_user_turn_started")
+    async def on_user_turn_started(_aggregator, strategy):
+        started.append(type(strategy).__name__)
+
+    late_interim = [InterimTranscriptionFrame("What time is", "user", ""), SleepFrame(sleep=0.3)]
+    await run_test(aggregator, frames_to_send=[*_said("What time is it?", gap=0.3), *late_interim])
+    assert started == ["VADUserTurnStartStrategy"]
+
+    started.clear()
+    soft = [TranscriptionFrame("What time is it?", "user", "", finalized=True), SleepFrame(sleep=0.1)]
+    await run_test(aggregator, frames_to_send=soft)
+    assert started == ["TranscriptionUserTurnStartStrategy"]
