@@ -200,6 +200,27 @@ def _said(text: str, *, gap: float, whole: bool = False) -> list:
     ]
 
 
+def _aggregator(
+    context: LLMContext,
+    start: list,
+    *,
+    turn_analyzer: BaseTurnAnalyzer,
+    hold_secs: float,
+    question_secs: float = 0.0,
+) -> RequestUserAggregator:
+    """The pipeline's user aggregator with the measured stop strategy around `turn_analyzer`."""
+    strategy = MeasuredTurnAnalyzerStopStrategy(
+        turn_analyzer=turn_analyzer,
+        goes_on=request_goes_on,
+        is_whole=request_is_whole,
+        hold_secs=hold_secs,
+        question_secs=question_secs,
+    )
+    return RequestUserAggregator(
+        context, params=LLMUserAggregatorParams(user_turn_strategies=UserTurnStrategies(start=start, stop=[strategy]))
+    )
+
+
 async def _requests_sent(
     parts: list[tuple[str, float]],
     hold_secs: float,
@@ -210,19 +231,12 @@ async def _requests_sent(
 ) -> list[str]:
     """The user turns the pipeline's aggregator ends for `parts` (text, pause after it); a part
     whose text starts with "+" is a transcript of the whole request so far."""
-    context = context or LLMContext()
-    strategy = MeasuredTurnAnalyzerStopStrategy(
+    aggregator = _aggregator(
+        context or LLMContext(),
+        [VADUserTurnStartStrategy()],
         turn_analyzer=turn_analyzer or _AlwaysComplete(),
-        goes_on=request_goes_on,
-        is_whole=request_is_whole,
         hold_secs=hold_secs,
         question_secs=question_secs,
-    )
-    aggregator = RequestUserAggregator(
-        context,
-        params=LLMUserAggregatorParams(
-            user_turn_strategies=UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=[strategy])
-        ),
     )
     ended = []
 
@@ -329,15 +343,7 @@ async def test_an_interim_arriving_after_its_turn_ended_starts_no_turn():
     """The STT's interim for the user's first pause can arrive just after the final that ended
     the turn; a turn started by it has no speech and would interrupt the answer. A final
     transcript with no speech heard (soft speech the VAD missed) still starts one."""
-    strategy = MeasuredTurnAnalyzerStopStrategy(
-        turn_analyzer=_AlwaysComplete(), goes_on=request_goes_on, is_whole=request_is_whole, hold_secs=0.0
-    )
-    aggregator = RequestUserAggregator(
-        LLMContext(),
-        params=LLMUserAggregatorParams(
-            user_turn_strategies=UserTurnStrategies(start=turn_start_strategies(), stop=[strategy])
-        ),
-    )
+    aggregator = _aggregator(LLMContext(), turn_start_strategies(), turn_analyzer=_AlwaysComplete(), hold_secs=0.0)
     started = []
 
     @aggregator.event_handler("on_user_turn_started")
