@@ -27,3 +27,12 @@ class UserSpeechPausedFrame(SystemFrame):
 
 class UserSpeechResumedFrame(SystemFrame):
     """The user spoke again after `UserSpeechPausedFrame`, before the VAD reported a stop."""
+
+
+class UserVoiceStartingFrame(SystemFrame):
+    """The VAD hears a voice it has not yet confirmed as speech (its start delay is running):
+    the user may be going on."""
+
+
+class UserVoiceFadedFrame(SystemFrame):
+    """The voice of `UserVoiceStartingFrame` stopped before the VAD confirmed it as speech."""

@@ -32,6 +32,7 @@ from bot.observers.turn_recorder import EngineStage, TurnRecorder
 from bot.processors.client_message_check import CheckedRTVIProcessor
 from bot.processors.context_window import ContextWindow
 from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
+from bot.processors.reply_hold import ReplyHold
 from bot.processors.request_aggregator import RequestUserAggregator
 from bot.processors.request_merge import RequestMerge
 from bot.processors.speculative_prefill import SpeculativePrefill
@@ -156,6 +157,8 @@ def build_worker(
                     # A tool's own sentence is its answer: spoken at once, without a second request.
                     ToolResultSpeech() if tool_speech else None,
                     tts,
+                    # While a voice that may be the user going on is being confirmed, the reply waits.
+                    ReplyHold() if vad else None,
                     visualizer,
                     fault_recovery,
                     transport.output(),

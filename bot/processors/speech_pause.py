@@ -10,13 +10,16 @@ computed 11-28 new prompt tokens (~0.25 s) instead of 1.
 The VAD reaches QUIET only through STOPPING, so the last pause before a stop marks where the
 user's last word ended: the STT's final transcript is the interim decoded at that pause, unless
 the user spoke again (`UserSpeechResumedFrame`).
+
+It also tells the pipeline when a voice starts, before the VAD's start delay confirms it as
+speech, and when such a voice fades unconfirmed (`bot.processors.reply_hold`).
 """
 
 from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection
 
-from bot.frames import UserSpeechPausedFrame, UserSpeechResumedFrame
+from bot.frames import UserSpeechPausedFrame, UserSpeechResumedFrame, UserVoiceFadedFrame, UserVoiceStartingFrame
 from bot.turn_models.silero import SharedSileroVADAnalyzer
 
 
@@ -31,4 +34,8 @@ class SpeechPauseVADProcessor(VADProcessor):
             await self.push_frame(UserSpeechPausedFrame(), FrameDirection.DOWNSTREAM)
         elif self._vad_state == VADState.STOPPING and state == VADState.SPEAKING:
             await self.push_frame(UserSpeechResumedFrame(), FrameDirection.DOWNSTREAM)
+        elif self._vad_state == VADState.QUIET and state == VADState.STARTING:
+            await self.push_frame(UserVoiceStartingFrame(), FrameDirection.DOWNSTREAM)
+        elif self._vad_state == VADState.STARTING and state == VADState.QUIET:
+            await self.push_frame(UserVoiceFadedFrame(), FrameDirection.DOWNSTREAM)
         self._vad_state = state
