@@ -155,7 +155,9 @@ def build_worker(
                     FunctionFilter(_is_not_microphone_audio, filter_system_frames=True),
                     llm,
                     # A tool's own sentence is its answer: spoken at once, without a second request.
-                    ToolResultSpeech() if tool_speech else None,
+                    ToolResultSpeech(on_result_in_context=prefill.answer_being_spoken if prefill else None)
+                    if tool_speech
+                    else None,
                     tts,
                     # While a voice that may be the user going on is being confirmed, the reply waits.
                     ReplyHold() if vad else None,

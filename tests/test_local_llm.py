@@ -483,8 +483,9 @@ async def test_interim_words_reach_the_engine_through_the_pipeline(warm_engine):
 @pytest.mark.model
 async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_engine):
     """A tool round (call, result, spoken sentence) is ~100 tokens no request computed; the
-    service computes them as soon as the answer is in the context, so the next turn's
-    request computes only its own words."""
+    service computes them while the sentence is spoken (the context holds the result, the
+    sentence is given), or once it is in the context, so the next turn's request computes
+    only its own words."""
     engine, _ = warm_engine
     history = [
         {"role": "user", "content": "What time is it in Tokyo?"},
@@ -508,10 +509,15 @@ async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_en
     ]
     question = {"role": "user", "content": "Which ocean is the largest?"}
 
-    async def new_prompt_tokens(prefilled: bool) -> int:
+    async def new_prompt_tokens(prefilled: str | None) -> int:
         service = LocalLLMService(engine=engine, system_prompt=SYSTEM_PROMPT, temperature=0.0, max_answer_tokens=24)
-        if prefilled:
+        if prefilled == "heard":
             service.prefill_user_turn(LLMContext(messages=history, tools=TOOLS), "")
+        elif prefilled == "being spoken":
+            *with_result, spoken = history
+            service.prefill_user_turn(
+                LLMContext(messages=with_result, tools=TOOLS), "", answer_spoken=spoken["content"]
+            )
         down, _ = await run_test(
             service,
             frames_to_send=[LLMContextFrame(LLMContext(messages=[*history, question], tools=TOOLS))],
@@ -526,9 +532,12 @@ async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_en
         ]
         return usage[-1].prompt_tokens - usage[-1].cache_read_input_tokens
 
-    cold = await new_prompt_tokens(False)
-    prefilled = await new_prompt_tokens(True)
-    assert prefilled <= 30 and cold >= prefilled + 40, (prefilled, cold)
+    cold = await new_prompt_tokens(None)
+    heard = await new_prompt_tokens("heard")
+    cold_again = await new_prompt_tokens(None)
+    being_spoken = await new_prompt_tokens("being spoken")
+    assert heard <= 30 and cold >= heard + 40, (heard, cold)
+    assert being_spoken <= 30 and cold_again >= being_spoken + 40, (being_spoken, cold_again)
 
 
 @pytest.mark.model

@@ -77,3 +77,27 @@ async def test_a_text_only_conversation_gets_the_sentence_as_the_llm_would_write
         ],
     )
     assert down[3].text == SENTENCE and down[3].skip_tts
+
+
+async def test_the_sentence_is_reported_once_its_result_is_in_the_context():
+    reported: list[str] = []
+    callers: list[str] = []
+
+    async def callers_own() -> None:
+        callers.append("updated")
+
+    down, _ = await run_test(
+        ToolResultSpeech(on_result_in_context=reported.append),
+        frames_to_send=[
+            result(
+                {"summary": SENTENCE},
+                properties=FunctionCallResultProperties(on_context_updated=callers_own),
+            )
+        ],
+        expected_down_frames=[FunctionCallResultFrame, TTSSpeakFrame],
+    )
+    assert reported == []  # the assistant aggregator calls it once the context holds the result
+    on_context_updated = down[0].properties.on_context_updated
+    assert on_context_updated is not None
+    await on_context_updated()
+    assert reported == [SENTENCE] and callers == ["updated"]

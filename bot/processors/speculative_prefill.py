@@ -9,7 +9,7 @@ aggregator, which consumes interim transcripts.
 
 from typing import Protocol
 
-from pipecat.frames.frames import Frame, InterimTranscriptionFrame
+from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame, Frame, InterimTranscriptionFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
@@ -17,7 +17,9 @@ from bot.frames import RequestInterimTranscriptionFrame
 
 
 class PrefillsUserTurns(Protocol):
-    def prefill_user_turn(self, context: LLMContext, words: str, *, whole_request: bool = False) -> None: ...
+    def prefill_user_turn(
+        self, context: LLMContext, words: str, *, whole_request: bool = False, answer_spoken: str | None = None
+    ) -> None: ...
 
 
 class SpeculativePrefill(FrameProcessor):
@@ -25,16 +27,38 @@ class SpeculativePrefill(FrameProcessor):
         super().__init__(**kwargs)
         self._llm = llm
         self._context = context
+        self._bot_speaking = False
+        self._answer_to_prefill: str | None = None
 
     def answer_added(self) -> None:
-        """The assistant's answer went into the context: compute it now, while nobody speaks
-        (a tool's call, result and spoken sentence are ~100 tokens that no request computed,
-        and left to the next turn's interim words they kept its reply waiting)."""
+        """The assistant's answer went into the context: compute it now, while nobody speaks,
+        so the next turn's interim words find it computed."""
         self._llm.prefill_user_turn(self._context, "")
+
+    def answer_being_spoken(self, sentence: str) -> None:
+        """A tool's result is in the context and `sentence` presents it: compute both while
+        the sentence plays (110-160 tokens, 2-3 s on 2 cores). Left to the end of the
+        sentence, they were still being computed when the user's next request ended, and its
+        reply waited for them. Not before the sentence's audio starts: beside Piper
+        synthesizing it, the prefill delayed the answer's first audio."""
+        self._answer_to_prefill = sentence
+        if self._bot_speaking:
+            self._prefill_answer()
+
+    def _prefill_answer(self) -> None:
+        if (sentence := self._answer_to_prefill) is not None:
+            self._answer_to_prefill = None
+            self._llm.prefill_user_turn(self._context, "", answer_spoken=sentence)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
-        if isinstance(frame, InterimTranscriptionFrame):
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+            self._prefill_answer()
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+            self._answer_to_prefill = None  # heard, or cut off: `answer_added` follows
+        elif isinstance(frame, InterimTranscriptionFrame):
             # An interim holds the words of the current utterance so far (Moonshine decodes
             # the whole utterance each time), which is what the turn's user message will say;
             # or, for a request with pauses, every word of the request.

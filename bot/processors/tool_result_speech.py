@@ -14,6 +14,7 @@ downstream to the assistant aggregator, which decides whether the LLM runs again
 sentence follows it, so the visualization held on that frame goes out just before its audio.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -44,8 +45,11 @@ def spoken_sentence(frame: FunctionCallResultFrame) -> str | None:
 
 
 class ToolResultSpeech(FrameProcessor):
-    def __init__(self, **kwargs):
+    def __init__(self, *, on_result_in_context: Callable[[str], None] | None = None, **kwargs):
+        """`on_result_in_context` is called with the sentence once the result it presents is
+        in the context (as the sentence starts playing)."""
         super().__init__(**kwargs)
+        self._on_result_in_context = on_result_in_context
         self._skip_tts = False  # a text-only conversation: the sentence is written, not spoken
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
@@ -57,10 +61,26 @@ class ToolResultSpeech(FrameProcessor):
             sentence = spoken_sentence(frame)
             if sentence is not None:
                 updated = frame.properties.on_context_updated if frame.properties else None
-                frame.properties = FunctionCallResultProperties(run_llm=False, on_context_updated=updated)
+                frame.properties = FunctionCallResultProperties(
+                    run_llm=False, on_context_updated=self._context_updated(updated, sentence)
+                )
         await self.push_frame(frame, direction)
         if sentence is not None:
             await self._answer(sentence)
+
+    def _context_updated(
+        self, updated: Callable[[], Awaitable[None]] | None, sentence: str
+    ) -> Callable[[], Awaitable[None]] | None:
+        if self._on_result_in_context is None:
+            return updated
+        report = self._on_result_in_context
+
+        async def context_updated() -> None:
+            if updated is not None:
+                await updated()
+            report(sentence)
+
+        return context_updated
 
     async def _answer(self, sentence: str) -> None:
         if not self._skip_tts:

@@ -198,8 +198,12 @@ class LocalLLMEngine:
                 # One token is the least llama.cpp decodes; max_tokens 0 also decodes one.
                 one_token = {**request, "max_tokens": 1, "id_slot": slot}
                 try:
-                    async for _ in self._stream(one_token, threading.Event(), None, slot=slot):
-                        pass
+                    async for chunk in self._stream(one_token, threading.Event(), None, slot=slot):
+                        if timings := chunk.get("timings"):
+                            logger.debug(
+                                f"LLM prefill on slot {slot}: {timings.get('prompt_n')} new +"
+                                f" {timings.get('cache_n')} cached tokens in {timings.get('prompt_ms', 0):.0f} ms"
+                            )
                 except LLMEngineError as e:  # only a guess failed; the real request will tell
                     logger.debug(f"LLM prefill failed: {e}")
                 next_request = self._next_prefill.pop(session, None)

@@ -241,16 +241,21 @@ class LocalLLMService(LLMService):
             await self.stop_processing_metrics()
             await self.push_frame(LLMFullResponseEndFrame())
 
-    def prefill_user_turn(self, context: LLMContext, words: str, *, whole_request: bool = False) -> None:
+    def prefill_user_turn(
+        self, context: LLMContext, words: str, *, whole_request: bool = False, answer_spoken: str | None = None
+    ) -> None:
         """Start computing the prompt of the turn the user is still speaking, from the words
         heard so far, so that answering it later computes only what changed (the engine's
-        `prefill`). With no words yet, the conversation up to the last answer (a tool's call,
-        result and spoken sentence are ~100 tokens no request has computed). Not while this
-        session's reply is being generated."""
+        `prefill`). With no words yet, the conversation up to the last answer, or, with
+        `answer_spoken`, up to the answer now being spoken, which the context will hold once
+        it has been heard (a tool's call, result and spoken sentence are 110-160 tokens no
+        request has computed). Not while this session's reply is being generated."""
         # conversation.py reads the messages as the dicts they are (it skips LLMSpecificMessage).
         messages = cast(Messages, context.get_messages())
         if self._response_open:
             return
+        if answer_spoken:
+            messages = [*messages, {"role": "assistant", "content": answer_spoken}]
         if words.strip():
             # As the request will reach the LLM: one message with the parts said before it
             # (`whole_request`: the words are every part's).
