@@ -454,7 +454,7 @@ def test_chart_values_are_limited_to_numbers_the_user_said():
     assert json.loads(_grammar_rules(grammar)["arguments_0"].removeprefix("%json ")) == chart.parameters
 
 
-def test_a_dictated_list_is_charted_only_from_its_own_numbers():
+def test_a_dictated_list_heard_without_a_number_names_only_the_chart_type():
     tools, _ = _chart_request(
         {"role": "user", "content": "Show me a bar chart of monthly sales: January 10, February 20, March 30"},
         {"role": "assistant", "content": "Here is a bar chart of monthly sales."},
@@ -464,7 +464,10 @@ def test_a_dictated_list_is_charted_only_from_its_own_numbers():
         },
     )
     (chart,) = tools
-    assert chart.parameters["properties"]["values"]["items"]["enum"] == [-200, 200]
+    # Neither the earlier chart's numbers nor a guess at the missing ones: the tool asks for
+    # the list again (UNHEARD_LIST), and the call has nothing to decode.
+    assert set(chart.parameters["properties"]) == {"chart_type"}
+    assert chart.determined_arguments() == {"chart_type": "pie"}
 
 
 def test_chart_of_an_earlier_result_without_said_numbers():
@@ -659,6 +662,12 @@ def test_an_earlier_result_is_charted_only_for_a_request_without_numbers_of_its_
         ("How many words are in my messages, and how fast were you?", "get_realtime_data", None),
         ("Make a pie chart of my budget: rent 800, food 300", "generate_chart", {"chart_type": "pie"}),
         ("Show me a chart of my budget: rent 800, food 300", "generate_chart", None),  # which chart?
+        # An item heard without its number: asked for again, with nothing to decode.
+        (
+            "Make a pie chart on my budget, rent a hundred, foods re-hundred, travel two hundred.",
+            "generate_chart",
+            {"chart_type": "pie"},
+        ),
         ("Is this review positive: the food was cold", "analyze_sentiment", {"target": "text"}),
         ("How did my last message sound?", "analyze_sentiment", None),
     ],

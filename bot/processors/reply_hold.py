@@ -22,7 +22,7 @@ from bot.frames import UserVoiceFadedFrame, UserVoiceStartingFrame
 
 
 class ReplyHold(FrameProcessor):
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._voice_starting = False
         self._held: list[Frame] = []

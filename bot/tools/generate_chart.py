@@ -191,18 +191,29 @@ def chart_goes_on(words: str) -> bool:
 _PIECE_BREAK = re.compile(r"[,.:;](?:\s++|$)|\band\b")
 
 
-def dictates_a_list(request: str) -> bool:
-    """Whether the request dictates data of its own: two or more pieces (each after a pause or
-    an "and") follow the words that ask for a chart, and those words do not point back at an
-    earlier result ("Make a pie chart of my budget, rent 800, food 300, travel 200", however
-    misheard; not "Now, show that as a pie chart, please"). A transcript that lost the word
-    "chart" ("Show me a march out of monthly sales, January ten, ...") counts when nothing in
-    it points back."""
+def dictated_items(request: str) -> list[str] | None:
+    """The items of the data the request dictates, or None when it dictates none: two or more
+    pieces (each after a pause or an "and") follow the words that ask for a chart, and those
+    words do not point back at an earlier result ("Make a pie chart of my budget, rent 800,
+    food 300, travel 200", however misheard; not "Now, show that as a pie chart, please"). A
+    transcript that lost the word "chart" ("Show me a march out of monthly sales, January ten,
+    ...") counts when nothing in it points back; its first piece is the request."""
     pieces = [p for p in _PIECE_BREAK.split(heard_as_numbers(request)) if p.strip()]
     for i, piece in enumerate(pieces):
         if _ASKS_FOR_CHART.search(piece):
-            return not _REFERS_BACK.search(piece) and len(pieces) - i > 2
-    return len(pieces) > 2 and not any(_REFERS_BACK.search(p) for p in pieces)
+            return pieces[i + 1 :] if not _REFERS_BACK.search(piece) and len(pieces) - i > 2 else None
+    return pieces[1:] if len(pieces) > 2 and not any(_REFERS_BACK.search(p) for p in pieces) else None
+
+
+def dictates_a_list(request: str) -> bool:
+    return dictated_items(request) is not None
+
+
+def misses_a_number(request: str) -> bool:
+    """Whether the request dictates a list with an item heard without its number ("rent a
+    hundred, foods re-hundred, travel two hundred"): the chart can only ask for it again."""
+    items = dictated_items(request)
+    return items is not None and any(not said_number_list(item) for item in items)
 
 
 def chart_numbers(messages: list[dict]) -> set[float]:
@@ -236,9 +247,10 @@ def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[s
     """A chart needs numbers the user said or an earlier result: values may only be numbers
     from the user's messages, and `from_result` exists only once a tool has returned one.
     Without either there is nothing to chart (the model asks for the numbers instead)."""
-    if said_pairs(current_request(messages)) is not None:
+    if said_pairs(current_request(messages)) is not None or misses_a_number(current_request(messages)):
         # The user dictated the data: the tool reads it, and its title, from their words, so
-        # the call names only the chart type; nothing said is typed again.
+        # the call names only the chart type; nothing said is typed again. A list with an
+        # item heard without its number is asked for again (UNHEARD_LIST), nothing guessed.
         properties = {k: v for k, v in parameters["properties"].items() if k == "chart_type"}
         narrowed = {**parameters, "properties": properties}
         if len(named := set(_NAMES_CHART_TYPE.findall(current_request(messages).lower()))) == 1:
