@@ -15,6 +15,7 @@ It also tells the pipeline when a voice starts, before the VAD's start delay con
 speech, and when such a voice fades unconfirmed (`bot.processors.reply_hold`).
 """
 
+from loguru import logger
 from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection
@@ -35,7 +36,9 @@ class SpeechPauseVADProcessor(VADProcessor):
         elif self._vad_state == VADState.STOPPING and state == VADState.SPEAKING:
             await self.push_frame(UserSpeechResumedFrame(), FrameDirection.DOWNSTREAM)
         elif self._vad_state == VADState.QUIET and state == VADState.STARTING:
+            logger.debug(f"{self}: a voice is starting")
             await self.push_frame(UserVoiceStartingFrame(), FrameDirection.DOWNSTREAM)
         elif self._vad_state == VADState.STARTING and state == VADState.QUIET:
+            logger.debug(f"{self}: the voice faded")
             await self.push_frame(UserVoiceFadedFrame(), FrameDirection.DOWNSTREAM)
         self._vad_state = state
