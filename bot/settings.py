@@ -362,7 +362,8 @@ class Settings(BaseSettings):
     tool_result_speech: ResultSpeaker = Field(
         ResultSpeaker.AUTO,
         description="Who presents a tool's result. `tool`: the tool's own sentence is spoken at"
-        " once, with no second LLM request (the LLM still answers a tool's error); `llm`: the LLM"
+        " once, with no second LLM request (the LLM still words a tool's error, unless the tool"
+        " asks the user to say the request again); `llm`: the LLM"
         " is asked again with the result; `auto`: `tool` on the embedded LLM, `llm` on a cloud"
         " one, whose wording is worth its round trip.",
     )

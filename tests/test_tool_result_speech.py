@@ -40,7 +40,7 @@ async def test_an_error_or_a_result_without_a_sentence_is_left_to_the_llm():
     down, _ = await run_test(
         ToolResultSpeech(),
         frames_to_send=[
-            result({"error": "unknown timezone 'Mars'", "summary": "no"}),
+            result({"error": "unknown timezone 'Mars'"}),
             result({"key_figures": {}}),
             result("plain text"),
             result({"summary": SENTENCE}, error="the handler raised"),
@@ -101,3 +101,16 @@ async def test_the_sentence_is_reported_once_its_result_is_in_the_context():
     assert on_context_updated is not None
     await on_context_updated()
     assert reported == [SENTENCE] and callers == ["updated"]
+
+
+async def test_a_request_to_say_a_list_again_is_spoken_as_the_tool_words_it():
+    from bot.tools.generate_chart import UNHEARD_LIST
+    from bot.tools.results import SayAgain, error_result
+
+    down, _ = await run_test(
+        ToolResultSpeech(),
+        frames_to_send=[result(error_result(SayAgain(UNHEARD_LIST)))],
+        expected_down_frames=[FunctionCallResultFrame, TTSSpeakFrame],
+    )
+    assert down[0].properties.run_llm is False
+    assert down[1].text == f"{UNHEARD_LIST}."

@@ -409,7 +409,7 @@ async def test_numbers_nobody_said_are_not_charted():
     result, _ = await call(
         generate_chart, resources, _context=context, chart_type="bar", labels=["apples", "animating"], values=[10, 30]
     )
-    assert result == {"error": UNHEARD_LIST}
+    assert result == {"error": UNHEARD_LIST, "summary": f"{UNHEARD_LIST}."}
 
 
 @pytest.mark.parametrize(
@@ -442,7 +442,7 @@ async def test_a_dictated_list_heard_in_part_is_asked_for_again_not_filled_in(re
         chart_type="pie",
         **arguments,
     )
-    assert result == {"error": UNHEARD_LIST}
+    assert result == {"error": UNHEARD_LIST, "summary": f"{UNHEARD_LIST}."}
     assert "c2" not in resources.pending_visualizations
 
 

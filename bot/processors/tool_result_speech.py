@@ -6,8 +6,9 @@ second request to reword it costs more than a second (the result's ~80 prompt to
 whole sentence decoded before the TTS can start), so with `AGENT_TOOL_RESULT_SPEECH=tool` the
 result goes into the context without running the LLM (`run_llm=False`) and the sentence is
 spoken at once, as a `TTSSpeakFrame` appended to the context, so that memory and tool routing
-see it as the assistant's answer. A result with an error, or without a sentence, is left to
-the LLM, which has something to add there.
+see it as the assistant's answer. A result without a sentence is left to the LLM, which has
+something to add there: a refusal carries one only when the user can do nothing but say the
+request again (`SayAgain`).
 
 Placed right after the LLM: the `FunctionCallResultFrame` it changes is the copy travelling
 downstream to the assistant aggregator, which decides whether the LLM runs again, and the
@@ -31,14 +32,15 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 
 def spoken_sentence(frame: FunctionCallResultFrame) -> str | None:
-    """The sentence a final, successful result says itself; None when the LLM should answer."""
+    """The sentence a final result says itself; None when the LLM should answer. A refusal
+    is the LLM's to word, unless the tool gave the sentence too (a list to say again)."""
     properties = frame.properties
     if frame.run_llm is not None or (
         properties is not None and (not properties.is_final or properties.run_llm is not None)
     ):
         return None  # an intermediate update, or the caller decided itself
     result: Any = frame.result
-    if frame.error or not isinstance(result, dict) or result.get("error"):
+    if frame.error or not isinstance(result, dict):
         return None
     summary = result.get("summary")
     return summary.strip() if isinstance(summary, str) and summary.strip() else None

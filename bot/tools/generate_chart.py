@@ -24,9 +24,11 @@ from bot.routing_hints import argument_choices, called_alone, only_choice, routi
 from bot.session_resources import SessionResources
 from bot.tools.results import (
     MAX_POINTS,
+    SayAgain,
     ToolInputError,
     as_number,
     build_figure,
+    error_result,
     keep_and_show,
     resources_for_a_result,
     rounded,
@@ -333,7 +335,7 @@ def _chart_data(
     if own_list and not pairs and (not typed or missing or not _said_often_enough(typed, said_number_list(request))):
         # The user dictated a list the words cannot be read from whole: the typed values are
         # the model's guess at the rest, and an earlier result is another chart's data.
-        raise ToolInputError(UNHEARD_LIST)
+        raise SayAgain(UNHEARD_LIST)
     labels_fit = not labels or len(labels) == len(values or [])
     if typed and not missing and (labels_fit or not pairs):
         series = [(series_name, list(values or []))]
@@ -422,7 +424,7 @@ async def generate_chart(
             raw_series = raw_series[:1]
         chart_type, labels, series = validated_chart(chart_type, labels, raw_series)
     except ToolInputError as e:
-        await params.result_callback({"error": str(e)})
+        await params.result_callback(error_result(e))
         return
 
     title = (title or "").strip()[:120]

@@ -25,6 +25,18 @@ class ToolInputError(ValueError):
     """Bad tool input; its message is spoken back to the user by the LLM."""
 
 
+class SayAgain(ToolInputError):
+    """Input the user can only say again (a list heard without one of its numbers): the
+    message is the whole answer, so the result carries it as its spoken sentence."""
+
+
+def error_result(error: ToolInputError) -> dict[str, Any]:
+    """A refused call's result: the reason, and for `SayAgain` the sentence that asks."""
+    if isinstance(error, SayAgain):
+        return {"error": str(error), "summary": f"{error}."}
+    return {"error": str(error)}
+
+
 def session_resources(params: FunctionCallParams) -> SessionResources | None:
     resources = getattr(params, "app_resources", None)
     return resources if isinstance(resources, SessionResources) else None
