@@ -249,20 +249,20 @@ def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[s
     """A chart needs numbers the user said or an earlier result: values may only be numbers
     from the user's messages, and `from_result` exists only once a tool has returned one.
     Without either there is nothing to chart (the model asks for the numbers instead)."""
-    if said_pairs(current_request(messages)) is not None or misses_a_number(current_request(messages)):
+    request = current_request(messages)
+    if said_pairs(request) is not None or misses_a_number(request):
         # The user dictated the data: the tool reads it, and its title, from their words, so
         # the call names only the chart type; nothing said is typed again. A list with an
         # item heard without its number is asked for again (UNHEARD_LIST), nothing guessed.
         properties = {k: v for k, v in parameters["properties"].items() if k == "chart_type"}
         narrowed = {**parameters, "properties": properties}
-        if len(named := set(_NAMES_CHART_TYPE.findall(current_request(messages).lower()))) == 1:
+        if len(named := set(_NAMES_CHART_TYPE.findall(request.lower()))) == 1:
             return only_choice(narrowed, chart_type=named.pop())
         return called_alone(narrowed)
     numbers = sorted(chart_numbers(messages))
     # An earlier result is charted only when the request brings no list of numbers of its
     # own ("chart that"); one that dictates numbers ("chart these scores: Alice 90, Bob 75")
     # charts them, even misheard.
-    request = current_request(messages)
     has_results = (
         any(isinstance(m, dict) and m.get("role") == "tool" for m in messages)
         and len(said_numbers(request)) < 2
