@@ -36,3 +36,11 @@ class UserVoiceStartingFrame(SystemFrame):
 
 class UserVoiceFadedFrame(SystemFrame):
     """The voice of `UserVoiceStartingFrame` stopped before the VAD confirmed it as speech."""
+
+
+class ReplyUnheardFrame(SystemFrame):
+    """The user's voice began before they could have heard the reply that was playing (it
+    started less than a reaction time after the reply's first audio, or before it), and the VAD
+    has now confirmed it as speech: they were going on with their request, not answering the
+    reply. Pushed just before that speech's `VADUserStartedSpeakingFrame`
+    (`bot.processors.unheard_reply`)."""

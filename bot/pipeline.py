@@ -7,10 +7,7 @@ from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMAssistantAggregator,
-    LLMUserAggregatorParams,
-)
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
 from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.frameworks.rtvi.observer import (
     RTVIFunctionCallReportLevel,
@@ -32,12 +29,14 @@ from bot.observers.turn_recorder import EngineStage, TurnRecorder
 from bot.processors.client_message_check import CheckedRTVIProcessor
 from bot.processors.context_window import ContextWindow
 from bot.processors.fault_recovery import FaultRecovery, StageTimeouts
+from bot.processors.reply_aggregator import HeardReplyAggregator
 from bot.processors.reply_hold import ReplyHold
 from bot.processors.request_aggregator import RequestUserAggregator
 from bot.processors.request_merge import RequestMerge
 from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.processors.speech_pause import SpeechPauseVADProcessor
 from bot.processors.tool_result_speech import ToolResultSpeech
+from bot.processors.unheard_reply import UnheardReplyCheck
 from bot.processors.visualization import VisualizationProcessor
 from bot.providers import EmbeddedEngines, create_service, describe_providers, embedded_threads
 from bot.records import TurnRecord
@@ -135,7 +134,8 @@ def build_worker(
     user_aggregator = RequestUserAggregator(
         context, params=LLMUserAggregatorParams(user_turn_strategies=turn_strategies(settings))
     )
-    assistant_aggregator = LLMAssistantAggregator(context)
+    # A reply the user went on over before they could hear it is not said (UnheardReplyCheck).
+    assistant_aggregator = HeardReplyAggregator(context)
 
     pipeline = Pipeline(
         list(
@@ -144,6 +144,8 @@ def build_worker(
                 [  # a text-only pipeline has no STT or TTS
                     transport.input(),
                     vad,
+                    # Whether the user heard the reply they start speaking over, for everything below.
+                    UnheardReplyCheck() if vad else None,
                     stt,
                     prefill,
                     user_aggregator,

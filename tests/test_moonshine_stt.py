@@ -438,6 +438,7 @@ async def _dictated_live(engine, speak, *, between: list[Frame]) -> list[Frame]:
     from pipecat.pipeline.pipeline import Pipeline
 
     from bot.processors.speech_pause import SpeechPauseVADProcessor
+    from bot.processors.unheard_reply import UnheardReplyCheck
     from bot.settings import Settings
     from bot.turn_models import create_vad_analyzer
 
@@ -446,7 +447,7 @@ async def _dictated_live(engine, speak, *, between: list[Frame]) -> list[Frame]:
     first, second = (_audio_frames(speak(part)) for part in DICTATED)
     down, _ = await asyncio.wait_for(
         run_test(
-            Pipeline([vad, MoonshineSTTService(engine=engine, interim_interval_secs=0.5)]),
+            Pipeline([vad, UnheardReplyCheck(), MoonshineSTTService(engine=engine, interim_interval_secs=0.5)]),
             frames_to_send=[
                 *_paced(silence + first + silence, every=1),
                 *between,
@@ -483,7 +484,21 @@ async def test_a_request_with_a_pause_is_transcribed_whole_after_its_first_part(
 async def test_an_answer_heard_in_the_pause_starts_a_new_request(engine, speak):
     from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
 
-    down = await _dictated_live(engine, speak, between=[BotStartedSpeakingFrame(), BotStoppedSpeakingFrame()])
+    heard = [BotStartedSpeakingFrame(), SleepFrame(0.5), BotStoppedSpeakingFrame()]
+    down = await _dictated_live(engine, speak, between=heard)
     finals = [f for f in down if isinstance(f, TranscriptionFrame)]
     assert [type(f) for f in finals] == [TranscriptionFrame, TranscriptionFrame], finals
     assert "sales" not in _normalise(finals[1].text).split(), finals[1].text
+
+
+@pytest.mark.asyncio
+async def test_an_answer_that_began_to_play_as_the_user_went_on_is_not_heard(engine, speak):
+    """Its first audio went out as the second part began: the request is still decoded whole."""
+    from pipecat.frames.frames import BotStartedSpeakingFrame
+
+    from bot.frames import ReplyUnheardFrame, RequestTranscriptionFrame
+
+    down = await _dictated_live(engine, speak, between=[BotStartedSpeakingFrame()])
+    assert any(isinstance(f, ReplyUnheardFrame) for f in down)
+    finals = [f for f in down if isinstance(f, TranscriptionFrame)]
+    assert isinstance(finals[-1], RequestTranscriptionFrame) and _heard_dictation(finals[-1].text), finals

@@ -25,7 +25,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from turn_recording import recorded_turns
 
 from bot.conversation import current_request, merged_request
-from bot.frames import RequestTranscriptionFrame
+from bot.frames import ReplyUnheardFrame, RequestTranscriptionFrame
 from bot.pipeline import turn_start_strategies
 from bot.processors.request_aggregator import RequestUserAggregator
 from bot.processors.request_merge import RequestMerge
@@ -107,6 +107,24 @@ async def test_a_request_continued_before_its_answer_was_heard_is_one_turn_recor
     assert turn.status == "completed"
     assert turn.user_text == "Show me a bar chart of monthly sales. January 10, February 20, March 30."
     assert turn.latency.answer is not None
+
+
+async def test_a_reply_that_began_as_the_user_went_on_leaves_one_turn_record():
+    """Its audio went out just before the VAD heard the user's next words start: they could not
+    have heard it (`ReplyUnheardFrame`), so their words go on with the request."""
+    turns = await recorded_turns(
+        [
+            *_fragment("Show me a bar chart of monthly sales: January 10, February 20."),
+            BotStartedSpeakingFrame(),
+            ReplyUnheardFrame(),
+            *_fragment("March 30."),
+            BotStartedSpeakingFrame(),
+            BotStoppedSpeakingFrame(),
+        ]
+    )
+    (turn,) = turns
+    assert turn.status == "completed"
+    assert turn.user_text == "Show me a bar chart of monthly sales: January 10, February 20. March 30."
 
 
 async def test_a_late_whole_transcript_that_restarts_the_turn_still_leaves_its_record():

@@ -109,7 +109,10 @@ async def test_interrupting_a_tool_turn_leaves_nothing_stuck(ws_url):
         speech_end = await client.say(speech_pcm(request))
         # Any tool: which one a recognised sentence routes to is the chart test's subject.
         await client.wait_for(lambda m: m.type == "llm-function-call-started", TOOL_TURN_TIMEOUT, after=speech_end)
-        # Barge in while the tool's answer is being prepared.
+        # Barge in once the tool's answer has been heard: speech that began before then goes
+        # on with the request instead (the dictated-chart test below).
+        await client.wait_for(lambda m: m.type == "bot-started-speaking", TOOL_TURN_TIMEOUT, after=speech_end)
+        await asyncio.sleep(0.5)
         _, metrics = await _turn(client, follow_up)
         assert "paris" in metrics.data["turn"]["bot_text"].lower(), metrics.data["turn"]
         statuses = [

@@ -37,7 +37,7 @@ from pipecat.metrics.metrics import (
 )
 from pipecat.observers.base_observer import FramePushed
 
-from bot.frames import RequestTranscriptionFrame
+from bot.frames import ReplyUnheardFrame, RequestTranscriptionFrame
 from bot.observers.guarded import GuardedObserver
 from bot.records import ToolCall, TurnFailure, TurnLatency, TurnRecord, TurnStatus, Usage
 
@@ -58,6 +58,7 @@ class _OpenTurn:
     milestones: dict[str, float] = field(default_factory=dict)
     tool_started: dict[str, float] = field(default_factory=dict)
     bot_speaking: bool = False
+    reply_unheard: bool = False  # the user went on over the reply before they could hear it
     user_parts: list[str] = field(default_factory=list)
     bot_parts: list[str] = field(default_factory=list)
 
@@ -145,6 +146,8 @@ class TurnRecorder(GuardedObserver):
                 await self._close("completed")
             else:
                 turn.bot_speaking = False
+        elif isinstance(frame, ReplyUnheardFrame) and turn.answering:
+            turn.reply_unheard = True  # the speech it comes just before goes on with the request
         elif isinstance(frame, InterruptionFrame) and turn.answering:
             await self._close("interrupted")
         elif isinstance(frame, MetricsFrame):
@@ -171,7 +174,7 @@ class TurnRecorder(GuardedObserver):
 
     async def _user_started(self, now: float) -> None:
         if self._turn and self._turn.answering:
-            if "bot_audio_sent" not in self._turn.milestones:
+            if "bot_audio_sent" not in self._turn.milestones or self._turn.reply_unheard:
                 # The user went on before any of the answer was heard (a pause mid-request:
                 # "a bar chart of monthly sales: ... January 10"): the unheard answer is
                 # dropped and this is still the same turn, answered once, for every word.
@@ -198,6 +201,7 @@ class TurnRecorder(GuardedObserver):
         moves it: a turn restarted by a late transcript alone has no later one."""
         turn.milestones.clear()
         turn.bot_parts.clear()
+        turn.reply_unheard = False
         turn.record.tool_calls.clear()
         turn.tool_started.clear()
 

@@ -59,6 +59,7 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 
 from bot.frames import (
+    ReplyUnheardFrame,
     RequestInterimTranscriptionFrame,
     RequestTranscriptionFrame,
     UserSpeechPausedFrame,
@@ -151,6 +152,7 @@ class MoonshineSTTService(SegmentedSTTService):
         self._request_open = False
         self._request_parts = 0  # its parts the VAD has ended
         self._request_quiet_bytes = 0  # audio since its last part ended
+        self._answer_heard = False  # a reply played since the request's last part
         # Set to make the worker thread of `_interim_task` stop at its next decoder step:
         # cancelling the asyncio task alone would leave the thread decoding.
         self._interim_cancel = threading.Event()
@@ -188,9 +190,13 @@ class MoonshineSTTService(SegmentedSTTService):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Reset interim state per utterance and stop a partial as soon as speech ends."""
-        if isinstance(frame, VADUserStartedSpeakingFrame):
+        if isinstance(frame, ReplyUnheardFrame):
+            self._answer_heard = False  # the user went on with the request over it
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
             await self._cancel_interim()
             await self._drop_pause()
+            if self._answer_heard:
+                self._close_request()  # what the user says now is new
             self._open_request_part()
             self._interim_tick_bytes = len(self._audio_buffer)
             self._last_interim_text = ""
@@ -212,7 +218,9 @@ class MoonshineSTTService(SegmentedSTTService):
         elif isinstance(frame, UserSpeechResumedFrame):
             await self._drop_pause()  # it misses the words now being spoken
         elif isinstance(frame, BotStartedSpeakingFrame):
-            self._close_request()  # an answer was heard: what the user says next is new
+            # Heard, unless the user's next words began before they could hear it (see
+            # `bot.processors.unheard_reply`): that is decided when the words start.
+            self._answer_heard = True
         await super().process_frame(frame, direction)
 
     # --- the request, kept whole across its parts ----------------------------------------
@@ -244,6 +252,7 @@ class MoonshineSTTService(SegmentedSTTService):
     def _close_request(self) -> None:
         self._request = bytearray()
         self._request_open, self._request_parts, self._request_quiet_bytes = False, 0, 0
+        self._answer_heard = False
 
     @property
     def _decodes_request(self) -> bool:
