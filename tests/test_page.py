@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import launch_chromium, needs_chromium
 
+from bot.processors.visualization import withdrawn_message
+
 QUESTION = "What is the capital of France?"
 # Chromium loops the file. The trailing silence has to cover STT + LLM + the first spoken
 # sentence of the reply, or the repeated question barges in before "Paris" is spoken.
@@ -274,7 +276,9 @@ def test_page_latency_panel_from_injected_turn_metrics(browser, live_server):
 PLOTLY_PATH = "/vendor/plotly.min.js"  # served by server.py from the plotly Python package
 
 
-def visualization_message(title: str, *, kind: str = "chart", turn_id: str = "turn-7", **extra) -> dict:
+def visualization_message(
+    title: str, *, kind: str = "chart", turn_id: str = "turn-7", tool_call_id: str = "call-1", **extra
+) -> dict:
     """A decoded RTVI server-message as bot/processors/visualization.py sends it."""
     return {
         "label": "rtvi-ai",
@@ -283,7 +287,7 @@ def visualization_message(title: str, *, kind: str = "chart", turn_id: str = "tu
             "type": "visualization",
             "turn_id": turn_id,
             "utterance_id": "ctx-1",
-            "tool_call_id": "call-1",
+            "tool_call_id": tool_call_id,
             "visualization": {
                 "type": kind,
                 "result_id": "r1",
@@ -370,6 +374,16 @@ def test_page_draws_an_injected_visualization_next_to_its_turn(browser, live_ser
         # The transcript link brings its card into view.
         page.locator("#transcript .viz-chip", has_text="Calls per day").click()
         page.wait_for_function("() => document.activeElement?.matches('.viz-card.viz-chart.flash')")
+
+        # A picture whose reply the user went on over, unheard, is taken down with its link.
+        page.evaluate("m => window.voiceAgent.receive(m)", visualization_message("January only", tool_call_id="call-2"))
+        page.wait_for_function("() => document.querySelectorAll('#visuals-panel .viz-card').length === 4")
+        withdrawn = withdrawn_message(["call-2"], turn_id="turn-7")
+        page.evaluate("m => window.voiceAgent.receive(m)", withdrawn)
+        page.wait_for_function("() => document.querySelectorAll('#visuals-panel .viz-card').length === 3")
+        assert "January only" not in page.inner_text("#visuals-panel")
+        assert page.locator("#transcript .viz-chip", has_text="January only").count() == 0
+        assert page.locator("#transcript li.turn.bot .viz-chip").count() == 3
 
         # At most ten cards are kept; the oldest goes first.
         for i in range(10):

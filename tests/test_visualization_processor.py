@@ -10,6 +10,7 @@ from pipecat.frames.frames import (
     FunctionCallResultFrame,
     InterruptionFrame,
     OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
     TextFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
@@ -22,6 +23,7 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.tests.utils import SleepFrame, run_test
 
+from bot.frames import ReplyUnheardFrame
 from bot.processors.tool_result_speech import ToolResultSpeech
 from bot.processors.visualization import VisualizationProcessor
 from bot.records import SessionRecord
@@ -64,7 +66,7 @@ def sentence(context_id: str = "ctx-1", chunks: int = 2) -> list[Frame]:
 
 
 def messages(frames) -> list[dict]:
-    return [f.message for f in frames if isinstance(f, OutputTransportMessageFrame)]
+    return [f.message for f in frames if isinstance(f, OutputTransportMessageFrame | OutputTransportMessageUrgentFrame)]
 
 
 async def test_visualization_goes_out_right_before_the_first_audio_of_the_answer():
@@ -179,6 +181,24 @@ async def test_interruption_drops_visualizations_whose_sentence_was_never_spoken
     assert messages(down) == []
     assert processor.held == 0
     assert res.pending_visualizations == {}  # the result itself stays in res.results
+
+
+async def test_a_picture_sent_with_a_reply_the_user_did_not_hear_is_withdrawn():
+    """The reply's audio went out just as the user went on with the request: its picture is
+    taken down, and only its own (a picture a heard reply sent stays)."""
+    res = resources()
+    res.show("call-1", chart("January and February"))
+    res.show("call-2", chart("January to March"))
+    heard = [result("call-1"), *sentence("ctx-1"), SleepFrame(sleep=0.05)]
+    unheard = [UserStartedSpeakingFrame(), result("call-2"), *sentence("ctx-2"), SleepFrame(sleep=0.05)]
+    down, _ = await run_test(
+        VisualizationProcessor(res, turn_id=lambda: "turn-1"),
+        frames_to_send=[*heard, *unheard, ReplyUnheardFrame(), UserStartedSpeakingFrame()],
+    )
+    assert [m["data"].get("tool_call_id") for m in messages(down)] == ["call-1", "call-2", None]
+    # At once, not behind the audio the interruption that follows will clear.
+    (withdrawn,) = [f.message["data"] for f in down if isinstance(f, OutputTransportMessageUrgentFrame)]
+    assert withdrawn == {"type": "visualization-withdrawn", "turn_id": "turn-1", "tool_call_ids": ["call-2"]}
 
 
 async def test_text_only_answer_carries_it_with_its_first_text():

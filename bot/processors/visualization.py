@@ -29,6 +29,13 @@ itself stays in `SessionResources.results`, so "show that chart" brings it back.
 visualization already sent is not recalled: it sits in the output queue with the audio, which
 the transport clears on interruption, so it may not reach the page either, but it is kept.
 
+A reply the user went on over before they could have heard it (`ReplyUnheardFrame`, see
+`bot.processors.unheard_reply`) may have had its picture sent: its audio went out just before
+the user's voice began. The page is told to take that picture down at once (an urgent
+`visualization-withdrawn` message naming its tool calls): it answered part of a request the
+user was still saying, and the answer to the whole request brings its own. The session keeps it
+as shown, which it was.
+
 Other cases: a result whose own sentence is spoken (`run_llm=False`, see
 `bot.processors.tool_result_speech`) is held the same way, for that sentence's first audio; a
 text-only answer (`skip_tts` text frames) sends the held visualizations with its first text.
@@ -45,15 +52,18 @@ from pipecat.frames.frames import (
     FunctionCallResultFrame,
     InterruptionFrame,
     OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
     TextFrame,
     TTSAudioRawFrame,
     UserStartedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from bot.frames import ReplyUnheardFrame
 from bot.session_resources import SessionResources
 
 MESSAGE_TYPE = "visualization"
+WITHDRAWN_MESSAGE_TYPE = "visualization-withdrawn"
 
 
 @dataclass
@@ -77,6 +87,10 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def _server_message(data: dict[str, Any]) -> dict[str, Any]:
+    return {"label": "rtvi-ai", "type": "server-message", "data": data}
+
+
 def visualization_message(
     visualization: dict[str, Any],
     *,
@@ -85,17 +99,20 @@ def visualization_message(
     tool_call_id: str | None = None,
 ) -> dict[str, Any]:
     """The RTVI envelope of one visualization (what the page's `visualization` handler gets)."""
-    return {
-        "label": "rtvi-ai",
-        "type": "server-message",
-        "data": {
+    return _server_message(
+        {
             "type": MESSAGE_TYPE,
             "turn_id": turn_id,
             "utterance_id": utterance_id,
             "tool_call_id": tool_call_id,
             "visualization": visualization,
-        },
-    }
+        }
+    )
+
+
+def withdrawn_message(tool_call_ids: list[str], *, turn_id: str | None) -> dict[str, Any]:
+    """The RTVI envelope telling the page to take down the visualizations of these tool calls."""
+    return _server_message({"type": WITHDRAWN_MESSAGE_TYPE, "turn_id": turn_id, "tool_call_ids": tool_call_ids})
 
 
 class VisualizationProcessor(FrameProcessor):
@@ -117,6 +134,7 @@ class VisualizationProcessor(FrameProcessor):
         self._turns = 0  # own count, used when no turn_id source is given
         self._last_turn_id: str | None = None
         self._held: list[_Held] = []
+        self._sent_since_user_spoke: list[str] = []  # tool call ids
 
     @property
     def held(self) -> int:
@@ -139,6 +157,9 @@ class VisualizationProcessor(FrameProcessor):
         if direction == FrameDirection.DOWNSTREAM:
             if isinstance(frame, UserStartedSpeakingFrame):
                 self._turns += 1
+                self._sent_since_user_spoke = []
+            elif isinstance(frame, ReplyUnheardFrame):
+                await self._withdraw_sent()
             elif isinstance(frame, InterruptionFrame):
                 self._drop_held()
             elif isinstance(frame, FunctionCallResultFrame):
@@ -163,6 +184,13 @@ class VisualizationProcessor(FrameProcessor):
             logger.debug(f"{self}: interrupted before its sentence, not shown: {ids}")
             self._held.clear()
 
+    async def _withdraw_sent(self) -> None:
+        sent, self._sent_since_user_spoke = self._sent_since_user_spoke, []
+        if sent:
+            logger.debug(f"{self}: its reply was not heard, withdrawn: {', '.join(sent)}")
+            message = withdrawn_message(sent, turn_id=self._current_turn_id())
+            await self.push_frame(OutputTransportMessageUrgentFrame(message=message))
+
     async def _send_held(self, *, utterance_id: str | None) -> list[dict[str, Any]]:
         """Push the held visualizations; returns what was shown, for `_keep`."""
         held, self._held = self._held, []
@@ -177,6 +205,7 @@ class VisualizationProcessor(FrameProcessor):
                 tool_call_id=item.tool_call_id,
             )
             await self.push_frame(OutputTransportMessageFrame(message=message))
+            self._sent_since_user_spoke.append(item.tool_call_id)
             shown.append(
                 {
                     **visualization,

@@ -6,6 +6,8 @@
 // The server sends it just before the first audio of the sentence that presents it. Each one
 // becomes a card in the #visuals aside (below the latency panel, newest first, at most
 // MAX_CARDS) drawn with Plotly, and a titled link on the bot transcript entry of its turn.
+// `{type: "visualization-withdrawn", turn_id, tool_call_ids}` takes down the cards of those
+// tool calls: their reply began as the user went on with the request, unheard.
 // Plotly (served locally from the Python package at /vendor/plotly.min.js) is loaded lazily,
 // with a <script> tag, when the first visualization arrives.
 //
@@ -202,6 +204,7 @@ export class Visuals {
     card.dataset.type = type;
     if (data.turn_id) card.dataset.turnId = data.turn_id;
     if (data.utterance_id) card.dataset.utteranceId = data.utterance_id;
+    if (data.tool_call_id) card.dataset.toolCallId = data.tool_call_id;
     if (viz.result_id) card.dataset.resultId = viz.result_id;
     card.setAttribute("aria-labelledby", `${id}-title`);
 
@@ -295,14 +298,34 @@ export class Visuals {
   trim() {
     while (this.cards.length > this.maxCards) {
       const old = this.cards.pop();
-      if (old.plot && window.Plotly) window.Plotly.purge(old.plot);
-      old.card.remove();
+      this.takeDown(old);
       for (const a of document.querySelectorAll(`a.viz-chip[href="#${old.id}"]`)) {
         a.classList.add("gone");
         a.removeAttribute("href");
         a.title = "No longer shown (only the latest charts are kept)";
       }
     }
+  }
+
+  /** Handler for the `visualization-withdrawn` server message: the cards of a reply the user
+   * went on over before hearing it go, with their transcript links (the answer to the whole
+   * request brings its own). */
+  withdraw(data) {
+    const ids = new Set(Array.isArray(data?.tool_call_ids) ? data.tool_call_ids : []);
+    const gone = this.cards.filter((entry) => ids.has(entry.card.dataset.toolCallId));
+    for (const entry of gone) {
+      this.takeDown(entry);
+      for (const a of document.querySelectorAll(`a.viz-chip[href="#${entry.id}"]`)) a.remove();
+    }
+    this.cards = this.cards.filter((entry) => !gone.includes(entry));
+    this.waiting = this.waiting.filter((entry) => !gone.includes(entry));
+    this.sub.textContent = `${this.cards.length} shown`;
+    this.root.hidden = this.cards.length === 0;
+  }
+
+  takeDown(entry) {
+    if (entry.plot && window.Plotly) window.Plotly.purge(entry.plot);
+    entry.card.remove();
   }
 
   // ---------- transcript links ----------
@@ -363,9 +386,10 @@ export class Visuals {
   }
 }
 
-/** Create the panel in `container` and subscribe it to `visualization` server messages. */
+/** Create the panel in `container` and subscribe it to the visualization server messages. */
 export function initVisuals(container, options = {}) {
   const visuals = new Visuals(container, options);
   onServerMessage("visualization", (data) => visuals.add(data));
+  onServerMessage("visualization-withdrawn", (data) => visuals.withdraw(data));
   return visuals;
 }
