@@ -30,6 +30,7 @@ from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
+from bot.processors.context_window import windowed
 from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.providers.llama.engine import LocalLLMEngine, SlotAffinity
 from bot.providers.llama.service import LocalLLMService, build_request
@@ -538,6 +539,26 @@ async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_en
     being_spoken = await new_prompt_tokens("being spoken")
     assert heard <= 30 and cold >= heard + 40, (heard, cold)
     assert being_spoken <= 30 and cold_again >= being_spoken + 40, (being_spoken, cold_again)
+
+
+@pytest.mark.model
+async def test_a_conversation_whose_oldest_turns_were_dropped_is_not_computed_again(warm_engine):
+    """The context window drops the oldest turns and everything after them moves up: the
+    request reuses their cached tokens where they now are, and computes only its new words."""
+    engine, _ = warm_engine
+    turns = [
+        message
+        for i in range(6)
+        for message in (
+            {"role": "user", "content": f"Tell me one fact about the number {i}, in a full sentence."},
+            {"role": "assistant", "content": f"The number {i} comes right after {i - 1} when you count up."},
+        )
+    ]
+    await _timings(engine, [*turns, {"role": "user", "content": "Which ocean is the largest?"}], session="long")
+    kept = windowed(turns, 8)
+    assert kept is not None and len(kept) < len(turns)
+    _, timings = await _timings(engine, [*kept, {"role": "user", "content": "And the smallest?"}], session="long")
+    assert timings["prompt_n"] <= 30, timings
 
 
 @pytest.mark.model
