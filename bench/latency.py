@@ -34,6 +34,7 @@ from pathlib import Path
 
 from bench.provenance import provenance, result_path
 from bot.percentiles import percentile
+from bot.processors.visualization import MESSAGE_TYPE, WITHDRAWN_MESSAGE_TYPE
 from client.server_process import start_server, stop_server
 from client.speech import HELD_OUT, VOICES, Voice, dictation_pcm, trailing_silence_seconds
 from client.ws import VoiceClient
@@ -161,12 +162,16 @@ async def ask(client: VoiceClient, request: Request, voice: Voice) -> dict:
     ]
     turn["tools"] = [m.data.get("function_name") for m in window if m.type == "llm-function-call-in-progress"]
     turn["answer"] = client.bot_text(speech_start, until)
+    pictures = [m.data for m in window if m.type == "server-message"]
+    # A reply that began as the user went on, unheard, takes its picture down again.
+    withdrawn = {i for p in pictures if p.get("type") == WITHDRAWN_MESSAGE_TYPE for i in p.get("tool_call_ids", [])}
     shown = [
-        m.data.get("visualization") or {}
-        for m in window
-        if m.type == "server-message" and m.data.get("type") == "visualization"
+        p.get("visualization") or {}
+        for p in pictures
+        if p.get("type") == MESSAGE_TYPE and p.get("tool_call_id") not in withdrawn
     ]
     turn["visualizations"] = len(shown)
+    turn["withdrawn"] = len(withdrawn)
     # What each picture drew: the values of its traces.
     turn["drawn"] = [
         [trace.get("y") or trace.get("values") for trace in (v.get("figure") or {}).get("data", [])] for v in shown

@@ -23,7 +23,7 @@ from bot.telemetry import Telemetry
 from bot.tools import ALL_TOOLS
 from bot.tools.analyze_sentiment import analyze_sentiment, analyzer, quoted_by_user
 from bot.tools.current_time import get_current_time
-from bot.tools.generate_chart import UNHEARD_LIST, generate_chart
+from bot.tools.generate_chart import NO_NUMBERS, UNHEARD_LIST, generate_chart
 from bot.tools.get_realtime_data import get_realtime_data
 from bot.tools.results import spoken_number
 from bot.tools.spoken_numbers import said_numbers, said_pairs
@@ -274,8 +274,6 @@ async def test_scatter_uses_numeric_axis_and_unlabelled_values_get_positions():
         ({"labels": ["a"], "values": ["lots"]}, "must be a number"),
         ({"labels": ["a"], "values": [True]}, "must be a number"),
         ({"values": list(range(51))}, "at most 50 points"),
-        ({"labels": [], "values": []}, "no numbers to chart"),
-        ({}, "no numbers to chart"),
         ({"chart_type": "pie", "labels": ["a", "b"], "values": [3, -1]}, "negative"),
         ({"chart_type": "pie", "labels": ["a", "b"], "values": [0, 0]}, "above zero"),
         ({"chart_type": "pie", "labels": ["a"], "values": [1], "values2": [2]}, "one series"),
@@ -289,6 +287,15 @@ async def test_chart_validation_errors(arguments, reason):
     resources = make_resources()
     result, _ = await call(generate_chart, resources, **{"chart_type": "bar", **arguments})
     assert set(result) == {"error"} and reason in result["error"]
+    assert not resources.results and not resources.pending_visualizations
+
+
+@pytest.mark.parametrize("arguments", [{"labels": [], "values": []}, {}])
+async def test_a_chart_with_no_numbers_asks_for_them_in_its_own_sentence(arguments):
+    """Nothing to do but say the values: the refusal is the answer, spoken as the tool words it."""
+    resources = make_resources()
+    result, _ = await call(generate_chart, resources, **{"chart_type": "bar", **arguments})
+    assert result == {"error": NO_NUMBERS, "summary": f"{NO_NUMBERS}."}
     assert not resources.results and not resources.pending_visualizations
 
 

@@ -128,7 +128,7 @@ def validated_chart(
     if chart_type not in CHART_TYPES:
         raise ToolInputError(f"unknown chart type {chart_type!r}; use bar, line, pie or scatter")
     if not series or not series[0][1]:
-        raise ToolInputError("there are no numbers to chart; say the values, or name an earlier result")
+        raise SayAgain(NO_NUMBERS)
     if len(series) > MAX_SERIES:
         raise ToolInputError(f"a chart can show at most {MAX_SERIES} series")
     n = len(series[0][1])
@@ -243,6 +243,7 @@ def _said_often_enough(typed: list[float], said: list[float]) -> bool:
 
 
 UNHEARD_LIST = "I did not catch a number for every item in that list; please say it again"
+NO_NUMBERS = "I did not hear any numbers to chart; please say the values, or ask for an earlier chart"
 
 
 def chart_constraint(messages: list[dict], parameters: dict[str, Any]) -> dict[str, Any] | None:
