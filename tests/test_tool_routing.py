@@ -668,6 +668,12 @@ def test_an_earlier_result_is_charted_only_for_a_request_without_numbers_of_its_
             "generate_chart",
             {"chart_type": "pie"},
         ),
+        # "these" points at the list that follows, whose first item has no number.
+        (
+            "Chart these scores as a bar chart: Alice Nainty, Bob-75, Carol-82, Dan-60.",
+            "generate_chart",
+            {"chart_type": "bar"},
+        ),
         ("Is this review positive: the food was cold", "analyze_sentiment", {"target": "text"}),
         ("How did my last message sound?", "analyze_sentiment", None),
     ],

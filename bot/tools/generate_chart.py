@@ -170,6 +170,9 @@ _REFERS_BACK = re.compile(
     r"\b(?:that|this|it|those|these|them|previous|last|latest|earlier|result|results|above|same)\b",
     re.I,
 )
+# Unlike "that" or "it", these may point at a list that follows: "Chart these scores: Alice 90,
+# Bob 75" (but "Chart this as a pie" points back).
+_POINTS_AT = re.compile(r"\b(?:this|these)\b", re.I)
 
 
 _ASKS_FOR_CHART = re.compile(r"\b(?:chart|graph|plot)", re.IGNORECASE)
@@ -203,8 +206,18 @@ def dictated_items(request: str) -> list[str] | None:
     pieces = [p for p in _PIECE_BREAK.split(heard_as_numbers(request)) if p.strip()]
     for i, piece in enumerate(pieces):
         if _ASKS_FOR_CHART.search(piece):
-            return pieces[i + 1 :] if not _REFERS_BACK.search(piece) and len(pieces) - i > 2 else None
-    return pieces[1:] if len(pieces) > 2 and not any(_REFERS_BACK.search(p) for p in pieces) else None
+            items = pieces[i + 1 :]
+            return items if len(items) > 1 and not _points_back(piece, items) else None
+    items = pieces[1:]
+    return items if len(items) > 1 and not any(_points_back(p, items) for p in pieces) else None
+
+
+def _points_back(piece: str, items: list[str]) -> bool:
+    """Whether `piece` refers to an earlier result rather than to the `items` after it: "this"
+    and "these" point at a list that follows when most of its items carry a number."""
+    if _REFERS_BACK.search(_POINTS_AT.sub("", piece)):
+        return True
+    return bool(_POINTS_AT.search(piece)) and sum(bool(said_number_list(item)) for item in items) * 2 <= len(items)
 
 
 def dictates_a_list(request: str) -> bool:
