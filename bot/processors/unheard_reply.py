@@ -15,7 +15,6 @@ Placed right after the VAD: it sees the voice start as the VAD reports it, and t
 """
 
 import time
-from collections.abc import Callable
 
 from pipecat.frames.frames import BotStartedSpeakingFrame, Frame, VADUserStartedSpeakingFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -28,10 +27,8 @@ REACTION_SECS = 0.3
 
 
 class UnheardReplyCheck(FrameProcessor):
-    def __init__(self, *, reaction_secs: float = REACTION_SECS, clock: Callable[[], float] = time.monotonic, **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._reaction_secs = reaction_secs
-        self._clock = clock
         self._reply_started_at: float | None = None  # the first reply audio since the user last spoke
         self._voice_started_at: float | None = None
 
@@ -39,9 +36,9 @@ class UnheardReplyCheck(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, BotStartedSpeakingFrame):
             if self._reply_started_at is None:
-                self._reply_started_at = self._clock()
+                self._reply_started_at = time.monotonic()
         elif isinstance(frame, UserVoiceStartingFrame):
-            self._voice_started_at = self._clock()
+            self._voice_started_at = time.monotonic()
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             if self._unheard():
                 await self.push_frame(ReplyUnheardFrame())
@@ -51,5 +48,5 @@ class UnheardReplyCheck(FrameProcessor):
     def _unheard(self) -> bool:
         if self._reply_started_at is None:
             return False
-        voice_started_at = self._voice_started_at if self._voice_started_at is not None else self._clock()
-        return voice_started_at - self._reply_started_at < self._reaction_secs
+        voice_started_at = self._voice_started_at if self._voice_started_at is not None else time.monotonic()
+        return voice_started_at - self._reply_started_at < REACTION_SECS
