@@ -544,17 +544,22 @@ async def test_the_last_answer_is_prefilled_before_the_user_speaks_again(warm_en
 @pytest.mark.model
 async def test_a_conversation_whose_oldest_turns_were_dropped_is_not_computed_again(warm_engine):
     """The context window drops the oldest turns and everything after them moves up: the
-    request reuses their cached tokens where they now are, and computes only its new words."""
-    engine, _ = warm_engine
-    turns = [
+    request reuses their cached tokens where they now are, and computes only its new words.
+    The conversation (opened by a greeting, as a session's is) is longer than the shared
+    prefix, so the request keeps under half of its slot: llama.cpp must not trade the slot
+    for the cached bare prefix then."""
+    engine, restored = warm_engine
+    greeting = {"role": "assistant", "content": "Hello! Ask me anything, or for a chart."}
+    turns = [greeting] + [
         message
-        for i in range(6)
+        for i in range(14)
         for message in (
             {"role": "user", "content": f"Tell me one fact about the number {i}, in a full sentence."},
-            {"role": "assistant", "content": f"The number {i} comes right after {i - 1} when you count up."},
+            {"role": "assistant", "content": f"The number {i} comes right after {i - 1} and right before {i + 1}."},
         )
     ]
-    await _timings(engine, [*turns, {"role": "user", "content": "Which ocean is the largest?"}], session="long")
+    _, first = await _timings(engine, [*turns, {"role": "user", "content": "Which ocean is the largest?"}], session="long")
+    assert first["prompt_n"] + first["cache_n"] > 2 * min(restored.values()), first
     kept = windowed(turns, 8)
     assert kept is not None and len(kept) < len(turns)
     _, timings = await _timings(engine, [*kept, {"role": "user", "content": "And the smallest?"}], session="long")

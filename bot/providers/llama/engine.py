@@ -123,6 +123,13 @@ class LocalLLMEngine:
         # prefix without prefilling it; bounded so it holds a few conversations, not 8 GiB.
         params.cache_ram_mib = PROMPT_CACHE_MIB
         params.n_cache_reuse = CACHE_REUSE_MIN_TOKENS
+        # Every request names its slot (`SlotAffinity`), which holds its session's conversation.
+        # With a similarity threshold llama.cpp still weighs that slot against the prompt cache:
+        # once the context window drops a session's oldest turn, the request shares only the
+        # system prompt with its slot, under half of it, and llama.cpp swapped the conversation
+        # for the cached bare prefix, so the whole rest was computed again instead of shifted
+        # (docs/decisions/2026-12-06-long-session-stall.md). At 0 a named slot is used as it is.
+        params.slot_prompt_similarity = 0.0
         # llama.cpp turns flash attention on for the CPU by default; on these CPUs (AVX, no
         # AVX2) the plain attention is faster: with the 1.4k-token prefix a token decodes in
         # 19.6 ms instead of 21.1, and 6 new prompt tokens in 64 ms instead of 78.
@@ -294,28 +301,33 @@ class LocalLLMEngine:
 
     async def warm_up(self, request: dict[str, Any]) -> dict[int, int]:
         """Put the shared prompt prefix (system prompt, tools) in every slot's KV cache before
-        the first user turn; returns the tokens each slot took from the prompt cache.
+        the first user turn; returns the tokens of it each slot then holds.
 
         A slot that is still empty when a session's request lands on it prefills the whole
-        prefix (1.4k tokens, ~8 s on 2 cores) in the batch every other session decodes in,
-        stalling all of them; warming only one slot left the second concurrent session to
-        do exactly that. Slot 0 prefills it once. llama.cpp saves idle slots to its prompt
-        cache when a task starts elsewhere, so a tiny request on each other slot gets slot
-        0's state saved, and each slot then restores the prefix from the cache (~40 ms)
-        instead of computing it.
+        prefix (1.4k tokens, ~8-15 s on 2 cores) in the batch every other session decodes in,
+        stalling all of them. Slot 0 prefills it once; the other slots restore it from
+        llama.cpp's prompt cache (~40 ms each), which only a request naming no slot consults
+        (see `slot_prompt_similarity`): llama.cpp then takes the least recently used slot and
+        loads the cached prompt most like the request into it. Slot 0's state reaches the
+        cache when a task starts on another slot (idle slots are saved then): a tiny request
+        on slot 1 does that, and touching slot 0 again leaves slot 1 to be restored last,
+        after the slots never used.
         """
         started = time.monotonic()
-        await self.complete({**request, "max_tokens": 1, "id_slot": 0})
+        prefix = {**request, "max_tokens": 1}
+        await self.complete({**prefix, "id_slot": 0})
         prefilled = time.monotonic() - started
-        tiny = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        if self.parallel_slots > 1:
+            await self.complete({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "id_slot": 1})
+            await self.complete({**prefix, "id_slot": 0})
+            for _ in range(1, self.parallel_slots):
+                await self.complete(prefix)
+        held = {}
         for slot in range(1, self.parallel_slots):
-            await self.complete({**tiny, "id_slot": slot})
-        restored = {}
-        for slot in range(1, self.parallel_slots):
-            _, timings = await self.complete({**request, "max_tokens": 1, "id_slot": slot})
-            restored[slot] = timings.get("cache_n", 0)
+            _, timings = await self.complete({**prefix, "id_slot": slot})
+            held[slot] = timings.get("cache_n", 0)
         logger.info(
             f"LLM {self.model_name} warmed up: slot 0 prefilled in {prefilled:.1f}s, other"
-            f" slots' cached prefix tokens {restored}, {time.monotonic() - started:.1f}s in all"
+            f" slots' cached prefix tokens {held}, {time.monotonic() - started:.1f}s in all"
         )
-        return restored
+        return held
