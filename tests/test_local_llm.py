@@ -558,7 +558,9 @@ async def test_a_conversation_whose_oldest_turns_were_dropped_is_not_computed_ag
             {"role": "assistant", "content": f"The number {i} comes right after {i - 1} and right before {i + 1}."},
         )
     ]
-    _, first = await _timings(engine, [*turns, {"role": "user", "content": "Which ocean is the largest?"}], session="long")
+    _, first = await _timings(
+        engine, [*turns, {"role": "user", "content": "Which ocean is the largest?"}], session="long"
+    )
     assert first["prompt_n"] + first["cache_n"] > 2 * min(restored.values()), first
     kept = windowed(turns, 8)
     assert kept is not None and len(kept) < len(turns)
