@@ -33,6 +33,7 @@ from bot.processors.reply_aggregator import HeardReplyAggregator
 from bot.processors.reply_hold import ReplyHold
 from bot.processors.request_aggregator import RequestUserAggregator
 from bot.processors.request_merge import RequestMerge
+from bot.processors.request_transcript import RequestTranscriptMessages
 from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.processors.speech_pause import SpeechPauseVADProcessor
 from bot.processors.tool_result_speech import ToolResultSpeech
@@ -147,6 +148,8 @@ def build_worker(
                     # Whether the user heard the reply they start speaking over, for everything below.
                     UnheardReplyCheck() if vad else None,
                     stt,
+                    # The page shows a request transcribed again whole, and an unheard reply, as such.
+                    RequestTranscriptMessages() if stt else None,
                     prefill,
                     user_aggregator,
                     # A request cut by a pause and unanswered in between reaches the LLM whole.

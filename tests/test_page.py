@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import launch_chromium, needs_chromium
 
+from bot.processors.request_transcript import reply_unheard_message, request_message
 from bot.processors.visualization import withdrawn_message
 
 QUESTION = "What is the capital of France?"
@@ -300,6 +301,49 @@ def visualization_message(
             },
         },
     }
+
+
+def _rtvi(kind: str, data: dict) -> dict:
+    return {"label": "rtvi-ai", "type": kind, "data": data}
+
+
+def test_page_shows_a_dictated_request_once_without_its_unheard_reply(browser, live_server):
+    """A request dictated with pauses is transcribed again whole as it goes on, and the reply
+    to its first part started as the user went on: the page shows the request's words once,
+    in one entry, and none of the reply's."""
+    context = browser.new_context()
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    first, whole = (
+        "Show me a bar chart of sales: January ten.",
+        "Show me a bar chart of sales: January ten, February twenty.",
+    )
+    try:
+        page.goto(f"{live_server.rstrip('/')}/")
+        page.wait_for_function("() => window.voiceAgent && typeof window.voiceAgent.receive === 'function'")
+        for message in [
+            _rtvi("user-input", {"text": first, "final": True}),
+            _rtvi("bot-started-speaking", {}),
+            _rtvi("bot-output", {"text": "Here is the chart of January.", "spoken_status": "completed"}),
+            reply_unheard_message(),
+            _rtvi("bot-interrupted", {}),
+            # The whole request so far: Pipecat's `user-input` copy comes before or after it.
+            _rtvi("user-input", {"text": whole[:-1], "final": False}),
+            request_message(whole[:-1], final=False),
+            request_message(whole, final=True),
+            _rtvi("user-input", {"text": whole, "final": True}),
+        ]:
+            page.evaluate("m => window.voiceAgent.receive(m)", message)
+        entries = page.evaluate(
+            "() => [...document.querySelectorAll('#transcript li.turn')].map(li => [li.dataset.role, li.innerText])"
+        )
+        assert [role for role, _ in entries] == ["user"], entries
+        assert entries[0][1].count("January ten") == 1 and "February twenty" in entries[0][1], entries
+        assert "Here is the chart" not in page.inner_text("#transcript")
+        assert not page_errors, page_errors
+    finally:
+        context.close()
 
 
 def test_page_draws_an_injected_visualization_next_to_its_turn(browser, live_server):

@@ -21,7 +21,7 @@ from bot.records import SessionRecord, ToolCall, TurnLatency, TurnRecord
 from bot.session_resources import SessionResources
 from bot.telemetry import Telemetry
 from bot.tools import ALL_TOOLS
-from bot.tools.analyze_sentiment import analyze_sentiment, analyzer, quoted_by_user
+from bot.tools.analyze_sentiment import NO_TEXT, NOTHING_SAID, analyze_sentiment, analyzer, quoted_by_user
 from bot.tools.current_time import get_current_time
 from bot.tools.generate_chart import NO_NUMBERS, UNHEARD_LIST, generate_chart
 from bot.tools.get_realtime_data import get_realtime_data
@@ -602,11 +602,11 @@ async def test_sentiment_of_a_text(text, label):
 async def test_sentiment_validation_errors():
     resources = make_resources()
     result, _ = await call(analyze_sentiment, resources, target="text", text="   ")
-    assert "no text to analyze" in result["error"]
+    assert result["summary"] == f"{NO_TEXT}."  # spoken at once, as the answer
     result, _ = await call(analyze_sentiment, resources, target="mood")
     assert "unknown target" in result["error"]
     result, _ = await call(analyze_sentiment, resources, _context=LLMContext(), target="last_turn")
-    assert "not said anything" in result["error"]
+    assert result["summary"] == f"{NOTHING_SAID}."
     assert not resources.results and not resources.pending_visualizations
 
 

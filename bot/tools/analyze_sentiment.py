@@ -34,7 +34,9 @@ from bot.routing_hints import (
 )
 from bot.tools.results import (
     MAX_POINTS,
+    SayAgain,
     build_figure,
+    error_result,
     keep_and_show,
     resources_for_a_result,
     rounded,
@@ -42,6 +44,10 @@ from bot.tools.results import (
     spoken_number,
 )
 
+# Refusals the user can only answer by speaking: the tool's own sentence asks, at once (a second
+# LLM request only read them back, seconds later).
+NO_TEXT = "I did not catch the words to score; please say them again"
+NOTHING_SAID = "You have not said anything yet for me to score; say the words you want scored"
 TARGETS = ("text", "last_turn", "conversation")
 POSITIVE, NEGATIVE = 0.05, -0.05  # VADER's standard compound thresholds
 MAX_TEXT_CHARS = 5000
@@ -327,7 +333,7 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
 
     if target == "text":
         if not text:
-            await params.result_callback({"error": "there is no text to analyze; say the words to score"})
+            await params.result_callback(error_result(SayAgain(NO_TEXT)))
             return
         compute = partial(_single, text, "That text", "Sentiment of the text")
     elif target == "last_turn":
@@ -336,13 +342,13 @@ async def analyze_sentiment(params: FunctionCallParams, target: str = "last_turn
         elif current:
             message, subject = current, "Your message"
         else:
-            await params.result_callback({"error": "you have not said anything yet to analyze"})
+            await params.result_callback(error_result(SayAgain(NOTHING_SAID)))
             return
         compute = partial(_single, message, subject, "Sentiment of your last message")
     else:
         messages = earlier or ([current] if current else [])
         if not messages:
-            await params.result_callback({"error": "you have not said anything yet to analyze"})
+            await params.result_callback(error_result(SayAgain(NOTHING_SAID)))
             return
         if len(messages) == 1:
             compute = partial(_single, messages[0], "Your only message so far", "Sentiment of the conversation")

@@ -158,6 +158,10 @@ function handleRtvi(msg) {
   }
 }
 
+// A request dictated with pauses is transcribed again whole; a reply nobody heard is taken down.
+onServerMessage("user-request", (data) => transcript.userRequest(data.text, data.final !== false));
+onServerMessage("reply-unheard", () => transcript.withdrawBotReply());
+
 // The server ends a session that is idle or too long, or when it stops; say why.
 onServerMessage("session-ending", (data) => {
   const why = { idle_timeout: "idle", max_duration: "time limit reached", server_shutdown: "server stopping" };

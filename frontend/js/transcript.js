@@ -63,7 +63,7 @@ export class Transcript {
   }
 
   userInterim(text) {
-    if (!text?.trim()) return;
+    if (!text?.trim() || this.restates(text)) return;
     const turn = this.openUserTurn();
     turn.interimSpan.textContent = (turn.finals.length ? " " : "") + text.trim();
     turn.li.classList.add("pending");
@@ -71,13 +71,32 @@ export class Transcript {
   }
 
   userFinal(text) {
-    if (!text?.trim()) return;
+    if (!text?.trim() || this.restates(text)) return;
     const turn = this.openUserTurn();
     turn.finals.push(text);
     turn.finalSpan.textContent = joinText(turn.finals);
     turn.interimSpan.textContent = "";
     turn.li.classList.remove("pending");
     this.scroll();
+  }
+
+  /**
+   * The user's request so far, transcribed again whole (a request dictated with pauses): it
+   * replaces the parts the entry shows. Its `user-input` copy, before or after, adds nothing.
+   */
+  userRequest(text, final) {
+    if (!text?.trim()) return;
+    const turn = this.openUserTurn();
+    turn.restated = text;
+    turn.finals = final ? [text] : [];
+    turn.finalSpan.textContent = final ? text.trim() : "";
+    turn.interimSpan.textContent = final ? "" : text.trim();
+    turn.li.classList.toggle("pending", !final);
+    this.scroll();
+  }
+
+  restates(text) {
+    return Boolean(this.user?.restated) && this.user.restated.trim() === text.trim();
   }
 
   closeUserTurn() {
@@ -151,6 +170,27 @@ export class Transcript {
     if (interrupted) this.bot.li.classList.add("interrupted");
     if (!this.bot.li.querySelector(".text").textContent.trim()) this.bot.li.remove();
     this.bot = null;
+  }
+
+  /**
+   * The reply the user went on over before they could hear it answered nothing: its entry goes,
+   * and the user's entry before it takes the rest of their request.
+   */
+  withdrawBotReply() {
+    const bots = this.list.querySelectorAll("li.turn.bot");
+    const reply = bots[bots.length - 1];
+    const users = this.list.querySelectorAll("li.turn.user");
+    const request = users[users.length - 1];
+    if (!reply || (request && request.compareDocumentPosition(reply) & Node.DOCUMENT_POSITION_PRECEDING)) return;
+    reply.remove();
+    this.bot = null;
+    if (request && !this.user) {
+      const finalSpan = request.querySelector(".final");
+      const interimSpan = request.querySelector(".interim");
+      const finals = finalSpan.textContent.trim() ? [finalSpan.textContent] : [];
+      this.user = { li: request, finalSpan, interimSpan, finals };
+    }
+    this.onChange?.();
   }
 
   // ---------- misc ----------
