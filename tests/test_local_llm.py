@@ -6,6 +6,7 @@ prompt, so after the first one llama.cpp reuses its cached prefix and the rest s
 """
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -33,9 +34,9 @@ from pipecat.tests.utils import run_test
 from bot.processors.context_window import windowed
 from bot.processors.speculative_prefill import SpeculativePrefill
 from bot.providers.llama.engine import LocalLLMEngine, SlotAffinity
-from bot.providers.llama.service import LocalLLMService, build_request
+from bot.providers.llama.service import CHARS_PER_TOKEN, LocalLLMService, build_request, routed_request
 from bot.providers.llama.weights import ensure_model_file
-from bot.providers.tool_routing import REPLY_PREFILL, ReplyDecoder, reply_grammar
+from bot.providers.tool_routing import REPLY_PREFILL, HistoryWindow, ReplyDecoder, reply_grammar
 from bot.settings import Settings
 from bot.tools.current_time import get_current_time
 
@@ -566,6 +567,51 @@ async def test_a_conversation_whose_oldest_turns_were_dropped_is_not_computed_ag
     assert kept is not None and len(kept) < len(turns)
     _, timings = await _timings(engine, [*kept, {"role": "user", "content": "And the smallest?"}], session="long")
     assert timings["prompt_n"] <= 30, timings
+
+
+@pytest.mark.model
+async def test_the_request_after_a_longer_prefill_sends_back_no_turn_the_prefill_dropped(warm_engine):
+    """The prefill of the answer being spoken (a longer prompt) drops the oldest turn to fit;
+    the request that follows it, shorter, would fit with that turn, but sending it back would
+    put it before every cached token: the session's window starts it where the prefill did."""
+    engine, _ = warm_engine
+    window = HistoryWindow()
+
+    def request(messages: list[dict]) -> dict:
+        built, _ = routed_request(
+            LLMContext(messages=messages, tools=TOOLS),
+            system_prompt=SYSTEM_PROMPT,
+            max_tokens=24,
+            temperature=0.0,
+            context_tokens=CONTEXT_TOKENS,
+            window=window,
+        )
+        return built
+
+    async def computed(built: dict) -> int:
+        timings: dict = {}
+        async for chunk in engine.stream_chat({**built, "max_tokens": 1}, threading.Event(), session="spoken"):
+            timings = chunk.get("timings") or timings
+        return timings["prompt_n"]
+
+    budget = (CONTEXT_TOKENS - 24) * CHARS_PER_TOKEN - len(request([])["messages"][0]["content"])
+    turns: list[dict] = []
+    while sum(len(json.dumps(m)) for m in turns) < budget - 400:
+        i = len(turns) // 2
+        turns += [
+            {"role": "user", "content": f"What is {i} times {i + 1}?"},
+            {"role": "assistant", "content": f"{i} times {i + 1} is {i * (i + 1)}, an even number."},
+        ]
+    question = {"role": "user", "content": "And 7 times 9?"}
+    await computed(request([*turns, question]))
+    spoken = {"role": "assistant", "content": "7 times 9 is 63, an odd number. " * 12}
+    prefill = request([*turns, question, spoken])
+    assert len(prefill["messages"]) < len(turns) + 3, "the prefill's prompt must drop a turn"
+    await computed({**prefill, "messages": prefill["messages"][:-1]})
+    # The user went on before hearing it: the request holds the question whole, not the answer.
+    whole = [*turns, {"role": "user", "content": "And 7 times 9, and 8 times 9?"}]
+    assert HistoryWindow().trim(whole, budget) == whole, "alone, it fits with the turn the prefill dropped"
+    assert await computed(request(whole)) <= 40
 
 
 @pytest.mark.model

@@ -13,6 +13,8 @@ from bot.conversation import current_request
 from bot.providers.tool_routing import (
     NO_TOOL,
     REPLY_PREFILL,
+    TRIM_TO,
+    HistoryWindow,
     ReplyDecoder,
     answer_json,
     call_json,
@@ -684,3 +686,58 @@ def test_a_request_that_leaves_one_value_per_argument_determines_the_call(reques
     context = LLMContext(messages=[{"role": "user", "content": request_}], tools=ToolsSchema(standard_tools=ALL_TOOLS))
     tools = {tool.name: tool for tool in route_conversation(context, None, budget_chars=50_000).tools}
     assert tools[tool_name].determined_arguments() == arguments
+
+
+# --- where a session's conversation starts once it outgrows its budget ------------------------
+
+
+def _turns(n: int) -> list[dict]:
+    return [
+        message
+        for i in range(n)
+        for message in (
+            {"role": "user", "content": f"Question {i}: " + "blah " * 20},
+            {"role": "assistant", "content": f"Answer {i}: " + "yada " * 20},
+        )
+    ]
+
+
+def _first_question(kept: list[dict]) -> int:
+    return int(kept[0]["content"].split()[1].rstrip(":"))
+
+
+def test_a_conversation_over_its_budget_loses_its_oldest_turns_down_to_a_share_of_it():
+    window = HistoryWindow()
+    messages = [*_turns(10), {"role": "user", "content": "And now?"}]
+    budget = sum(len(json.dumps(m)) for m in messages) - 10
+    kept = window.trim(messages, budget)
+    assert kept[0]["role"] == "user" and kept[-1] == messages[-1]
+    assert sum(len(json.dumps(m)) for m in kept) <= budget * TRIM_TO
+    # The next turns fit again: they start where this one did, without trimming.
+    later = [*_turns(12), {"role": "user", "content": "Again?"}]
+    assert _first_question(window.trim(later, budget)) == _first_question(kept)
+
+
+def test_a_message_one_request_dropped_no_later_request_sends_back():
+    """A speculative prefill's prompt (the answer being spoken added) is longer than the request
+    that follows it; the request must not send back a message the prefill dropped, or every
+    cached token after it is computed again."""
+    window = HistoryWindow()
+    conversation = [*_turns(6), {"role": "user", "content": "Chart it."}]
+    request = [*conversation, {"role": "user", "content": "Thanks."}]
+    budget = sum(len(json.dumps(m)) for m in request)  # the request alone fits
+    prefill = window.trim([*conversation, {"role": "assistant", "content": "Here is the chart " * 5}], budget)
+    assert _first_question(prefill) > 0
+    assert _first_question(window.trim(request, budget)) == _first_question(prefill)
+    # A window of its own (another session) keeps the whole conversation that fits.
+    assert HistoryWindow().trim(request, budget) == request
+
+
+def test_a_start_the_context_window_has_dropped_since_is_forgotten():
+    window = HistoryWindow()
+    messages = [*_turns(10), {"role": "user", "content": "And now?"}]
+    budget = sum(len(json.dumps(m)) for m in messages) - 10
+    kept = window.trim(messages, budget)
+    # The context itself dropped its older half (ContextWindow), past the marked start.
+    shorter = [*_turns(10)[len(messages) - len(kept) + 4 :], {"role": "user", "content": "Next?"}]
+    assert window.trim(shorter, budget) == shorter

@@ -301,15 +301,18 @@ class RoutedConversation:
     allow_tools: bool
 
 
-def route_conversation(context: Any, system_prompt: str | None, budget_chars: float) -> RoutedConversation:
+def route_conversation(
+    context: Any, system_prompt: str | None, budget_chars: float, window: "HistoryWindow | None" = None
+) -> RoutedConversation:
     """A Pipecat `LLMContext` as the routed conversation a small model answers, trimmed to fit
-    `budget_chars`; tools are allowed until this user turn has had its tool round."""
+    `budget_chars` (by the session's `window`, so that its requests agree on where the
+    conversation starts); tools are allowed until this user turn has had its tool round."""
     tools = routable_tools(context.tools)
     messages = context.get_messages()
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
     tool_rounds = sum(1 for m in messages[last_user:] if m.get("role") == "assistant" and m.get("tool_calls"))
     system = "\n\n".join(p for p in (system_prompt, reply_instructions(tools)) if p)
-    kept = _trim(messages, budget_chars - len(system))
+    kept = (window or HistoryWindow()).trim(messages, budget_chars - len(system))
     return RoutedConversation(
         messages=to_routed_messages(kept, system),
         tools=[t for tool in tools if (t := tool.constrained(kept)) is not None],
@@ -317,17 +320,59 @@ def route_conversation(context: Any, system_prompt: str | None, budget_chars: fl
     )
 
 
-def _trim(messages: list[dict], budget_chars: float) -> list[dict]:
-    """Drop the oldest messages to fit the window, never the current turn (the last user
-    message and what follows it: tool calls and their results)."""
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
-    instructions = [m for m in messages[:last_user] if m.get("role") in ("system", "developer")]
-    history = [m for m in messages[:last_user] if m.get("role") not in ("system", "developer")]
-    current = messages[last_user:]
-    size = sum(len(json.dumps(m, default=str)) for m in instructions + history + current)
-    while history and size > budget_chars:
-        size -= len(json.dumps(history.pop(0), default=str))
-    return instructions + history + current
+# A conversation over its budget loses its oldest turns down to this share of it, so the requests
+# of the next several turns start where it does.
+TRIM_TO = 0.75
+# How many of the oldest kept messages mark where a session's conversation starts.
+_START_MARK = 3
+
+
+class HistoryWindow:
+    """Where one session's requests start their conversation, once it has outgrown its budget.
+
+    A cached prompt is reused only as far as it matches: llama.cpp can shift cached turns to
+    where a dropped one was, but not make room for a turn it no longer holds. The prompt of a
+    speculative prefill is longer than the request that follows it (it adds the answer being
+    spoken), so it dropped one old message more; the request then sent that message back, in
+    front of everything cached, and the whole conversation was computed again. So the start
+    only moves forward: a message one request dropped, no later one sends. And a trim goes down
+    to `TRIM_TO` of the budget, at a user message, so it comes once in several turns. The
+    current user turn (the last user message and what follows it) is never dropped.
+    """
+
+    def __init__(self) -> None:
+        self._start: list[str] = []  # the oldest kept messages, as JSON
+
+    def trim(self, messages: list[dict], budget_chars: float) -> list[dict]:
+        last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+        instructions = [m for m in messages[:last_user] if m.get("role") in ("system", "developer")]
+        history = [m for m in messages[:last_user] if m.get("role") not in ("system", "developer")]
+        current = messages[last_user:]
+        history = history[self._resumed_at(history) :]
+        size = sum(_size(m) for m in instructions + history + current)
+        if size > budget_chars:
+            while history and (size > budget_chars * TRIM_TO or history[0].get("role") != "user"):
+                size -= _size(history.pop(0))
+        self._start = [_json(m) for m in history[:_START_MARK]]
+        return instructions + history + current
+
+    def _resumed_at(self, history: list[dict]) -> int:
+        """Where the start marked by the last trim is in `history` (0 when it is gone)."""
+        if not self._start:
+            return 0
+        marks = len(self._start)
+        for i in range(len(history) - marks + 1):
+            if [_json(m) for m in history[i : i + marks]] == self._start:
+                return i
+        return 0
+
+
+def _json(message: dict) -> str:
+    return json.dumps(message, default=str, sort_keys=True)
+
+
+def _size(message: dict) -> int:
+    return len(json.dumps(message, default=str))
 
 
 def reply_json_schema(tools: list[RoutableTool], allow_tools: bool = True) -> dict[str, Any]:

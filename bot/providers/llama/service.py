@@ -35,6 +35,7 @@ from bot.providers.tool_routing import (
     ANSWER_PREFILL,
     NO_TOOL,
     REPLY_PREFILL,
+    HistoryWindow,
     ReplyDecoder,
     answer_grammar,
     call_grammar,
@@ -136,10 +137,11 @@ def routed_request(
     max_tokens: int,
     temperature: float,
     context_tokens: int,
+    window: HistoryWindow | None = None,
 ) -> tuple[dict, list[RoutableTool]]:
-    """`build_request`, and the tools its reply may call."""
+    """`build_request`, and the tools its reply may call (`window`: the session's)."""
     budget = (context_tokens - max_tokens) * CHARS_PER_TOKEN
-    conversation = route_conversation(context, system_prompt, budget)
+    conversation = route_conversation(context, system_prompt, budget, window)
     callable_tools = conversation.tools if conversation.allow_tools else []
     request = {
         "messages": [*conversation.messages, {"role": "assistant", "content": REPLY_PREFILL}],
@@ -216,6 +218,8 @@ class LocalLLMService(LLMService):
         self._holds_first_sentence_turn = False
         # Keeps this session on its own KV slot (a key, so the engine holds no reference).
         self._session_key = uuid.uuid4().hex
+        # Where this session's requests start its conversation, so its cache stays valid.
+        self._history = HistoryWindow()
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -279,6 +283,7 @@ class LocalLLMService(LLMService):
             max_tokens=cast(int, self._settings.max_tokens),
             temperature=cast(float, self._settings.temperature),
             context_tokens=self._engine.context_tokens_per_slot,
+            window=self._history,
         )
 
     async def _generate(self, context: LLMContext):
