@@ -364,6 +364,8 @@ def test_said_numbers(text, numbers):
             ("my visitors", ["Monday", "Tuesday", "Week two"], [40, 55, 8]),
         ),
         ("Chart these scores: Alice 90, Bob-75, Carol-82.", ("", ["Alice", "Bob", "Carol"], [90, 75, 82])),
+        # Its first item heard without its number: no list, rather than the list without Alice.
+        ("Chart these scores: Alice Nainty, Bob-75, Carol-82, Dan-60.", None),
         (
             "Make a pie chart of my budget, rent a hundred, food three hundred, travel 200.",
             ("my budget", ["rent", "food", "travel"], [100, 300, 200]),

@@ -241,6 +241,10 @@ def _pairs(head: str, colon: str, data: str) -> tuple[str, list[str], list[float
     if not colon and len(parsed) > 2 and parsed[0] is None and all(parsed[1:]):
         # "Show me a bar chart of monthly sales, January ten. February 20.": a transcript
         # of a request dictated with pauses has no colon; its first piece is the request.
+        # But words after a colon in it ("Chart these scores : Alice Nainty") are the list's
+        # first item, heard without its number: the list cannot be read whole.
+        if chunks[0].rpartition(" : ")[2].strip() and " : " in chunks[0]:
+            return None
         head, chunks, parsed, colon = chunks[0], chunks[1:], parsed[1:], ":"
     if len(chunks) < 2:
         return None
