@@ -17,21 +17,18 @@ from pipecat.frames.frames import Frame, OutputTransportMessageUrgentFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.frames import ReplyUnheardFrame, RequestInterimTranscriptionFrame, RequestTranscriptionFrame
+from bot.transports.client_messages import rtvi_server_message
 
 REQUEST_MESSAGE_TYPE = "user-request"
 REPLY_UNHEARD_MESSAGE_TYPE = "reply-unheard"
 
 
 def request_message(text: str, *, final: bool) -> dict[str, Any]:
-    return {
-        "label": "rtvi-ai",
-        "type": "server-message",
-        "data": {"type": REQUEST_MESSAGE_TYPE, "text": text, "final": final},
-    }
+    return rtvi_server_message({"type": REQUEST_MESSAGE_TYPE, "text": text, "final": final})
 
 
 def reply_unheard_message() -> dict[str, Any]:
-    return {"label": "rtvi-ai", "type": "server-message", "data": {"type": REPLY_UNHEARD_MESSAGE_TYPE}}
+    return rtvi_server_message({"type": REPLY_UNHEARD_MESSAGE_TYPE})
 
 
 class RequestTranscriptMessages(FrameProcessor):

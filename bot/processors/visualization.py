@@ -61,6 +61,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.frames import ReplyUnheardFrame
 from bot.session_resources import SessionResources
+from bot.transports.client_messages import rtvi_server_message
 
 MESSAGE_TYPE = "visualization"
 WITHDRAWN_MESSAGE_TYPE = "visualization-withdrawn"
@@ -87,10 +88,6 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _server_message(data: dict[str, Any]) -> dict[str, Any]:
-    return {"label": "rtvi-ai", "type": "server-message", "data": data}
-
-
 def visualization_message(
     visualization: dict[str, Any],
     *,
@@ -99,7 +96,7 @@ def visualization_message(
     tool_call_id: str | None = None,
 ) -> dict[str, Any]:
     """The RTVI envelope of one visualization (what the page's `visualization` handler gets)."""
-    return _server_message(
+    return rtvi_server_message(
         {
             "type": MESSAGE_TYPE,
             "turn_id": turn_id,
@@ -112,7 +109,7 @@ def visualization_message(
 
 def withdrawn_message(tool_call_ids: list[str], *, turn_id: str | None) -> dict[str, Any]:
     """The RTVI envelope telling the page to take down the visualizations of these tool calls."""
-    return _server_message({"type": WITHDRAWN_MESSAGE_TYPE, "turn_id": turn_id, "tool_call_ids": tool_call_ids})
+    return rtvi_server_message({"type": WITHDRAWN_MESSAGE_TYPE, "turn_id": turn_id, "tool_call_ids": tool_call_ids})
 
 
 class VisualizationProcessor(FrameProcessor):

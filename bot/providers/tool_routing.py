@@ -348,31 +348,30 @@ class HistoryWindow:
         instructions = [m for m in messages[:last_user] if m.get("role") in ("system", "developer")]
         history = [m for m in messages[:last_user] if m.get("role") not in ("system", "developer")]
         current = messages[last_user:]
-        history = history[self._resumed_at(history) :]
-        size = sum(_size(m) for m in instructions + history + current)
+        encoded = [_json(m) for m in history]
+        start = self._resumed_at(encoded)
+        history, encoded = history[start:], encoded[start:]
+        size = sum(len(e) for e in encoded) + sum(len(_json(m)) for m in instructions + current)
         if size > budget_chars:
             while history and (size > budget_chars * TRIM_TO or history[0].get("role") != "user"):
-                size -= _size(history.pop(0))
-        self._start = [_json(m) for m in history[:_START_MARK]]
+                history.pop(0)
+                size -= len(encoded.pop(0))
+        self._start = encoded[:_START_MARK]
         return instructions + history + current
 
-    def _resumed_at(self, history: list[dict]) -> int:
-        """Where the start marked by the last trim is in `history` (0 when it is gone)."""
-        if not self._start:
-            return 0
+    def _resumed_at(self, encoded: list[str]) -> int:
+        """Where the start marked by the last trim is in the history (0 when it is gone)."""
         marks = len(self._start)
-        for i in range(len(history) - marks + 1):
-            if [_json(m) for m in history[i : i + marks]] == self._start:
+        if not marks:
+            return 0
+        for i in range(len(encoded) - marks + 1):
+            if encoded[i : i + marks] == self._start:
                 return i
         return 0
 
 
 def _json(message: dict) -> str:
     return json.dumps(message, default=str, sort_keys=True)
-
-
-def _size(message: dict) -> int:
-    return len(json.dumps(message, default=str))
 
 
 def reply_json_schema(tools: list[RoutableTool], allow_tools: bool = True) -> dict[str, Any]:

@@ -243,7 +243,7 @@ def _pairs(head: str, colon: str, data: str) -> tuple[str, list[str], list[float
         # of a request dictated with pauses has no colon; its first piece is the request.
         # But words after a colon in it ("Chart these scores : Alice Nainty") are the list's
         # first item, heard without its number: the list cannot be read whole.
-        if chunks[0].rpartition(" : ")[2].strip() and " : " in chunks[0]:
+        if " : " in chunks[0] and chunks[0].rpartition(" : ")[2].strip():
             return None
         head, chunks, parsed, colon = chunks[0], chunks[1:], parsed[1:], ":"
     if len(chunks) < 2:

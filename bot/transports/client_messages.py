@@ -26,6 +26,11 @@ def rtvi_error_message(description: str, *, fatal: bool = False) -> dict:
     return {"label": "rtvi-ai", "type": "error", "data": {"error": description, "fatal": fatal}}
 
 
+def rtvi_server_message(data: dict[str, Any]) -> dict[str, Any]:
+    """An RTVI `server-message` envelope; the page dispatches it by `data["type"]`."""
+    return {"label": "rtvi-ai", "type": "server-message", "data": data}
+
+
 def rtvi_error(description: str, *, fatal: bool = False) -> OutputTransportMessageUrgentFrame:
     """The RTVI error as a frame the output transport sends at once."""
     return OutputTransportMessageUrgentFrame(message=rtvi_error_message(description, fatal=fatal))
